@@ -1,0 +1,120 @@
+"""μ + kσ thresholds from held-out good parts, scored by the deployed bundle on the line's own backend."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from edge.backends import Backend
+from edge.bundle import CALIBRATION_FILE, CALIBRATION_SCHEMA_VERSION, Bundle
+from edge.preprocess import to_input
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MIN_RECOMMENDED = 20
+
+
+class CalibrationError(RuntimeError):
+    pass
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise CalibrationError(f"{folder}: not a directory of good images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CalibrationError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)   # grayscale files come back as 3 channels
+    if img is None:
+        raise CalibrationError(f"{path}: unreadable image; remove it or replace it")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(files):
+        h.update(f"{p.name}\t{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Scores:
+    image: np.ndarray            # [n] image scores
+    pixel_mean: float
+    pixel_std: float
+
+
+def score_images(backend: Backend, bundle: Bundle, files: list[Path], batch: int = 8) -> Scores:
+    """Image scores, and pixel-score moments accumulated in float64 (a whole set of maps
+    would not need to fit in memory)."""
+    scores, s1, s2, n_px = [], 0.0, 0.0, 0
+    for i in tqdm(range(0, len(files), batch), desc="scoring good parts", unit="batch"):
+        chunk = files[i:i + batch]
+        frames = [Frame("calib", j, p.name, 0.0, read_rgb(p)) for j, p in enumerate(chunk)]
+        maps, s = backend.infer(to_input(frames, bundle.height, bundle.width))
+        scores.append(s)
+        m = maps.astype(np.float64)
+        s1, s2, n_px = s1 + m.sum(), s2 + (m * m).sum(), n_px + m.size
+    mean = s1 / n_px
+    return Scores(np.concatenate(scores).astype(np.float64), float(mean), math.sqrt(max(s2 / n_px - mean * mean, 0.0)))
+
+
+def fit(scores: Scores, k: float) -> dict:
+    x = scores.image
+    mu, sigma = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+    threshold = mu + k * sigma
+    median = float(np.median(x))
+    mad = float(np.median(np.abs(x - median))) * 1.4826   # scaled to σ for normal data
+    skew = float(((x - mu) ** 3).mean() / sigma ** 3) if sigma > 0 else 0.0
+    return {
+        "mu": mu, "sigma": sigma, "k": float(k), "threshold": threshold,
+        "pixel_mu": scores.pixel_mean, "pixel_sigma": scores.pixel_std,
+        "pixel_threshold": scores.pixel_mean + k * scores.pixel_std,
+        "n": int(x.size),
+        "false_reject_rate": float((x > threshold).mean()),
+        "score_min": float(x.min()), "score_max": float(x.max()), "skew": skew,
+        "alternatives": {
+            "robust": {"median": median, "mad_sigma": mad, "threshold": median + k * mad},
+            "quantile": {"q": 0.99, "threshold": float(np.quantile(x, 0.99))},
+        },
+    }
+
+
+def warnings_for(fitted: dict) -> list[str]:
+    out = []
+    if fitted["n"] < MIN_RECOMMENDED:
+        out.append(f"only {fitted['n']} good images: σ from so few is uncertain, so the false-reject rate "
+                   f"on the line can be far from what k promises; use at least {MIN_RECOMMENDED}")
+    if abs(fitted["skew"]) > 1.0:
+        out.append(f"scores are skewed (skew {fitted['skew']:.2f}): μ+kσ assumes roughly normal scores; "
+                   "compare with the robust and quantile thresholds in calibration.yaml")
+    return out
+
+
+def calibrate(bundle: Bundle, backend: Backend, files: list[Path], k: float, source: str,
+              batch: int = 8) -> dict:
+    fitted = fit(score_images(backend, bundle, files, batch), k)
+    return {"schema_version": CALIBRATION_SCHEMA_VERSION, **fitted,
+            "data": {"source": source, "count": len(files), "files_sha256": fingerprint(files)},
+            "model": bundle.name, "backend": backend.describe(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_calibration(bundle: Bundle, result: dict) -> Path:
+    path = bundle.path / CALIBRATION_FILE
+    path.write_text(yaml.safe_dump(result, sort_keys=False))
+    return path

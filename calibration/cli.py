@@ -1,0 +1,57 @@
+"""edge-calibrate: set a bundle's threshold from good parts."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from calibration.calibrate import CalibrationError, calibrate, list_images, warnings_for, write_calibration
+from edge.backends import BackendError, load_backend
+from edge.bundle import BundleError, load_bundle
+
+log = logging.getLogger("calibration")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="edge-calibrate",
+        description="Score held-out GOOD parts with the bundle, on the same backend the line runs, and write "
+                    "calibration.yaml into the bundle: image threshold μ + kσ, pixel threshold (for NG "
+                    "regions), the false-reject rate it implies on these parts, and robust alternatives.")
+    p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder of good images the model was NOT trained on")
+    src.add_argument("--holdout", action="store_true",
+                     help="use the good images export-engine held out of training (listed in bundle.yaml)")
+    p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime"], help="as on the line")
+    p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if args.k <= 0:
+        print(f"edge-calibrate: --k must be > 0 (got {args.k})", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args.bundle)
+        if args.holdout:
+            files = [Path(f) for f in bundle.meta.get("training", {}).get("holdout") or []]
+            if not files:
+                raise CalibrationError(f"{args.bundle}: bundle.yaml lists no held-out images; "
+                                       "export with --holdout or give --data")
+            source = f"holdout of {bundle.meta['training'].get('data')}"
+        else:
+            files = list_images(Path(args.data))
+            source = str(Path(args.data).resolve())
+        backend = load_backend(bundle, args.backend)
+        result = calibrate(bundle, backend, files, args.k, source, args.batch)
+    except (BundleError, BackendError, CalibrationError) as e:
+        print(f"edge-calibrate: {e}", file=sys.stderr)
+        return 2
+    for w in warnings_for(result):
+        log.warning(w)
+    path = write_calibration(bundle, result)
+    print(f"{path}: n={result['n']} μ={result['mu']:.5g} σ={result['sigma']:.5g} k={result['k']:g} "
+          f"threshold={result['threshold']:.5g} pixel_threshold={result['pixel_threshold']:.5g} "
+          f"false-reject on these parts {100 * result['false_reject_rate']:.1f}%")
+    return 0

@@ -1,0 +1,174 @@
+"""The line daemon: source → bounded queue → batcher → backend → verdict → publisher.
+
+Two threads: the source grabs into the queue; the main loop batches, infers, judges and
+publishes (it owns the ZeroMQ socket, which is not thread-safe). Every frame that enters the
+queue ends as exactly one published verdict (OK, NG or ERROR) or a counted drop; the status
+topic carries the counters so a PLC integrator can check that for themselves.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from edge.backends import Backend, load_backend
+from edge.batcher import FrameQueue
+from edge.bundle import Bundle, BundleError, load_bundle
+from edge.config import LineConfig
+from edge.evidence import EvidenceStore
+from edge.preprocess import frame_problem, to_input
+from edge.publish import MESSAGE_SCHEMA, Publisher, verdict_message
+from edge.sources import Source, open_source
+from edge.stats import LineStats, percentiles
+from edge.types import Batch, Verdict
+from edge.verdict import Judge
+
+log = logging.getLogger(__name__)
+
+
+def judge_for(bundle: Bundle, k: float | None) -> Judge:
+    cal = bundle.calibration
+    if cal is None:
+        raise BundleError(f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
+                          f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR")
+    return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
+
+
+class Daemon:
+    def __init__(self, cfg: LineConfig, backend: Backend | None = None, source: Source | None = None):
+        self.cfg = cfg
+        self.bundle = load_bundle(cfg.bundle)
+        self.judge = judge_for(self.bundle, cfg.k)
+        self.backend = backend or load_backend(self.bundle, cfg.backend)
+        self.source = source or open_source(cfg.source)
+        self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
+        self.stats = LineStats()
+        self.stop_event = threading.Event()
+        self.evidence = EvidenceStore(cfg.evidence.dir, cfg.evidence.max_files) if cfg.evidence.dir else None
+        self.publisher = Publisher(cfg.publish.bind, cfg.topic, sndhwm=cfg.publish.sndhwm)
+        self._t_start = time.time()
+        self._state = "starting"
+
+    def stop(self) -> None:
+        """Stop grabbing; frames already queued are still judged and published. Signal-safe."""
+        self.stop_event.set()
+
+    # -- the two threads ------------------------------------------------------------
+    def _grab(self) -> None:
+        try:
+            for frame in self.source.frames(self.stop_event):
+                if not self.queue.put(frame, self.stop_event):
+                    break
+        except Exception:  # a source bug must not leave the line judging nothing in silence
+            log.exception("source %s failed", self.source.name)
+        finally:
+            self.queue.close()
+
+    def run(self) -> int:
+        pub = self.cfg.publish
+        if pub.wait_for_subscribers:
+            log.info("waiting up to %.1fs for %d subscriber(s) on %s", pub.wait_timeout_s,
+                     pub.wait_for_subscribers, self.publisher.endpoint)
+            if not self.publisher.wait_for_subscribers(pub.wait_for_subscribers, pub.wait_timeout_s, self.stop_event):
+                log.warning("starting without the %d subscriber(s) asked for", pub.wait_for_subscribers)
+        grabber = threading.Thread(target=self._grab, name=f"grab-{self.source.name}", daemon=True)
+        self._state = "running"
+        log.info("judging %s on %s, publishing %s on %s", self.source.name, self.bundle.name,
+                 self.cfg.topic, self.publisher.endpoint)
+        grabber.start()
+        next_heartbeat = time.monotonic()
+        try:
+            while True:
+                batch = self.queue.next_batch(self.cfg.batch.max_batch, self.cfg.batch.max_wait_ms / 1000,
+                                              idle_timeout_s=pub.heartbeat_s)
+                if batch is not None:
+                    self._process(batch)
+                elif self.queue.closed and not len(self.queue):
+                    break
+                if time.monotonic() >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = time.monotonic() + pub.heartbeat_s
+        finally:
+            self._state = "stopping"
+            self.stop_event.set()
+            grabber.join(timeout=5)
+            self._finish()
+        return 0
+
+    # -- per batch ----------------------------------------------------------------------
+    def _process(self, batch: Batch) -> None:
+        verdicts: list[Verdict | None] = [None] * len(batch.frames)
+        good = []
+        for i, f in enumerate(batch.frames):
+            problem = frame_problem(f)
+            if problem is None:
+                good.append(i)
+            else:
+                verdicts[i] = self.judge.error(f, problem)
+        if good:
+            for i, v in zip(good, self._infer([batch.frames[i] for i in good])):
+                verdicts[i] = v
+        for v in verdicts:
+            self._publish(v)
+
+    def _infer(self, frames) -> list[Verdict]:
+        h, w = self.bundle.height, self.bundle.width
+        t0 = time.perf_counter()
+        try:
+            maps, scores = self.backend.infer(to_input(frames, h, w))
+            if maps.shape != (len(frames), 1, h, w) or scores.shape != (len(frames),):
+                raise RuntimeError(f"backend returned maps {maps.shape} / scores {scores.shape} "
+                                   f"for a batch of {len(frames)}")
+        except Exception as e:  # any failure of the runtime: these parts were not judged
+            log.exception("inference failed for a batch of %d", len(frames))
+            return [self.judge.error(f, f"inference failed: {e}") for f in frames]
+        self.stats.infer_ms.append((time.perf_counter() - t0) * 1000)
+        self.stats.batch_sizes.append(len(frames))
+        return [self.judge.judge(f, maps[i, 0], float(scores[i])) for i, f in enumerate(frames)]
+
+    def _publish(self, v: Verdict) -> None:
+        t_pub = time.time()
+        if not self.publisher.send(self.cfg.topic, verdict_message(v, self.cfg.line, self.cfg.station,
+                                                                   self.bundle.name, t_pub)):
+            self.stats.publish_failed += 1
+        self.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
+        if v.verdict == "NG" and self.evidence is not None:
+            self.evidence.submit(v)
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict:
+        s, q, cal = self.stats, self.queue, self.bundle.calibration
+        counters = {"frames_in": q.frames_in, "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
+                    "error": s.verdicts["ERROR"], "dropped": q.dropped, "publish_failed": s.publish_failed,
+                    "in_flight": q.frames_in - q.dropped - s.judged()}
+        if self.evidence is not None:
+            counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
+        return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": self.cfg.station, "t": time.time(),
+                "state": self._state, "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
+                "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(s.infer_ms),
+                "mean_batch": round(float(np.mean(s.batch_sizes)), 2) if s.batch_sizes else None,
+                "queue_depth": len(q),
+                "source": {"name": self.source.name, "state": self.source.state,
+                           "reconnects": self.source.reconnects},
+                "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
+                "threshold": self.judge.threshold, "model": self.bundle.name,
+                "backend": self.backend.describe()}
+
+    def _heartbeat(self) -> None:
+        self.publisher.poll_subscriptions()
+        self.publisher.send(self.publisher.status_topic, self.status())
+
+    def _finish(self) -> None:
+        if self.evidence is not None:
+            self.evidence.close()
+        self._state = "stopped"
+        final = self.status()
+        self.publisher.send(self.publisher.status_topic, final)
+        c = final["counters"]
+        log.info("stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
+                 c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
+                 final["latency_ms"]["p50"], final["latency_ms"]["p99"])
+        self.publisher.close()
+        self.backend.close()

@@ -1,0 +1,74 @@
+"""NG evidence: the frame with its heatmap and regions, saved to a size-bounded ring folder.
+
+Encoding a PNG costs milliseconds, so it happens on its own thread behind a small queue;
+when the disk cannot keep up, evidence is skipped (and counted), verdicts never wait.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.types import Verdict
+
+log = logging.getLogger(__name__)
+
+
+def overlay(v: Verdict) -> np.ndarray:
+    """BGR image: the frame, its anomaly map as a JET heatmap on top, NG regions boxed."""
+    img = cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR)
+    amap = cv2.resize(v.anomaly_map, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    # Scale so the threshold sits mid-colourmap: blue is normal, red is past the threshold.
+    norm = np.clip(amap / (2 * v.threshold), 0, 1) if v.threshold > 0 else amap / max(float(amap.max()), 1e-12)
+    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    out = cv2.addWeighted(img, 0.55, heat, 0.45, 0)
+    for r in v.regions:
+        x, y, w, h = r.bbox
+        cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 2)
+    cv2.putText(out, f"{v.verdict} {v.score:.3g} > {v.threshold:.3g}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+class EvidenceStore:
+    def __init__(self, folder: Path, max_files: int, queue_size: int = 16):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_files = max_files
+        self.saved = 0
+        self.skipped = 0
+        self._files = deque(sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime))
+        self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="evidence", daemon=True)
+        self._thread.start()
+
+    def submit(self, v: Verdict) -> None:
+        try:
+            self._queue.put_nowait(v)
+        except queue.Full:
+            self.skipped += 1
+
+    def _run(self) -> None:
+        while (v := self._queue.get()) is not None:
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")
+            path = self.folder / f"{name}_{v.verdict}.png"
+            try:
+                cv2.imwrite(str(path), overlay(v))
+            except (cv2.error, OSError) as e:
+                log.warning("evidence %s not saved: %s", path, e)
+                self.skipped += 1
+                continue
+            self.saved += 1
+            self._files.append(path)
+            while len(self._files) > self.max_files:
+                self._files.popleft().unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)

@@ -1,0 +1,42 @@
+"""Counters and latency percentiles for the status topic. Owned by the inference thread."""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from edge.types import Verdict
+
+
+def percentiles(values, qs=(50, 99)) -> dict[str, float | int | None]:
+    arr = np.fromiter(values, dtype=np.float64)
+    out: dict[str, float | int | None] = {f"p{q}": (round(float(np.percentile(arr, q)), 3) if arr.size else None)
+                                          for q in qs}
+    out["n"] = int(arr.size)
+    return out
+
+
+class LineStats:
+    def __init__(self, window: int = 2048):
+        self.verdicts = {"OK": 0, "NG": 0, "ERROR": 0}
+        self.publish_failed = 0
+        self.latency_ms: deque[float] = deque(maxlen=window)   # grab → publish, per frame
+        self.infer_ms: deque[float] = deque(maxlen=window)     # backend call, per batch
+        self.batch_sizes: deque[int] = deque(maxlen=window)
+        self._ok_scores: deque[float] = deque(maxlen=window)
+
+    def count(self, v: Verdict, latency_ms: float) -> None:
+        self.verdicts[v.verdict] += 1
+        self.latency_ms.append(latency_ms)
+        if v.verdict == "OK" and v.score is not None:
+            self._ok_scores.append(v.score)
+
+    def judged(self) -> int:
+        return sum(self.verdicts.values())
+
+    def drift(self, mu: float | None, sigma: float | None) -> dict:
+        """Running mean of OK scores against calibration μ, in σ: a line that creeps towards
+        its threshold (lighting, lens, new material) shows here before it rejects parts."""
+        mean = float(np.mean(self._ok_scores)) if self._ok_scores else None
+        z = (mean - mu) / sigma if mean is not None and mu is not None and sigma else None
+        return {"ok_mean": mean, "calib_mu": mu, "z": None if z is None else round(z, 3), "n": len(self._ok_scores)}

@@ -1,0 +1,49 @@
+"""The small typed records that cross boundaries on the line: source → batcher → backend → verdict."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One grabbed image, or the record that a grab produced nothing usable.
+
+    A frame with ``image is None`` still travels the whole pipeline so that it ends as an
+    ERROR verdict: a part the line could not see must never be let through.
+    """
+
+    stream: str
+    seq: int                      # per-stream sequence number, from 0, never reused
+    frame_id: str                 # what the source calls it (file name, "cam0:17", ...)
+    t_grab: float                 # time.time() when grabbed
+    image: np.ndarray | None      # HxWx3 uint8 RGB, any size (the line resizes)
+    error: str | None = None      # why image is None
+
+
+@dataclass(slots=True)
+class Batch:
+    frames: list[Frame]
+    t_formed: float
+
+
+@dataclass(slots=True)
+class Region:
+    bbox: tuple[int, int, int, int]   # x, y, w, h in the frame's own pixels
+    area_px: int
+    peak: float
+
+    def to_json(self) -> dict:
+        return {"bbox": list(self.bbox), "area_px": self.area_px, "peak": round(self.peak, 6)}
+
+
+@dataclass(slots=True)
+class Verdict:
+    frame: Frame
+    verdict: str                   # "OK" | "NG" | "ERROR"
+    score: float | None
+    threshold: float
+    regions: list[Region] = field(default_factory=list)
+    error: str | None = None
+    anomaly_map: np.ndarray | None = None   # [h, w] model-resolution map, kept for evidence only

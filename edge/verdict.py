@@ -1,0 +1,44 @@
+"""Scores → verdicts: μ+kσ threshold for OK/NG, connected components of the anomaly map for NG regions."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from edge.types import Frame, Region, Verdict
+
+
+class Judge:
+    def __init__(self, threshold: float, pixel_threshold: float, max_regions: int = 16):
+        self.threshold = float(threshold)
+        # Regions explain an NG: a pixel threshold above the image one could leave an NG
+        # part with no region at all, so it never exceeds the image threshold.
+        self.pixel_threshold = min(float(pixel_threshold), self.threshold)
+        self.max_regions = max_regions
+
+    def error(self, frame: Frame, why: str) -> Verdict:
+        return Verdict(frame=frame, verdict="ERROR", score=None, threshold=self.threshold, error=why)
+
+    def judge(self, frame: Frame, amap: np.ndarray, score: float) -> Verdict:
+        """amap: [h, w] at model resolution; regions come back in the frame's own pixels."""
+        if not math.isfinite(score) or not np.isfinite(amap).all():
+            return self.error(frame, "model returned a non-finite score")
+        if score <= self.threshold:
+            return Verdict(frame=frame, verdict="OK", score=score, threshold=self.threshold)
+        fh, fw = frame.image.shape[:2]
+        regions = self.regions(amap, sx=fw / amap.shape[1], sy=fh / amap.shape[0])
+        return Verdict(frame=frame, verdict="NG", score=score, threshold=self.threshold,
+                       regions=regions, anomaly_map=amap)
+
+    def regions(self, amap: np.ndarray, sx: float, sy: float) -> list[Region]:
+        mask = (amap > self.pixel_threshold).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        found = []
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            peak = float(amap[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i].max())
+            found.append(Region(bbox=(round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))),
+                                area_px=round(area * sx * sy), peak=peak))
+        found.sort(key=lambda r: r.peak, reverse=True)
+        return found[: self.max_regions]
