@@ -1,0 +1,306 @@
+"""Line configuration: YAML loaded safely, validated, every error naming the key, the bad
+value and what is allowed (see configs/line3.yaml for the documented example)."""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import reprlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A line config (or CLI) mistake, phrased for the person who wrote it: one line,
+    naming the file, the key, the bad value and what is allowed."""
+
+
+@dataclass(slots=True)
+class ReconnectConfig:
+    initial_s: float = 0.5        # first back-off after a camera drops out
+    max_s: float = 10.0           # back-off doubles up to this
+
+
+@dataclass(slots=True)
+class SourceConfig:
+    kind: str                     # "video" | "images" | "camera"
+    name: str = "cam0"            # stream name, used in frame ids and status
+    path: Path | None = None      # video file or image folder (relative paths: to the config file)
+    url: str | None = None        # camera: RTSP/HTTP URL ...
+    index: int | None = None      # ... or a local device index
+    loop: bool = False            # files only: start again at the end
+    fps: float | None = None      # pace to this rate (a file standing in for a camera); None = as fast as read
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+
+
+@dataclass(slots=True)
+class BatchConfig:
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+
+
+@dataclass(slots=True)
+class QueueConfig:
+    size: int = 64
+    overflow: str = "drop_oldest"  # "drop_oldest" (live cameras) | "block" (files judged completely)
+
+
+@dataclass(slots=True)
+class PublishConfig:
+    bind: str = "tcp://127.0.0.1:5556"
+    heartbeat_s: float = 1.0
+    sndhwm: int = 1000
+    wait_for_subscribers: int = 0   # hold the source until this many subscribers are connected
+    wait_timeout_s: float = 10.0
+
+
+@dataclass(slots=True)
+class EvidenceConfig:
+    dir: Path | None = None         # save NG overlays here; None = off
+    max_files: int = 200            # ring: the oldest are deleted beyond this
+
+
+@dataclass(slots=True)
+class LineConfig:
+    line: str
+    station: str
+    bundle: Path
+    source: SourceConfig
+    backend: str = "auto"           # "auto" | "onnxruntime" | "tensorrt"
+    k: float | None = None          # overrides calibration.yaml's k: threshold = mu + k*sigma
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    log_level: str = "INFO"
+    path: Path | None = None        # the file it was loaded from
+
+    @property
+    def topic(self) -> str:
+        return f"{self.line}/{self.station}"
+
+
+# --- validation: one declarative table (_LINE below) drives every check and message ---
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A scalar key: its type and the range, choices or pattern its value must fit."""
+    type: type                        # bool, int, float, str or Path
+    lo: float | None = None
+    hi: float | None = None
+    above: bool = False               # lo itself is not allowed (a rate or a period of 0)
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None        # the whole string must match
+    pattern_text: str = ""            # how to say the pattern to a person
+    nullable: bool = False
+    required: bool = False
+    exists: str | None = None         # Path only: "file" or "directory"
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """A mapping that becomes one of the dataclasses above."""
+    cls: type
+    keys: Mapping[str, _Key | _Section]
+    required: bool = False
+    tag: str | None = None            # the key whose value picks more keys from `variants`
+    variants: Mapping[str, Mapping[str, _Key | _Section]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    where: str                        # the file, as the user named it
+    base: Path                        # relative paths are resolved against this
+
+
+_MISSING = object()
+_EXISTS = {"file": Path.is_file, "directory": Path.is_dir}
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+
+# line and station form the ZeroMQ topic "<line>/<station>", and subscribers filter by prefix.
+_TOPIC_PART = _Key(str, required=True, pattern=r"[^/\s]+",
+                   pattern_text="a non-empty name without '/' or whitespace")
+_POSITIVE = _Key(float, lo=0, above=True)
+_POSITIVE_OR_NULL = _Key(float, lo=0, above=True, nullable=True)
+_FILE_KEYS = {"loop": _Key(bool), "fps": _POSITIVE_OR_NULL}
+_SOURCE_VARIANTS: dict[str, Mapping[str, _Key | _Section]] = {
+    "video": {"path": _Key(Path, required=True, exists="file"), **_FILE_KEYS},
+    "images": {"path": _Key(Path, required=True, exists="directory"), **_FILE_KEYS},
+    "camera": {
+        "url": _Key(str, nullable=True),
+        "index": _Key(int, lo=0, nullable=True),
+        "reconnect": _Section(ReconnectConfig, {"initial_s": _POSITIVE, "max_s": _POSITIVE}),
+    },
+}
+_LINE = _Section(LineConfig, required=True, keys={
+    "line": _TOPIC_PART,
+    "station": _TOPIC_PART,
+    "bundle": _Key(Path, required=True, exists="directory"),
+    "source": _Section(SourceConfig, required=True, tag="kind", variants=_SOURCE_VARIANTS, keys={
+        "kind": _Key(str, required=True, choices=tuple(_SOURCE_VARIANTS)),
+        "name": _Key(str, pattern=r"[^/\s:]+", pattern_text="a non-empty name without '/', ':' or whitespace"),
+    }),
+    "backend": _Key(str, choices=("auto", "onnxruntime", "tensorrt")),
+    "k": _POSITIVE_OR_NULL,
+    "batch": _Section(BatchConfig, {"max_batch": _Key(int, lo=1, hi=1024), "max_wait_ms": _Key(float, lo=0)}),
+    "queue": _Section(QueueConfig, {"size": _Key(int, lo=1), "overflow": _Key(str, choices=("drop_oldest", "block"))}),
+    "publish": _Section(PublishConfig, {
+        "bind": _Key(str, pattern=r"(tcp|ipc|inproc)://\S+",
+                     pattern_text="a ZeroMQ endpoint such as 'tcp://127.0.0.1:5556'"),
+        "heartbeat_s": _POSITIVE,
+        "sndhwm": _Key(int, lo=1),
+        "wait_for_subscribers": _Key(int, lo=0),
+        "wait_timeout_s": _POSITIVE,
+    }),
+    "evidence": _Section(EvidenceConfig, {"dir": _Key(Path, nullable=True), "max_files": _Key(int, lo=1)}),
+    "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+})
+
+
+def _error(where: str, key: str, problem: str, fix: str = "", got: object = _MISSING) -> ConfigError:
+    message = f"{where}: {key}: {problem}"
+    if got is not _MISSING:
+        message += f" (got {_repr.repr(got)})"
+    if fix:
+        message += f"; {fix}"
+    # One line, whatever a YAML key or a parser message contained: logs and PLC screens show one line.
+    return ConfigError(" ".join(message.splitlines()))
+
+
+def _allowed(key: _Key) -> str:
+    if key.choices:
+        text = "one of " + ", ".join(map(repr, key.choices))
+    elif key.type is bool:
+        text = "true or false"
+    elif key.type is Path:
+        text = "a path"
+    elif key.type is str:
+        text = key.pattern_text or "a non-empty string"
+    else:
+        text = "an integer" if key.type is int else "a number"
+        if key.hi is not None:
+            text += f" from {key.lo} to {key.hi}"
+        elif key.lo is not None:
+            text += f" {'>' if key.above else '>='} {key.lo}"
+    return text + (" or null" if key.nullable else "")
+
+
+def _fits(key: _Key, value: object) -> bool:
+    if value is None:
+        return key.nullable
+    if key.type is bool or isinstance(value, bool):
+        # YAML's true/false are Python bools, which are also ints: keep them apart both ways.
+        return key.type is bool and isinstance(value, bool)
+    if key.type in (int, float):
+        if not isinstance(value, int if key.type is int else (int, float)) or not math.isfinite(value):
+            return False
+        above_lo = key.lo is None or (value > key.lo if key.above else value >= key.lo)
+        return above_lo and (key.hi is None or value <= key.hi)
+    if not isinstance(value, str) or not value.strip():
+        return False
+    if key.choices:
+        return value in key.choices
+    return key.pattern is None or re.fullmatch(key.pattern, value) is not None
+
+
+def _scalar(key: _Key, value: object, dotted: str, ctx: _Ctx) -> object:
+    if not _fits(key, value):
+        raise _error(ctx.where, dotted, f"must be {_allowed(key)}", got=value)
+    if value is None:
+        return None
+    if key.type is float:
+        return float(value)
+    if key.type is not Path:
+        return value
+    path = (ctx.base / Path(value).expanduser()).resolve()
+    if key.exists and not _EXISTS[key.exists](path):
+        raise _error(ctx.where, dotted, f"no such {key.exists} {path}", got=value,
+                     fix=f"fix the path (relative paths are taken from {ctx.base})")
+    return path
+
+
+def _one(spec: _Key | _Section, data: dict, name: str, dotted: str, ctx: _Ctx) -> object:
+    if name not in data:
+        if spec.required:
+            what = f"a mapping ('{name}:' with its keys)" if isinstance(spec, _Section) else _allowed(spec)
+            raise _error(ctx.where, dotted, "required key is missing", fix=f"add it: {what}")
+        return _MISSING
+    if isinstance(spec, _Section):
+        return _build(spec, data[name], dotted, ctx)
+    return _scalar(spec, data[name], dotted, ctx)
+
+
+def _dotted(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _build(section: _Section, data: object, prefix: str, ctx: _Ctx) -> object:
+    if data is None and not section.required:
+        data = {}  # a section with every key commented out means "all defaults"
+    if not isinstance(data, dict):
+        raise _error(ctx.where, prefix or "top level", "must be a mapping of keys", got=data,
+                     fix="see configs/line3.yaml for the layout")
+    keys = dict(section.keys)
+    values: dict[str, object] = {}
+    variant = ""
+    if section.tag is not None:
+        values[section.tag] = _one(keys[section.tag], data, section.tag, _dotted(prefix, section.tag), ctx)
+        keys.update(section.variants[values[section.tag]])
+        variant = f" for {section.tag} {values[section.tag]!r}"
+    for name in data:
+        if name not in keys:
+            close = difflib.get_close_matches(str(name), list(keys), n=1)
+            fix = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(keys)
+            raise _error(ctx.where, _dotted(prefix, name), f"unknown key{variant}", got=data[name], fix=fix)
+    for name, spec in keys.items():
+        if name not in values:
+            values[name] = _one(spec, data, name, _dotted(prefix, name), ctx)
+    return section.cls(**{name: value for name, value in values.items() if value is not _MISSING})
+
+
+def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
+    source = cfg.source
+    if source.kind == "camera" and (source.url is None) == (source.index is None):
+        raise _error(ctx.where, "source", "a camera needs exactly one of 'url' or 'index'",
+                     got={"url": source.url, "index": source.index},
+                     fix="set url (e.g. rtsp://camera.local/stream1) or index (e.g. 0), not both")
+    backoff = source.reconnect
+    if backoff.max_s < backoff.initial_s:
+        raise _error(ctx.where, "source.reconnect.max_s",
+                     f"must be >= source.reconnect.initial_s ({backoff.initial_s})", got=backoff.max_s)
+
+
+def parse_config(data: object, path: Path | None = None) -> LineConfig:
+    """Validates already-loaded YAML data; relative paths resolve against path's directory
+    (the working directory when path is None)."""
+    ctx = _Ctx(where=str(path) if path is not None else "<config>",
+               base=Path(path).resolve().parent if path is not None else Path.cwd())
+    cfg = _build(_LINE, data, "", ctx)
+    _check_across_keys(cfg, ctx)
+    cfg.path = Path(path) if path is not None else None
+    return cfg
+
+
+def load_config(path: str | Path) -> LineConfig:
+    """Reads, parses and validates a line config; every mistake is one ConfigError line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise _error(str(path), "file", f"cannot read the config file: {e.strerror or e}",
+                     fix="check the path and its permissions") from e
+    except UnicodeDecodeError as e:
+        raise _error(str(path), "file", "is not UTF-8 text", fix="save it as UTF-8") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(e, "problem", None) or str(e)
+        raise _error(str(path), where, f"YAML syntax error: {problem}",
+                     fix="check the indentation, the ':' after each key and the quotes") from e
+    return parse_config(data, path)

@@ -1,0 +1,214 @@
+"""Frame sources: a video file, a folder of images, or a live camera (device index or URL).
+
+Every source turns what OpenCV reads (BGR) into the RGB frames the engine contract wants,
+numbers its frames per stream from 0, and stops promptly when the caller's ``stop`` event
+is set. A camera never raises: a failed open or read is a dropout, retried with back-off.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.config import ReconnectConfig, SourceConfig
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# Bounds how long an unreachable or silent network camera can block an open or a read, and so
+# how late a stop request can be noticed (OpenCV's FFmpeg default is 30 s).
+_NETWORK_TIMEOUTS_MS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+
+
+class Source:
+    """A stream of frames. The status heartbeat reads ``state`` ("connecting", "streaming",
+    "reconnecting" or "ended") and ``reconnects``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "connecting"
+        self.reconnects = 0
+        self._seq = 0
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Yields frames until the stream ends or ``stop`` is set."""
+        raise NotImplementedError
+
+    def _emit(self, frame_id: str, bgr: np.ndarray | None, error: str | None = None) -> Frame:
+        """Wraps what was just read; call it right after the read so t_grab is the grab time."""
+        t_grab = time.time()
+        image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        frame = Frame(self.name, self._seq, frame_id, t_grab, image, error)
+        self._seq += 1
+        return frame
+
+
+class _Pacer:
+    """Releases one slot every 1/fps seconds on a fixed schedule, so wait overshoots do not add up."""
+
+    def __init__(self, fps: float | None) -> None:
+        self._period = 1.0 / fps if fps else 0.0
+        self._next: float | None = None
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Waits for the next slot; False when ``stop`` was set instead."""
+        if not self._period:
+            return not stop.is_set()
+        now = time.monotonic()
+        # After a stall longer than a period (a slow consumer), start the schedule afresh rather
+        # than burst through the missed slots: a camera does not deliver its backlog either.
+        if self._next is None or now - self._next > self._period:
+            self._next = now
+        if stop.wait(max(0.0, self._next - now)):
+            return False
+        self._next += self._period
+        return True
+
+
+class _FileSource(Source):
+    """A finite sequence read in passes: once, or again and again with ``loop``."""
+
+    def __init__(self, path: Path, name: str = "cam0", loop: bool = False, fps: float | None = None) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.loop = loop
+        self._pacer = _Pacer(fps)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self.state = "streaming"
+        try:
+            while not stop.is_set():
+                good = yield from self._one_pass(stop)
+                # A pass with no readable frame would loop forever without producing anything.
+                if not (self.loop and good):
+                    break
+        finally:
+            self.state = "ended"
+
+    def _one_pass(self, stop: threading.Event) -> Generator[Frame, None, int]:
+        """Yields one pass over the files; returns how many frames had an image."""
+        raise NotImplementedError
+
+
+class VideoFileSource(_FileSource):
+    """A video file; frame ids are ``"<name>:<index in the file>"``."""
+
+    def _one_pass(self, stop: threading.Event) -> Generator[Frame, None, int]:
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            if not capture.isOpened():
+                log.error("%s: cannot open video %s", self.name, self.path)
+                yield self._emit(self.path.name, None, f"cannot open video {self.path}")
+                return 0
+            index = 0
+            while self._pacer.wait(stop):
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield self._emit(f"{self.name}:{index}", bgr)
+                index += 1
+            return index
+        finally:
+            capture.release()
+
+
+class ImageFolderSource(_FileSource):
+    """The images of one folder in file-name order; frame ids are the file names.
+
+    An image that cannot be decoded becomes a frame with ``image=None`` (judged ERROR down the
+    line) and the stream goes on.
+    """
+
+    def _one_pass(self, stop: threading.Event) -> Generator[Frame, None, int]:
+        files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            log.warning("%s: no images (%s) in %s", self.name, ", ".join(sorted(IMAGE_SUFFIXES)), self.path)
+        good = 0
+        for file in files:
+            if not self._pacer.wait(stop):
+                break
+            # IMREAD_COLOR gives 3-channel 8-bit BGR for grayscale, palette and 16-bit files alike.
+            bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            yield self._emit(file.name, bgr, None if bgr is not None else f"cannot read image {file.name}")
+            good += bgr is not None
+        return good
+
+
+class CameraSource(Source):
+    """A live camera: a local device index or a URL (RTSP, HTTP, or anything OpenCV opens).
+
+    A failed open, a failed read or the end of the stream is a dropout: the capture is released,
+    the source waits (back-off doubling from ``initial_s`` to ``max_s``, cut short by ``stop``)
+    and opens it again. Frame ids are ``"<name>:<seq>"``; seq goes on counting across reconnects.
+    """
+
+    def __init__(self, target: int | str, name: str = "cam0", reconnect: ReconnectConfig | None = None) -> None:
+        super().__init__(name)
+        self.target = target
+        self.backoff = reconnect or ReconnectConfig()
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        delay = self.backoff.initial_s
+        try:
+            while not stop.is_set():
+                delivered = yield from self._session(stop)
+                if stop.is_set():
+                    break
+                if delivered:
+                    delay = self.backoff.initial_s
+                self.state = "reconnecting"
+                self.reconnects += 1
+                log.warning("%s: camera %s dropped out; reconnecting in %.2f s (attempt %d)",
+                            self.name, self.target, delay, self.reconnects)
+                if stop.wait(delay):
+                    break
+                delay = min(delay * 2, self.backoff.max_s)
+        finally:
+            self.state = "ended"
+
+    def _session(self, stop: threading.Event) -> Generator[Frame, None, int]:
+        """Opens the camera and yields frames until a read fails; returns how many it delivered."""
+        capture: cv2.VideoCapture | None = None
+        delivered = 0
+        try:
+            capture = self._open()
+            if not capture.isOpened():
+                return 0
+            self.state = "streaming"
+            while not stop.is_set():
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield self._emit(f"{self.name}:{self._seq}", bgr)
+                delivered += 1
+        except Exception:  # a backend that fails loudly is a dropout too: the line must keep running
+            log.exception("%s: camera %s failed", self.name, self.target)
+        finally:
+            if capture is not None:
+                capture.release()
+        return delivered
+
+    def _open(self) -> cv2.VideoCapture:
+        if isinstance(self.target, int):
+            # OpenCV backends refuse to open with parameters they do not use, and local device
+            # backends (V4L2) have no network timeouts.
+            return cv2.VideoCapture(self.target)
+        return cv2.VideoCapture(self.target, cv2.CAP_ANY, _NETWORK_TIMEOUTS_MS)
+
+
+def open_source(cfg: SourceConfig) -> Source:
+    """The source a validated ``SourceConfig`` describes."""
+    if cfg.kind == "camera":
+        return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
+    if cfg.kind == "video":
+        return VideoFileSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
+    if cfg.kind == "images":
+        return ImageFolderSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
+    raise ValueError(f"unknown source kind {cfg.kind!r}; expected 'video', 'images' or 'camera'")
