@@ -1,0 +1,1 @@
+"""Self-contained demo: procedural inspection data and an end-to-end run with no download."""
