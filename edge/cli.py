@@ -25,7 +25,8 @@ def run_main(argv: list[str] | None = None) -> int:
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
                     "bundle, judge each part against its calibrated threshold and publish verdicts over "
                     "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-                    "grabbed and exits 0.",
+                    "grabbed and exits 0. SIGHUP loads the config's bundle again and switches to it "
+                    "between two batches if it checks out (a bad bundle is refused; the running one stays).",
         epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)")
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -46,6 +47,8 @@ def run_main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: (log.info("%s: stopping", signal.Signals(signum).name),
                                                   daemon.stop()))
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: (log.info("SIGHUP: reloading the bundle"),
+                                                         daemon.request_reload()))
     return daemon.run()
 
 

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from edge.backends import Backend, load_backend
+from edge.backends import Backend, BackendError, load_backend
 from edge.batcher import FrameQueue
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.config import LineConfig
+from edge.config import ConfigError, LineConfig, load_config
 from edge.evidence import EvidenceStore
 from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Publisher, verdict_message
@@ -46,6 +46,8 @@ class Daemon:
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
         self.stats = LineStats()
         self.stop_event = threading.Event()
+        self._reload = threading.Event()
+        self.reloads = {"ok": 0, "refused": 0, "last_error": None}
         self.evidence = EvidenceStore(cfg.evidence.dir, cfg.evidence.max_files) if cfg.evidence.dir else None
         self.publisher = Publisher(cfg.publish.bind, cfg.topic, sndhwm=cfg.publish.sndhwm)
         self._t_start = time.time()
@@ -54,6 +56,30 @@ class Daemon:
     def stop(self) -> None:
         """Stop grabbing; frames already queued are still judged and published. Signal-safe."""
         self.stop_event.set()
+
+    def request_reload(self) -> None:
+        """Load the config's bundle again and switch to it between two batches. Signal-safe."""
+        self._reload.set()
+
+    def _swap_model(self) -> None:
+        """Check the new bundle completely (config, files, hashes, calibration, backend) before
+        switching: a bad bundle is refused and the running one keeps judging."""
+        try:
+            cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
+            bundle = load_bundle(cfg.bundle)
+            judge = judge_for(bundle, cfg.k)
+            backend = load_backend(bundle, cfg.backend)
+        except (ConfigError, BundleError, BackendError, OSError) as e:
+            self.reloads["refused"] += 1
+            self.reloads["last_error"] = str(e)
+            log.error("reload refused, still judging with %s: %s", self.bundle.name, e)
+            return
+        old, self.backend = self.backend, backend
+        self.bundle, self.judge = bundle, judge
+        old.close()
+        self.reloads["ok"] += 1
+        self.reloads["last_error"] = None
+        log.info("reloaded: now judging with %s, threshold %.6g", bundle.name, judge.threshold)
 
     # -- the two threads ------------------------------------------------------------
     def _grab(self) -> None:
@@ -83,6 +109,9 @@ class Daemon:
             while True:
                 batch = self.queue.next_batch(self.cfg.batch.max_batch, self.cfg.batch.max_wait_ms / 1000,
                                               idle_timeout_s=pub.heartbeat_s)
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._swap_model()
                 if batch is not None:
                     self._process(batch)
                 elif self.queue.closed and not len(self.queue):
@@ -153,7 +182,7 @@ class Daemon:
                 "source": {"name": self.source.name, "state": self.source.state,
                            "reconnects": self.source.reconnects},
                 "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
-                "threshold": self.judge.threshold, "model": self.bundle.name,
+                "threshold": self.judge.threshold, "model": self.bundle.name, "reloads": dict(self.reloads),
                 "backend": self.backend.describe()}
 
     def _heartbeat(self) -> None:

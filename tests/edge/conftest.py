@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 
-def make_brightness_onnx(path: Path, height: int, width: int) -> None:
+def make_brightness_onnx(path: Path, height: int, width: int, *, fail_on_saturated: bool = False) -> None:
+    """fail_on_saturated: a model that really fails inside ONNX Runtime (a Gather out of
+    bounds) for any batch holding a pixel >= 250, to inject inference faults without mocks."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -20,25 +22,39 @@ def make_brightness_onnx(path: Path, height: int, width: int) -> None:
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["f"], ["m"], axes=[3], keepdims=1),
         helper.make_node("Transpose", ["m"], ["mt"], perm=[0, 3, 1, 2]),
-        helper.make_node("Mul", ["mt", "scale"], ["anomaly_map"]),
+        helper.make_node("Mul", ["mt", "scale"], ["map0" if fail_on_saturated else "anomaly_map"]),
         helper.make_node("ReduceMax", ["anomaly_map"], ["score"], axes=[1, 2, 3], keepdims=0),
     ]
+    initializers = [scale]
+    if fail_on_saturated:
+        initializers += [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+                         helper.make_tensor("limit", TensorProto.FLOAT, [], [250.0]),
+                         helper.make_tensor("five", TensorProto.INT64, [], [5])]
+        nodes[4:4] = [
+            helper.make_node("ReduceMax", ["f"], ["fmax"], keepdims=0),
+            helper.make_node("GreaterOrEqual", ["fmax", "limit"], ["hot"]),
+            helper.make_node("Cast", ["hot"], ["hot_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["hot_i", "five"], ["idx"]),
+            helper.make_node("Gather", ["one", "idx"], ["gain"]),
+            helper.make_node("Mul", ["map0", "gain"], ["anomaly_map"]),
+        ]
     graph = helper.make_graph(
         nodes, "brightness",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["B", height, width, 3])],
         [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["B", 1, height, width]),
          helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B"])],
-        initializer=[scale])
+        initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
-def make_bundle(root: Path, height: int = 32, width: int = 32, *, threshold: float | None = 0.5) -> Path:
+def make_bundle(root: Path, height: int = 32, width: int = 32, *, threshold: float | None = 0.5,
+                fail_on_saturated: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     onnx_path = root / "model.onnx"
-    make_brightness_onnx(onnx_path, height, width)
+    make_brightness_onnx(onnx_path, height, width, fail_on_saturated=fail_on_saturated)
     data = onnx_path.read_bytes()
     meta = {
         "schema_version": 1, "method": "brightness", "backbone": "none", "created_at": "2026-11-23T00:00:00+00:00",

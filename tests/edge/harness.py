@@ -1,0 +1,86 @@
+"""Running the real daemon in tests: a config on disk, an `edge-run` process, a subscriber."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from edge.listen import Listener
+
+from .conftest import part
+
+EDGE_RUN = [sys.executable, "-c", "import sys; from edge.cli import run_main; sys.exit(run_main())"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def pattern(n: int) -> list[np.ndarray]:
+    """Every 3rd part has a bright defect (NG under the brightness model), the rest are dark (OK)."""
+    return [part(40, (48, 64), spot=(10, 10, 12) if i % 3 == 0 else None) for i in range(n)]
+
+
+def write_config(tmp_path: Path, bundle: Path, source: dict, **sections) -> tuple[Path, str]:
+    """A line config judging `source` with `bundle`; sections override/extend the defaults here."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    cfg = {"line": "line3", "station": "st1", "bundle": str(bundle), "source": source,
+           "batch": {"max_batch": 4, "max_wait_ms": 5},
+           "queue": {"size": 64, "overflow": "block"},
+           "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1, "wait_timeout_s": 20}}
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) else value
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, endpoint
+
+
+def start(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(EDGE_RUN + ["--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "EDGE_ORT_THREADS": "1"})
+
+
+def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60):
+    """Verdicts and statuses until the daemon's final status (state 'stopped')."""
+    verdicts, statuses, deadline = [], [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = listener.recv(1.0)
+        if msg is None:
+            assert proc.poll() is None, f"daemon exited without a final status:\n{proc.stdout.read()}"
+            continue
+        if msg.is_status:
+            statuses.append(msg.data)
+            if msg.data["state"] == "stopped":
+                return verdicts, msg.data, statuses
+            continue
+        verdicts.append(msg.data)
+        if on_verdict:
+            on_verdict(len(verdicts), msg.data)
+    proc.kill()
+    raise AssertionError(f"no final status in time:\n{proc.stdout.read()}")
+
+
+def assert_accounted(verdicts: list[dict], final: dict) -> None:
+    """The daemon's promise: every frame in is one verdict out or one counted drop."""
+    c = final["counters"]
+    assert c["in_flight"] == 0
+    assert len(verdicts) == c["ok"] + c["ng"] + c["error"]
+    assert c["frames_in"] == len(verdicts) + c["dropped"]
