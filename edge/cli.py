@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from edge.backends import BackendError
 from edge.bundle import BundleError
@@ -63,9 +64,15 @@ def listen_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-status", action="store_true", help="hide status heartbeats")
     p.add_argument("--count", type=int, default=0, help="exit after this many verdicts (0: run until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=0, help="exit 1 if nothing arrives for this many seconds")
+    p.add_argument("--server-key", type=Path, help="CURVE: the publisher's public key file (server.key)")
+    p.add_argument("--client-key", type=Path,
+                   help="CURVE: this subscriber's key pair file (NAME.key_secret from edge-keys); the publisher "
+                        "must list its public half in publish.curve_allowed_clients")
     args = p.parse_args(argv)
+    if (args.server_key is None) != (args.client_key is None):
+        p.error("--server-key and --client-key go together (CURVE needs both)")
     seen = 0
-    with Listener(args.connect, args.topic) as listener:
+    with Listener(args.connect, args.topic, server_key=args.server_key, client_secret_key=args.client_key) as listener:
         try:
             while not args.count or seen < args.count:
                 msg = listener.recv(args.timeout or None)
@@ -81,4 +88,20 @@ def listen_main(argv: list[str] | None = None) -> int:
                     print(format_status(msg.data) if msg.is_status else format_verdict(msg.data), flush=True)
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+def keys_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="edge-keys",
+        description="Make a CURVE key pair for ZeroMQ encryption and subscriber authentication: NAME.key (public, "
+                    "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "
+                    "daemon (publish.curve_secret_key: server.key_secret) and one per PLC gateway (put each "
+                    "gateway's NAME.key into the folder publish.curve_allowed_clients).")
+    p.add_argument("folder", type=Path, help="where to write the two files")
+    p.add_argument("name", help="key name, e.g. server or plc-gateway-1")
+    args = p.parse_args(argv)
+    from edge.publish import make_keys
+    public, secret = make_keys(args.folder, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (mode 600: keep it on this machine)")
     return 0

@@ -55,6 +55,8 @@ class PublishConfig:
     sndhwm: int = 1000
     wait_for_subscribers: int = 0   # hold the source until this many subscribers are connected
     wait_timeout_s: float = 10.0
+    curve_secret_key: Path | None = None       # server key pair file (edge-keys): turns on CURVE encryption
+    curve_allowed_clients: Path | None = None  # folder of the subscribers' public .key files allowed in
 
 
 @dataclass(slots=True)
@@ -155,6 +157,8 @@ _LINE = _Section(LineConfig, required=True, keys={
         "sndhwm": _Key(int, lo=1),
         "wait_for_subscribers": _Key(int, lo=0),
         "wait_timeout_s": _POSITIVE,
+        "curve_secret_key": _Key(Path, nullable=True, exists="file"),
+        "curve_allowed_clients": _Key(Path, nullable=True, exists="directory"),
     }),
     "evidence": _Section(EvidenceConfig, {"dir": _Key(Path, nullable=True), "max_files": _Key(int, lo=1)}),
     "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -272,6 +276,11 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
     if backoff.max_s < backoff.initial_s:
         raise _error(ctx.where, "source.reconnect.max_s",
                      f"must be >= source.reconnect.initial_s ({backoff.initial_s})", got=backoff.max_s)
+    pub = cfg.publish
+    if (pub.curve_secret_key is None) != (pub.curve_allowed_clients is None):
+        raise _error(ctx.where, "publish", "CURVE needs both curve_secret_key and curve_allowed_clients",
+                     got={"curve_secret_key": pub.curve_secret_key, "curve_allowed_clients": pub.curve_allowed_clients},
+                     fix="set both (make keys with edge-keys), or neither for a plain socket")
 
 
 def parse_config(data: object, path: Path | None = None) -> LineConfig:

@@ -19,7 +19,7 @@ from edge.bundle import Bundle, BundleError, load_bundle
 from edge.config import ConfigError, LineConfig, load_config
 from edge.evidence import EvidenceStore
 from edge.preprocess import frame_problem, to_input
-from edge.publish import MESSAGE_SCHEMA, Publisher, verdict_message
+from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, open_source
 from edge.stats import LineStats, percentiles
 from edge.types import Batch, Verdict
@@ -49,7 +49,9 @@ class Daemon:
         self._reload = threading.Event()
         self.reloads = {"ok": 0, "refused": 0, "last_error": None}
         self.evidence = EvidenceStore(cfg.evidence.dir, cfg.evidence.max_files) if cfg.evidence.dir else None
-        self.publisher = Publisher(cfg.publish.bind, cfg.topic, sndhwm=cfg.publish.sndhwm)
+        pub = cfg.publish
+        curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
+        self.publisher = Publisher(pub.bind, cfg.topic, sndhwm=pub.sndhwm, curve=curve)
         self._t_start = time.time()
         self._state = "starting"
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
+import zmq.auth
 
 
 @dataclass(slots=True)
@@ -18,10 +20,18 @@ class Message:
 
 
 class Listener:
-    def __init__(self, connect: str, topic: str = ""):
+    def __init__(self, connect: str, topic: str = "", *, server_key: Path | None = None,
+                 client_secret_key: Path | None = None):
+        """server_key / client_secret_key: for a CURVE publisher, the server's public .key and
+        this subscriber's own .key_secret (whose public half the publisher must allow)."""
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if server_key is not None:
+            public, secret = zmq.auth.load_certificate(client_secret_key)
+            self._sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
+            self._sock.curve_publickey = public
+            self._sock.curve_secretkey = secret
         self._sock.setsockopt_string(zmq.SUBSCRIBE, topic)
         self._sock.connect(connect)
 

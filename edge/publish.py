@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
+import zmq.auth
 
 from edge.types import Verdict
 
@@ -30,12 +33,24 @@ def verdict_message(v: Verdict, line: str, station: str, model: str, t_publish: 
     return msg
 
 
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """CURVE encryption and subscriber authentication: the server's key pair file and the folder
+    of public keys allowed in (both made by edge-keys). ZeroMQ's ZAP handler checks every
+    connecting subscriber; one without an allowed key is refused and receives nothing."""
+    secret_key: Path
+    allowed_clients: Path
+
+
 class Publisher:
-    def __init__(self, bind: str, topic: str, sndhwm: int = 1000, linger_ms: int = 2000):
+    def __init__(self, bind: str, topic: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self.topic = topic
         self.status_topic = f"{topic}/status"
         self._ctx = zmq.Context()
+        self._auth = None
         self._sock = self._ctx.socket(zmq.XPUB)
+        if curve is not None:
+            self._secure(curve)
         # Verbose: every subscription reaches us, so subscriber counting sees repeats of a topic too.
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
@@ -49,6 +64,22 @@ class Publisher:
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.subscriptions = 0
         self.failed = 0
+
+    def _secure(self, curve: Curve) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+        try:
+            public, secret = zmq.auth.load_certificate(curve.secret_key)
+        except (OSError, ValueError) as e:
+            raise OSError(f"publish.curve_secret_key {curve.secret_key}: {e}; make one with edge-keys") from None
+        if secret is None:
+            raise OSError(f"publish.curve_secret_key {curve.secret_key}: holds no secret key "
+                          "(give the .key_secret file edge-keys wrote, not the public .key)")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(curve.allowed_clients))
+        self._sock.curve_secretkey = secret
+        self._sock.curve_publickey = public
+        self._sock.curve_server = True
 
     def poll_subscriptions(self) -> int:
         while True:
@@ -80,4 +111,14 @@ class Publisher:
 
     def close(self) -> None:
         self._sock.close()   # LINGER lets the last verdicts and the final status reach subscribers
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
+
+
+def make_keys(folder: Path, name: str) -> tuple[Path, Path]:
+    """A CURVE key pair: NAME.key (public: give it to the other side) and NAME.key_secret (keep it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(folder), name)
+    Path(secret).chmod(0o600)
+    return Path(public), Path(secret)
