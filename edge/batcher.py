@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from edge.types import Batch, Frame
 
@@ -22,8 +22,8 @@ class FrameQueue:
         self._items: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self.frames_in = 0
-        self.dropped = 0
+        self.frames_in: Counter[str] = Counter()   # per stream
+        self.dropped: Counter[str] = Counter()
 
     def put(self, frame: Frame, stop: threading.Event | None = None) -> bool:
         """Enqueue a frame; False if the queue was closed before it got in (it is then not counted)."""
@@ -34,10 +34,9 @@ class FrameQueue:
                 self._cond.wait(0.05)
             if self._closed:
                 return False
-            self.frames_in += 1
+            self.frames_in[frame.stream] += 1
             if len(self._items) >= self.size:
-                self._items.popleft()
-                self.dropped += 1
+                self.dropped[self._items.popleft().stream] += 1
             self._items.append(frame)
             self._cond.notify_all()
             return True

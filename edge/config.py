@@ -2,6 +2,7 @@
 value and what is allowed (see configs/line3.yaml for the documented example)."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -66,11 +67,18 @@ class EvidenceConfig:
 
 
 @dataclass(slots=True)
+class StreamConfig:
+    station: str                    # the stream's topic is "<line>/<station>"
+    source: SourceConfig
+
+
+@dataclass(slots=True)
 class LineConfig:
     line: str
-    station: str
     bundle: Path
-    source: SourceConfig
+    station: str | None = None      # one camera: station + source ...
+    source: SourceConfig | None = None
+    streams: list[StreamConfig] = field(default_factory=list)   # ... or several; after loading, always filled
     backend: str = "auto"           # "auto" | "onnxruntime" | "tensorrt"
     k: float | None = None          # overrides calibration.yaml's k: threshold = mu + k*sigma
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -80,9 +88,8 @@ class LineConfig:
     log_level: str = "INFO"
     path: Path | None = None        # the file it was loaded from
 
-    @property
-    def topic(self) -> str:
-        return f"{self.line}/{self.station}"
+    def topic(self, stream: StreamConfig) -> str:
+        return f"{self.line}/{stream.station}"
 
 
 # --- validation: one declarative table (_LINE below) drives every check and message ---
@@ -113,6 +120,13 @@ class _Section:
 
 
 @dataclass(frozen=True, slots=True)
+class _List:
+    """A non-empty list of mappings, each one a _Section."""
+    item: _Section
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Ctx:
     where: str                        # the file, as the user named it
     base: Path                        # relative paths are resolved against this
@@ -126,6 +140,7 @@ _repr.maxstring = _repr.maxother = 60
 # line and station form the ZeroMQ topic "<line>/<station>", and subscribers filter by prefix.
 _TOPIC_PART = _Key(str, required=True, pattern=r"[^/\s]+",
                    pattern_text="a non-empty name without '/' or whitespace")
+_STATION = _Key(str, pattern=_TOPIC_PART.pattern, pattern_text=_TOPIC_PART.pattern_text)
 _POSITIVE = _Key(float, lo=0, above=True)
 _POSITIVE_OR_NULL = _Key(float, lo=0, above=True, nullable=True)
 _FILE_KEYS = {"loop": _Key(bool), "fps": _POSITIVE_OR_NULL}
@@ -138,14 +153,17 @@ _SOURCE_VARIANTS: dict[str, Mapping[str, _Key | _Section]] = {
         "reconnect": _Section(ReconnectConfig, {"initial_s": _POSITIVE, "max_s": _POSITIVE}),
     },
 }
+_SOURCE = _Section(SourceConfig, tag="kind", variants=_SOURCE_VARIANTS, keys={
+    "kind": _Key(str, required=True, choices=tuple(_SOURCE_VARIANTS)),
+    "name": _Key(str, pattern=r"[^/\s:]+", pattern_text="a non-empty name without '/', ':' or whitespace"),
+})
 _LINE = _Section(LineConfig, required=True, keys={
     "line": _TOPIC_PART,
-    "station": _TOPIC_PART,
+    "station": _STATION,
     "bundle": _Key(Path, required=True, exists="directory"),
-    "source": _Section(SourceConfig, required=True, tag="kind", variants=_SOURCE_VARIANTS, keys={
-        "kind": _Key(str, required=True, choices=tuple(_SOURCE_VARIANTS)),
-        "name": _Key(str, pattern=r"[^/\s:]+", pattern_text="a non-empty name without '/', ':' or whitespace"),
-    }),
+    "source": _SOURCE,
+    "streams": _List(_Section(StreamConfig, keys={"station": _TOPIC_PART,
+                                                  "source": dataclasses.replace(_SOURCE, required=True)})),
     "backend": _Key(str, choices=("auto", "onnxruntime", "tensorrt")),
     "k": _POSITIVE_OR_NULL,
     "batch": _Section(BatchConfig, {"max_batch": _Key(int, lo=1, hi=1024), "max_wait_ms": _Key(float, lo=0)}),
@@ -227,7 +245,7 @@ def _scalar(key: _Key, value: object, dotted: str, ctx: _Ctx) -> object:
     return path
 
 
-def _one(spec: _Key | _Section, data: dict, name: str, dotted: str, ctx: _Ctx) -> object:
+def _one(spec: _Key | _Section | _List, data: dict, name: str, dotted: str, ctx: _Ctx) -> object:
     if name not in data:
         if spec.required:
             what = f"a mapping ('{name}:' with its keys)" if isinstance(spec, _Section) else _allowed(spec)
@@ -235,6 +253,12 @@ def _one(spec: _Key | _Section, data: dict, name: str, dotted: str, ctx: _Ctx) -
         return _MISSING
     if isinstance(spec, _Section):
         return _build(spec, data[name], dotted, ctx)
+    if isinstance(spec, _List):
+        items = data[name]
+        if not isinstance(items, list) or not items:
+            raise _error(ctx.where, dotted, "must be a non-empty list of mappings", got=items,
+                         fix="see configs/line3.yaml for the layout")
+        return [_build(spec.item, item, f"{dotted}[{i}]", ctx) for i, item in enumerate(items)]
     return _scalar(spec, data[name], dotted, ctx)
 
 
@@ -266,16 +290,39 @@ def _build(section: _Section, data: object, prefix: str, ctx: _Ctx) -> object:
     return section.cls(**{name: value for name, value in values.items() if value is not _MISSING})
 
 
+def _resolve_streams(cfg: LineConfig, ctx: _Ctx) -> None:
+    """One camera (station + source) or several (streams): after this, cfg.streams holds them."""
+    single = cfg.station is not None or cfg.source is not None
+    if cfg.streams and single:
+        raise _error(ctx.where, "streams", "give either station + source (one camera) or streams (several), not both",
+                     fix="move station and source into a streams entry")
+    if not cfg.streams:
+        for key in ("station", "source"):
+            if getattr(cfg, key) is None:
+                raise _error(ctx.where, key, "required key is missing",
+                             fix="add station: and source: (one camera), or streams: (several)")
+        cfg.streams = [StreamConfig(cfg.station, cfg.source)]
+    for what, values in (("station", [s.station for s in cfg.streams]),
+                         ("source.name", [s.source.name for s in cfg.streams])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise _error(ctx.where, f"streams[].{what}", "must differ between streams", got=twice,
+                         fix=f"give each stream its own {what}")
+
+
 def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
-    source = cfg.source
-    if source.kind == "camera" and (source.url is None) == (source.index is None):
-        raise _error(ctx.where, "source", "a camera needs exactly one of 'url' or 'index'",
-                     got={"url": source.url, "index": source.index},
-                     fix="set url (e.g. rtsp://camera.local/stream1) or index (e.g. 0), not both")
-    backoff = source.reconnect
-    if backoff.max_s < backoff.initial_s:
-        raise _error(ctx.where, "source.reconnect.max_s",
-                     f"must be >= source.reconnect.initial_s ({backoff.initial_s})", got=backoff.max_s)
+    _resolve_streams(cfg, ctx)
+    for i, stream in enumerate(cfg.streams):
+        source = stream.source
+        where = "source" if len(cfg.streams) == 1 and cfg.source is not None else f"streams[{i}].source"
+        if source.kind == "camera" and (source.url is None) == (source.index is None):
+            raise _error(ctx.where, where, "a camera needs exactly one of 'url' or 'index'",
+                         got={"url": source.url, "index": source.index},
+                         fix="set url (e.g. rtsp://camera.local/stream1) or index (e.g. 0), not both")
+        backoff = source.reconnect
+        if backoff.max_s < backoff.initial_s:
+            raise _error(ctx.where, f"{where}.reconnect.max_s",
+                         f"must be >= {where}.reconnect.initial_s ({backoff.initial_s})", got=backoff.max_s)
     pub = cfg.publish
     if (pub.curve_secret_key is None) != (pub.curve_allowed_clients is None):
         raise _error(ctx.where, "publish", "CURVE needs both curve_secret_key and curve_allowed_clients",

@@ -1,28 +1,31 @@
-"""The line daemon: source → bounded queue → batcher → backend → verdict → publisher.
+"""The line daemon: sources → bounded queue → batcher → backend → verdict → publisher.
 
-Two threads: the source grabs into the queue; the main loop batches, infers, judges and
-publishes (it owns the ZeroMQ socket, which is not thread-safe). Every frame that enters the
-queue ends as exactly one published verdict (OK, NG or ERROR) or a counted drop; the status
-topic carries the counters so a PLC integrator can check that for themselves.
+One grab thread per camera; the main loop batches frames of all cameras together into the
+shared model, judges them and publishes each verdict on its camera's topic (it owns the
+ZeroMQ socket, which is not thread-safe). Every frame that enters the queue ends as exactly
+one published verdict (OK, NG or ERROR) or a counted drop; each stream's status topic carries
+its counters so a PLC integrator can check that for themselves.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.backends import Backend, BackendError, load_backend
+from edge.backends import BackendError, load_backend
 from edge.batcher import FrameQueue
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.config import ConfigError, LineConfig, load_config
+from edge.config import ConfigError, LineConfig, StreamConfig, load_config
 from edge.evidence import EvidenceStore
 from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, open_source
 from edge.stats import LineStats, percentiles
-from edge.types import Batch, Verdict
+from edge.types import Batch, Frame, Verdict
 from edge.verdict import Judge
 
 log = logging.getLogger(__name__)
@@ -36,22 +39,33 @@ def judge_for(bundle: Bundle, k: float | None) -> Judge:
     return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
 
 
+@dataclass(slots=True)
+class Stream:
+    cfg: StreamConfig
+    source: Source
+    topic: str
+    stats: LineStats
+
+
 class Daemon:
-    def __init__(self, cfg: LineConfig, backend: Backend | None = None, source: Source | None = None):
+    def __init__(self, cfg: LineConfig):
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
         self.judge = judge_for(self.bundle, cfg.k)
-        self.backend = backend or load_backend(self.bundle, cfg.backend)
-        self.source = source or open_source(cfg.source)
+        self.backend = load_backend(self.bundle, cfg.backend)
+        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.topic(s), LineStats()) for s in cfg.streams}
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
-        self.stats = LineStats()
+        self.infer_ms: deque[float] = deque(maxlen=2048)       # per batch
+        self.batch_sizes: deque[int] = deque(maxlen=2048)
         self.stop_event = threading.Event()
         self._reload = threading.Event()
         self.reloads = {"ok": 0, "refused": 0, "last_error": None}
         self.evidence = EvidenceStore(cfg.evidence.dir, cfg.evidence.max_files) if cfg.evidence.dir else None
         pub = cfg.publish
         curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
-        self.publisher = Publisher(pub.bind, cfg.topic, sndhwm=pub.sndhwm, curve=curve)
+        self.publisher = Publisher(pub.bind, sndhwm=pub.sndhwm, curve=curve)
+        self._grabbing = len(self.streams)
+        self._grabbing_lock = threading.Lock()
         self._t_start = time.time()
         self._state = "starting"
 
@@ -83,16 +97,19 @@ class Daemon:
         self.reloads["last_error"] = None
         log.info("reloaded: now judging with %s, threshold %.6g", bundle.name, judge.threshold)
 
-    # -- the two threads ------------------------------------------------------------
-    def _grab(self) -> None:
+    # -- the threads ------------------------------------------------------------------------
+    def _grab(self, source: Source) -> None:
         try:
-            for frame in self.source.frames(self.stop_event):
+            for frame in source.frames(self.stop_event):
                 if not self.queue.put(frame, self.stop_event):
                     break
         except Exception:  # a source bug must not leave the line judging nothing in silence
-            log.exception("source %s failed", self.source.name)
+            log.exception("source %s failed", source.name)
         finally:
-            self.queue.close()
+            with self._grabbing_lock:
+                self._grabbing -= 1
+                if not self._grabbing:      # the last camera closes the queue: the rest is drained
+                    self.queue.close()
 
     def run(self) -> int:
         pub = self.cfg.publish
@@ -101,11 +118,13 @@ class Daemon:
                      pub.wait_for_subscribers, self.publisher.endpoint)
             if not self.publisher.wait_for_subscribers(pub.wait_for_subscribers, pub.wait_timeout_s, self.stop_event):
                 log.warning("starting without the %d subscriber(s) asked for", pub.wait_for_subscribers)
-        grabber = threading.Thread(target=self._grab, name=f"grab-{self.source.name}", daemon=True)
+        grabbers = [threading.Thread(target=self._grab, args=(s.source,), name=f"grab-{name}", daemon=True)
+                    for name, s in self.streams.items()]
         self._state = "running"
-        log.info("judging %s on %s, publishing %s on %s", self.source.name, self.bundle.name,
-                 self.cfg.topic, self.publisher.endpoint)
-        grabber.start()
+        log.info("judging %s with %s, publishing %s on %s", ", ".join(self.streams), self.bundle.name,
+                 ", ".join(s.topic for s in self.streams.values()), self.publisher.endpoint)
+        for g in grabbers:
+            g.start()
         next_heartbeat = time.monotonic()
         try:
             while True:
@@ -124,7 +143,8 @@ class Daemon:
         finally:
             self._state = "stopping"
             self.stop_event.set()
-            grabber.join(timeout=5)
+            for g in grabbers:
+                g.join(timeout=5)
             self._finish()
         return 0
 
@@ -144,7 +164,7 @@ class Daemon:
         for v in verdicts:
             self._publish(v)
 
-    def _infer(self, frames) -> list[Verdict]:
+    def _infer(self, frames: list[Frame]) -> list[Verdict]:
         h, w = self.bundle.height, self.bundle.width
         t0 = time.perf_counter()
         try:
@@ -155,51 +175,55 @@ class Daemon:
         except Exception as e:  # any failure of the runtime: these parts were not judged
             log.exception("inference failed for a batch of %d", len(frames))
             return [self.judge.error(f, f"inference failed: {e}") for f in frames]
-        self.stats.infer_ms.append((time.perf_counter() - t0) * 1000)
-        self.stats.batch_sizes.append(len(frames))
+        self.infer_ms.append((time.perf_counter() - t0) * 1000)
+        self.batch_sizes.append(len(frames))
         return [self.judge.judge(f, maps[i, 0], float(scores[i])) for i, f in enumerate(frames)]
 
     def _publish(self, v: Verdict) -> None:
+        stream = self.streams[v.frame.stream]
         t_pub = time.time()
-        if not self.publisher.send(self.cfg.topic, verdict_message(v, self.cfg.line, self.cfg.station,
-                                                                   self.bundle.name, t_pub)):
-            self.stats.publish_failed += 1
-        self.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
+        msg = verdict_message(v, self.cfg.line, stream.cfg.station, self.bundle.name, t_pub)
+        if not self.publisher.send(stream.topic, msg):
+            stream.stats.publish_failed += 1
+        stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
         if v.verdict == "NG" and self.evidence is not None:
             self.evidence.submit(v)
 
     # -- status ---------------------------------------------------------------------------
-    def status(self) -> dict:
-        s, q, cal = self.stats, self.queue, self.bundle.calibration
-        counters = {"frames_in": q.frames_in, "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
-                    "error": s.verdicts["ERROR"], "dropped": q.dropped, "publish_failed": s.publish_failed,
-                    "in_flight": q.frames_in - q.dropped - s.judged()}
+    def status(self, name: str) -> dict:
+        stream, q, cal = self.streams[name], self.queue, self.bundle.calibration
+        s = stream.stats
+        frames_in, dropped = q.frames_in[name], q.dropped[name]
+        counters = {"frames_in": frames_in, "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
+                    "error": s.verdicts["ERROR"], "dropped": dropped, "publish_failed": s.publish_failed,
+                    "in_flight": frames_in - dropped - s.judged()}
         if self.evidence is not None:
             counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
-        return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": self.cfg.station, "t": time.time(),
+        return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": stream.cfg.station, "t": time.time(),
                 "state": self._state, "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
-                "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(s.infer_ms),
-                "mean_batch": round(float(np.mean(s.batch_sizes)), 2) if s.batch_sizes else None,
-                "queue_depth": len(q),
-                "source": {"name": self.source.name, "state": self.source.state,
-                           "reconnects": self.source.reconnects},
+                "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
+                "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
+                "queue_depth": len(q), "streams": len(self.streams),
+                "source": {"name": name, "state": stream.source.state, "reconnects": stream.source.reconnects},
                 "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
                 "threshold": self.judge.threshold, "model": self.bundle.name, "reloads": dict(self.reloads),
                 "backend": self.backend.describe()}
 
     def _heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
-        self.publisher.send(self.publisher.status_topic, self.status())
+        for name, stream in self.streams.items():
+            self.publisher.send(f"{stream.topic}/status", self.status(name))
 
     def _finish(self) -> None:
         if self.evidence is not None:
             self.evidence.close()
         self._state = "stopped"
-        final = self.status()
-        self.publisher.send(self.publisher.status_topic, final)
-        c = final["counters"]
-        log.info("stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
-                 c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
-                 final["latency_ms"]["p50"], final["latency_ms"]["p99"])
+        for name, stream in self.streams.items():
+            final = self.status(name)
+            self.publisher.send(f"{stream.topic}/status", final)
+            c = final["counters"]
+            log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
+                     stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
+                     final["latency_ms"]["p50"], final["latency_ms"]["p99"])
         self.publisher.close()
         self.backend.close()

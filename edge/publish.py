@@ -43,9 +43,7 @@ class Curve:
 
 
 class Publisher:
-    def __init__(self, bind: str, topic: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
-        self.topic = topic
-        self.status_topic = f"{topic}/status"
+    def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self._ctx = zmq.Context()
         self._auth = None
         self._sock = self._ctx.socket(zmq.XPUB)

@@ -1,4 +1,4 @@
-"""Counters and latency percentiles for the status topic. Owned by the inference thread."""
+"""Per-stream counters and latency percentiles for the status topic. Owned by the inference thread."""
 from __future__ import annotations
 
 from collections import deque
@@ -21,8 +21,6 @@ class LineStats:
         self.verdicts = {"OK": 0, "NG": 0, "ERROR": 0}
         self.publish_failed = 0
         self.latency_ms: deque[float] = deque(maxlen=window)   # grab → publish, per frame
-        self.infer_ms: deque[float] = deque(maxlen=window)     # backend call, per batch
-        self.batch_sizes: deque[int] = deque(maxlen=window)
         self._ok_scores: deque[float] = deque(maxlen=window)
 
     def count(self, v: Verdict, latency_ms: float) -> None:

@@ -3,20 +3,62 @@ runners. Runtimes are imported lazily so `import edge` needs none of them."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from edge.backends.base import Backend, BackendError
+from edge.backends.tensorrt import Platform, TensorRTBackend, probe_platform
 from edge.bundle import Bundle
+from edge.engines import StaleEngineError, require_engine
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "BackendError", "load_backend"]
+__all__ = ["Backend", "BackendError", "Choice", "choose_backend", "load_backend"]
+
+KINDS = ("auto", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    kind: str                   # "tensorrt" or "onnxruntime"
+    reason: str
+    engine: dict | None = None  # the engine record, for "tensorrt"
+
+
+def choose_backend(bundle: Bundle, platform: Platform) -> Choice:
+    """What `backend: auto` runs, decided from facts alone so it is testable without a GPU:
+    TensorRT when it imports, a GPU is there and the bundle has an engine that fits them; else
+    ONNX Runtime (which itself prefers its TensorRT, then CUDA, then CPU provider)."""
+    if platform.problem:
+        return Choice("onnxruntime", f"TensorRT not usable: {platform.problem}")
+    try:
+        engine = require_engine(bundle, platform.gpu_name, platform.trt_version)
+    except StaleEngineError as e:
+        return Choice("onnxruntime", str(e))
+    return Choice("tensorrt", f"engine {engine['file']} fits {platform.gpu_name}, TensorRT {platform.trt_version}",
+                  engine)
+
+
+def _choose(bundle: Bundle, kind: str) -> Choice:
+    if kind == "onnxruntime":
+        return Choice("onnxruntime", "configured")
+    platform = probe_platform()
+    if kind == "auto":
+        return choose_backend(bundle, platform)
+    if platform.problem:
+        raise BackendError(f"backend tensorrt: {platform.problem}")
+    return Choice("tensorrt", "configured", require_engine(bundle, platform.gpu_name, platform.trt_version))
 
 
 def load_backend(bundle: Bundle, kind: str = "auto") -> Backend:
-    """Open the bundle's model on the best runtime available for `kind`, logging the choice."""
-    if kind in ("auto", "onnxruntime"):
+    """Open the bundle's model on the runtime `kind` asks for, logging the choice and why.
+    A configured "tensorrt" with no fitting engine is a StaleEngineError (a BundleError)."""
+    if kind not in KINDS:
+        raise BackendError(f"backend {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    choice = _choose(bundle, kind)
+    if choice.kind == "tensorrt":
+        backend: Backend = TensorRTBackend(bundle, choice.engine)
+    else:
         from edge.backends.onnxruntime import OnnxRuntimeBackend
         backend = OnnxRuntimeBackend(bundle)
-        log.info("backend %s: %s", kind, backend.describe())
-        return backend
-    raise BackendError(f"backend {kind!r} is not available in this build; use 'auto' or 'onnxruntime'")
+    log.info("backend %s → %s (%s): %s", kind, choice.kind, choice.reason, backend.describe())
+    return backend

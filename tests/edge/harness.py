@@ -58,9 +58,9 @@ def start(config: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "EDGE_ORT_THREADS": "1"})
 
 
-def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60):
-    """Verdicts and statuses until the daemon's final status (state 'stopped')."""
-    verdicts, statuses, deadline = [], [], time.monotonic() + timeout_s
+def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60, streams: int = 1):
+    """Verdicts and statuses until the daemon's final status (state 'stopped') for every stream."""
+    verdicts, statuses, stopped, deadline = [], [], 0, time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = listener.recv(1.0)
         if msg is None:
@@ -68,7 +68,8 @@ def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout
             continue
         if msg.is_status:
             statuses.append(msg.data)
-            if msg.data["state"] == "stopped":
+            stopped += msg.data["state"] == "stopped"
+            if stopped == streams:
                 return verdicts, msg.data, statuses
             continue
         verdicts.append(msg.data)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from edge.config import (BatchConfig, ConfigError, EvidenceConfig, LineConfig, PublishConfig, QueueConfig,
+from edge.config import (BatchConfig, ConfigError, EvidenceConfig, LineConfig, PublishConfig, QueueConfig, StreamConfig,
                          ReconnectConfig, SourceConfig, load_config, parse_config)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -132,10 +133,36 @@ def test_good_config_round_trip(home: Path) -> None:
         publish=PublishConfig(bind="tcp://0.0.0.0:6000", heartbeat_s=0.5, sndhwm=10, wait_for_subscribers=2,
                               wait_timeout_s=3.0),
         evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5), path=path)
+    expected.streams = [StreamConfig(station="s2", source=expected.source)]
     cfg = load_config(path)
     assert cfg == expected
     assert type(cfg.k) is float and type(cfg.batch.max_wait_ms) is float
-    assert cfg.topic == "line7/s2"
+    assert cfg.topic(cfg.streams[0]) == "line7/s2"
+
+
+def test_several_streams(home: Path) -> None:
+    cams = [{"station": f"s{i}", "source": {"kind": "camera", "name": f"c{i}", "index": i}} for i in range(3)]
+    cfg = parse_config({"line": "l", "bundle": "bundle", "streams": cams}, home / "c.yaml")
+    assert [cfg.topic(s) for s in cfg.streams] == ["l/s0", "l/s1", "l/s2"]
+    assert [s.source.index for s in cfg.streams] == [0, 1, 2] and cfg.station is None
+
+
+@pytest.mark.parametrize("data, key, says", [
+    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}}], "station": "b"}, "streams", "not both"),
+    ({"streams": []}, "streams", "non-empty list"),
+    ({"streams": [{"station": "a"}]}, r"streams\[0\]\.source", "required key is missing"),
+    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}},
+                  {"station": "a", "source": {"kind": "camera", "name": "c1", "index": 1}}]},
+     r"streams\[\]\.station", "must differ"),
+    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}},
+                  {"station": "b", "source": {"kind": "camera", "index": 1}}]}, r"streams\[\]\.source\.name",
+     "must differ"),
+    ({"streams": [{"station": "a", "source": {"kind": "camera"}}]}, r"streams\[0\]\.source", "exactly one of"),
+    ({}, "station", "station: and source:"),
+])
+def test_bad_streams(home: Path, data: dict, key: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(home / 'c.yaml'))}: {key}: .*{says}"):
+        parse_config({"line": "l", "bundle": "bundle", **data}, home / "c.yaml")
 
 
 def test_defaults_fill_what_is_left_out(home: Path) -> None:
@@ -204,7 +231,8 @@ def test_line3_documents_every_key() -> None:
     text = (CONFIGS / "line3.yaml").read_text()
     documented = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert all("#" in line for line in documented), [line for line in documented if "#" not in line]
-    sections = (LineConfig, SourceConfig, ReconnectConfig, BatchConfig, QueueConfig, PublishConfig, EvidenceConfig)
+    sections = (LineConfig, StreamConfig, SourceConfig, ReconnectConfig, BatchConfig, QueueConfig, PublishConfig,
+                EvidenceConfig)
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {f.name for section in sections for f in dataclasses.fields(section)}
     missing = [key for key in sorted(keys) if f"{key}:" not in text]

@@ -59,7 +59,7 @@ def test_queue_drops_oldest_and_counts():
     q = FrameQueue(size=3)
     for i in range(5):
         assert q.put(frame(i))
-    assert (q.frames_in, q.dropped, len(q)) == (5, 2, 3)
+    assert (q.frames_in["cam0"], q.dropped["cam0"], len(q)) == (5, 2, 3)
     batch = q.next_batch(max_batch=8, max_wait_s=0.0, idle_timeout_s=0.1)
     assert [f.seq for f in batch.frames] == [2, 3, 4]
 
@@ -73,7 +73,7 @@ def test_queue_block_mode_waits_for_room():
     assert not done.wait(0.2), "put must block while the queue is full"
     q.next_batch(1, 0.0, 0.1)
     assert done.wait(2)
-    assert (q.frames_in, q.dropped) == (3, 0)
+    assert (q.frames_in["cam0"], q.dropped["cam0"]) == (3, 0)
 
 
 def test_batcher_waits_max_wait_then_returns_partial():
@@ -101,7 +101,7 @@ def test_batcher_idle_and_closed():
     q.close()
     assert not q.put(frame(1)), "a closed queue takes nothing more"
     assert [f.seq for f in q.next_batch(4, 1.0, 1.0).frames] == [0]
-    assert q.next_batch(4, 1.0, 1.0) is None and q.frames_in == 1
+    assert q.next_batch(4, 1.0, 1.0) is None and q.frames_in["cam0"] == 1
 
 
 @pytest.mark.parametrize("image, why", [

@@ -12,13 +12,13 @@ from edge.types import Frame, Region, Verdict
 
 
 def test_verdict_reaches_prefix_subscriber_and_follows_schema():
-    pub = Publisher("tcp://127.0.0.1:0", "line3/st1")
+    pub = Publisher("tcp://127.0.0.1:0")
     try:
         with Listener(pub.endpoint, "line3/") as sub:
             assert pub.wait_for_subscribers(1, 5.0, threading.Event())
             f = Frame("cam0", 7, "cam0:7", time.time(), None)
             v = Verdict(f, "NG", 0.91, 0.5, regions=[Region((1, 2, 3, 4), 12, 0.91)])
-            pub.send(pub.topic, verdict_message(v, "line3", "st1", "b@abc", time.time()))
+            pub.send("line3/st1", verdict_message(v, "line3", "st1", "b@abc", time.time()))
             msg = sub.recv(5.0)
     finally:
         pub.close()
@@ -32,11 +32,11 @@ def test_verdict_reaches_prefix_subscriber_and_follows_schema():
 
 
 def test_other_line_does_not_receive():
-    pub = Publisher("tcp://127.0.0.1:0", "line3/st1")
+    pub = Publisher("tcp://127.0.0.1:0")
     try:
         with Listener(pub.endpoint, "line4/") as sub:
             assert pub.wait_for_subscribers(1, 5.0, threading.Event())
-            pub.send(pub.topic, {"x": 1})
+            pub.send("line3/st1", {"x": 1})
             assert sub.recv(0.3) is None
     finally:
         pub.close()
@@ -44,7 +44,7 @@ def test_other_line_does_not_receive():
 
 def test_stalled_subscriber_never_blocks_send():
     """A subscriber that never reads: sends stay non-blocking however many verdicts go out."""
-    pub = Publisher("tcp://127.0.0.1:0", "l/s", sndhwm=10)
+    pub = Publisher("tcp://127.0.0.1:0", sndhwm=10)
     ctx = zmq.Context()
     stalled = ctx.socket(zmq.SUB)
     stalled.setsockopt(zmq.RCVHWM, 10)
@@ -63,10 +63,10 @@ def test_stalled_subscriber_never_blocks_send():
 
 
 def test_bind_conflict_is_a_clear_error():
-    a = Publisher("tcp://127.0.0.1:0", "l/s")
+    a = Publisher("tcp://127.0.0.1:0")
     try:
         try:
-            Publisher(a.endpoint, "l/s")
+            Publisher(a.endpoint)
         except OSError as e:
             assert "publish.bind" in str(e) and "another edge-run" in str(e)
         else:
