@@ -16,8 +16,22 @@ from edge.listen import Listener, format_status, format_verdict
 log = logging.getLogger("edge")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for journald/Loki/Elastic collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"t": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                 "msg": record.getMessage(), "thread": record.threadName}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def run_main(argv: list[str] | None = None) -> int:
@@ -38,7 +52,7 @@ def run_main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"edge-run: config error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(args.log_level or cfg.log_level)
+    _setup_logging(args.log_level or cfg.log_level, cfg.log_format)
     from edge.daemon import Daemon  # after logging is set up, so backend choice is logged
     try:
         daemon = Daemon(cfg)

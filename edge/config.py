@@ -67,6 +67,11 @@ class EvidenceConfig:
 
 
 @dataclass(slots=True)
+class MetricsConfig:
+    bind: str | None = None         # "HOST:PORT" for a Prometheus /metrics endpoint; None = off
+
+
+@dataclass(slots=True)
 class StreamConfig:
     station: str                    # the stream's topic is "<line>/<station>"
     source: SourceConfig
@@ -85,7 +90,9 @@ class LineConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_level: str = "INFO"
+    log_format: str = "text"        # "text" for people, "json" (one object per line) for log collectors
     path: Path | None = None        # the file it was loaded from
 
     def topic(self, stream: StreamConfig) -> str:
@@ -179,7 +186,10 @@ _LINE = _Section(LineConfig, required=True, keys={
         "curve_allowed_clients": _Key(Path, nullable=True, exists="directory"),
     }),
     "evidence": _Section(EvidenceConfig, {"dir": _Key(Path, nullable=True), "max_files": _Key(int, lo=1)}),
+    "metrics": _Section(MetricsConfig, {"bind": _Key(str, nullable=True, pattern=r"[^\s:]+:\d{1,5}",
+                                                      pattern_text="HOST:PORT, e.g. '127.0.0.1:9108'")}),
     "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    "log_format": _Key(str, choices=("text", "json")),
 })
 
 

@@ -21,6 +21,7 @@ from edge.batcher import FrameQueue
 from edge.bundle import Bundle, BundleError, load_bundle
 from edge.config import ConfigError, LineConfig, StreamConfig, load_config
 from edge.evidence import EvidenceStore
+from edge.metrics import MetricsServer
 from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, open_source
@@ -64,6 +65,10 @@ class Daemon:
         pub = cfg.publish
         curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
         self.publisher = Publisher(pub.bind, sndhwm=pub.sndhwm, curve=curve)
+        self.metrics = None
+        if cfg.metrics.bind:
+            host, port = cfg.metrics.bind.rsplit(":", 1)
+            self.metrics = MetricsServer(host, int(port))
         self._grabbing = len(self.streams)
         self._grabbing_lock = threading.Lock()
         self._t_start = time.time()
@@ -211,8 +216,11 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
-        for name, stream in self.streams.items():
-            self.publisher.send(f"{stream.topic}/status", self.status(name))
+        statuses = [self.status(name) for name in self.streams]
+        for stream, status in zip(self.streams.values(), statuses):
+            self.publisher.send(f"{stream.topic}/status", status)
+        if self.metrics is not None:
+            self.metrics.update(statuses)
 
     def _finish(self) -> None:
         if self.evidence is not None:
@@ -227,3 +235,5 @@ class Daemon:
                      final["latency_ms"]["p50"], final["latency_ms"]["p99"])
         self.publisher.close()
         self.backend.close()
+        if self.metrics is not None:
+            self.metrics.close()

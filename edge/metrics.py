@@ -1,0 +1,78 @@
+"""Optional Prometheus endpoint: the status heartbeat in Prometheus' text format.
+
+The main loop hands over a finished snapshot at every heartbeat; the HTTP thread only renders
+the latest one, so it never reads the daemon's live counters while they change.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+# (metric, type, help, how to read it from one stream's status)
+_METRICS = [
+    ("edge_frames_in_total", "counter", "Frames that entered the daemon", lambda s: s["counters"]["frames_in"]),
+    ("edge_dropped_total", "counter", "Frames dropped by the full queue", lambda s: s["counters"]["dropped"]),
+    ("edge_in_flight", "gauge", "Frames in the daemon without a verdict yet", lambda s: s["counters"]["in_flight"]),
+    ("edge_queue_depth", "gauge", "Frames waiting in the queue", lambda s: s["queue_depth"]),
+    ("edge_source_up", "gauge", "1 while the source is streaming", lambda s: int(s["source"]["state"] == "streaming")),
+    ("edge_source_reconnects_total", "counter", "Source reconnects", lambda s: s["source"]["reconnects"]),
+    ("edge_threshold", "gauge", "Image threshold in use", lambda s: s["threshold"]),
+    ("edge_score_drift_z", "gauge", "Mean OK score minus calibration mu, in sigma", lambda s: s["score_drift"]["z"]),
+]
+
+
+def render(statuses: list[dict]) -> str:
+    lines = []
+
+    def family(name: str, kind: str, text: str, samples: list[tuple[str, object]]) -> None:
+        lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
+        lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples if value is not None)
+
+    base = [f'line="{s["line"]}",station="{s["station"]}"' for s in statuses]
+    for name, kind, text, read in _METRICS:
+        family(name, kind, text, [(b, read(s)) for b, s in zip(base, statuses)])
+    family("edge_verdicts_total", "counter", "Verdicts published, by kind",
+           [(f'{b},verdict="{v}"', s["counters"][v.lower()]) for b, s in zip(base, statuses) for v in ("OK", "NG", "ERROR")])
+    for key, text in (("latency_ms", "Grab to publish latency, ms"), ("infer_ms", "Backend time per batch, ms")):
+        family(f"edge_{key}", "summary", text,
+               [(f'{b},quantile="{q}"', s[key][f"p{p}"]) for b, s in zip(base, statuses) for q, p in (("0.5", 50), ("0.99", 99))])
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    def __init__(self, host: str, port: int):
+        self._snapshot: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/metrics":
+                    self.send_error(404, "only /metrics here")
+                    return
+                body = render(server._snapshot).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:   # scrapes every few seconds would flood the log
+                pass
+
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise OSError(f"metrics.bind {host}:{port}: {e.strerror or e}; is the port in use?") from None
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
+
+    def update(self, statuses: list[dict]) -> None:
+        self._snapshot = statuses
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,50 @@
+"""What an operator sees: Prometheus metrics and JSON logs from a real daemon."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+
+from edge.listen import Listener
+
+from .conftest import make_bundle
+from .harness import assert_accounted, collect, free_port, pattern, start, write_config, write_video
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_prometheus_metrics_and_json_logs(tmp_path):
+    port = free_port()
+    video = write_video(tmp_path / "v.avi", pattern(30))
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
+                                    {"kind": "video", "path": str(video), "loop": True, "fps": 200},
+                                    metrics={"bind": f"127.0.0.1:{port}"}, log_format="json")
+    proc = start(config)
+    scraped = {}
+
+    def scrape_then_stop(n, _msg):
+        if n == 120:
+            time.sleep(0.5)                     # at least one heartbeat after 120 verdicts
+            scraped.update(scrape(port))
+            proc.send_signal(signal.SIGTERM)
+
+    with Listener(endpoint, "line3/") as listener:
+        verdicts, final, _ = collect(listener, proc, on_verdict=scrape_then_stop)
+    assert proc.wait(20) == 0
+    assert_accounted(verdicts, final)
+    labels = 'line="line3",station="st1"'
+    ok, ng = scraped[f'edge_verdicts_total{{{labels},verdict="OK"}}'], scraped[f'edge_verdicts_total{{{labels},verdict="NG"}}']
+    assert ok + ng >= 120 and ng > 0 and scraped[f"edge_source_up{{{labels}}}"] == 1
+    assert scraped[f'edge_latency_ms{{{labels},quantile="0.99"}}'] > 0
+    assert scraped[f"edge_frames_in_total{{{labels}}}"] >= ok + ng
+    logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+    assert any("stopped" in e["msg"] for e in logs) and all({"t", "level", "logger", "msg"} <= set(e) for e in logs)
