@@ -1,7 +1,6 @@
 """edge-calibrate: set a bundle's threshold from good parts."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -9,12 +8,13 @@ from pathlib import Path
 from calibration.calibrate import CalibrationError, calibrate, list_images, warnings_for, write_calibration
 from edge.backends import BackendError, load_backend
 from edge.bundle import BundleError, load_bundle
+from edge.cli import Parser
 
 log = logging.getLogger("calibration")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-calibrate",
         description="Score held-out GOOD parts with the bundle, on the same backend the line runs, and write "
                     "calibration.yaml into the bundle: image threshold μ + kσ, pixel threshold (for NG "

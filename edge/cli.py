@@ -16,6 +16,13 @@ from edge.listen import Listener, format_status, format_verdict
 log = logging.getLogger("edge")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: they end up in journald and on operator screens."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for journald/Loki/Elastic collectors."""
 
@@ -35,7 +42,7 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 def run_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-run",
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
                     "bundle, judge each part against its calibrated threshold and publish verdicts over "
@@ -68,7 +75,7 @@ def run_main(argv: list[str] | None = None) -> int:
 
 
 def listen_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-listen",
         description="Subscribe to an edge-run publisher and print its verdicts (and status heartbeats): "
                     "the reference PLC-side subscriber.")
@@ -106,7 +113,7 @@ def listen_main(argv: list[str] | None = None) -> int:
 
 
 def keys_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-keys",
         description="Make a CURVE key pair for ZeroMQ encryption and subscriber authentication: NAME.key (public, "
                     "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "

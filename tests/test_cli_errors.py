@@ -1,0 +1,69 @@
+"""Bad command lines and bad configs: each is one clear line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.edge.conftest import make_bundle
+
+CLIS = {
+    "edge-run": "from edge.cli import run_main as m",
+    "edge-listen": "from edge.cli import listen_main as m",
+    "edge-keys": "from edge.cli import keys_main as m",
+    "edge-calibrate": "from calibration.cli import main as m",
+}
+
+
+def run_cli(name: str, *args: str) -> subprocess.CompletedProcess:
+    code = f"import sys; {CLIS[name]}; sys.exit(m())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    bundle = make_bundle(root / "bundle")
+    (root / "good").mkdir()
+    (root / "bad.yaml").write_text("line: l\n  station: s\n")
+    (root / "list.yaml").write_text("- just a list\n")
+    (root / "v.avi").write_bytes(b"")
+    (root / "unknown.yaml").write_text(f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi}}\n"
+                                       "batch: {max_bach: 4}\n")
+    return root
+
+
+CASES = [
+    ("edge-run", [], "required: --config"),
+    ("edge-run", ["--config"], "expected one argument"),
+    ("edge-run", ["--config", "{root}/missing.yaml"], "cannot read the config file"),
+    ("edge-run", ["--config", "{root}"], "cannot read the config file"),
+    ("edge-run", ["--config", "{root}/bad.yaml"], "YAML syntax error"),
+    ("edge-run", ["--config", "{root}/list.yaml"], "must be a mapping"),
+    ("edge-run", ["--config", "{root}/unknown.yaml"], "did you mean 'max_batch'"),
+    ("edge-run", ["--config", "{root}/bad.yaml", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
+    ("edge-run", ["--config", "{root}/bad.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+    ("edge-listen", ["--count", "many"], "invalid int value: 'many'"),
+    ("edge-listen", ["--timeout", "soon"], "invalid float value: 'soon'"),
+    ("edge-listen", ["--server-key", "{root}/server.key"], "--server-key and --client-key go together"),
+    ("edge-keys", [], "required: folder, name"),
+    ("edge-calibrate", [], "required: --bundle"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle"], "one of the arguments --data --holdout is required"),
+    ("edge-calibrate", ["--bundle", "{root}/nope", "--data", "{root}/good"], "not a directory"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good"], "no images"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/none"], "not a directory of good images"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good", "--k", "-1"], "--k must be > 0"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good", "--holdout"], "not allowed with"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--holdout"], "lists no held-out images"),
+    ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good", "--backend", "cuda"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("cli, args, says", CASES, ids=[f"{c}:{' '.join(a)[-40:]}" for c, a, _ in CASES])
+def test_one_clear_line(files, cli, args, says):
+    r = run_cli(cli, *[a.format(root=files) for a in args])
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert says in lines[0] and "Traceback" not in r.stderr
