@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--holdout", action="store_true",
                      help="use the good images export-engine held out of training (listed in bundle.yaml)")
     p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime"], help="as on the line")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
     p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -1,0 +1,160 @@
+"""edge-build-engine: build a TensorRT engine from a bundle's model.onnx on the machine that runs it.
+
+An engine only runs on the GPU model and TensorRT version that built it, so it is built on
+the target (a Jetson with JetPack, a GPU box), written into the bundle as
+``model.<gpu>-trt<version>-<precision>.engine`` and recorded in bundle.yaml's ``engines:``.
+
+No torch here, on purpose: this runs on a Jetson that has only TensorRT and the line side.
+Unlike the rest of export/, it imports edge's engine-record contract (edge.engines) and
+platform probe, so the writer and the reader of ``engines:`` cannot drift apart.
+
+Written against the TensorRT 10.x builder API. TensorRT 11 removed the FP16 builder flag
+(weakly typed networks), so an fp16 build there is refused with a message.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge.backends.tensorrt import INPUT, import_runtime, probe_platform
+from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
+from edge.engines import engine_file_name, engine_record
+
+log = logging.getLogger(__name__)
+
+TIMING_CACHE = "timing.cache"
+
+
+class EngineBuildError(RuntimeError):
+    """The engine could not be built; the message says why and what to do."""
+
+
+def build_engine(bundle_dir: str | Path, *, fp16: bool = True, max_batch: int = 32, opt_batch: int = 8,
+                 workspace_gb: float | None = None, device: int = 0) -> dict[str, Any]:
+    """Build the bundle's engine for CUDA GPU `device` (batch 1..max_batch, tuned for
+    opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record."""
+    if not 1 <= opt_batch <= max_batch:
+        raise EngineBuildError(f"need 1 <= opt batch <= max batch, got opt {opt_batch} and max {max_batch}")
+    bundle = load_bundle(bundle_dir)  # hashes checked: build only from the model bundle.yaml vouches for
+    platform = probe_platform(device)
+    if platform.problem:
+        raise EngineBuildError(platform.problem)
+    trt, cuda = import_runtime()
+    if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
+        raise EngineBuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11); "
+                               "use TensorRT 10.x, or build with --no-fp16")
+    precision = "fp16" if fp16 else "fp32"
+    log.info("building a %s engine for %s with TensorRT %s (batch 1..%d, opt %d): minutes, not seconds",
+             precision, platform.gpu_name, platform.trt_version, max_batch, opt_batch)
+    try:
+        ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
+    except cuda.Error as e:
+        raise EngineBuildError(f"CUDA GPU {device} ({platform.gpu_name}): cannot create a context ({e})") from None
+    try:
+        plan = _serialize(trt, bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch,
+                          workspace_gb=workspace_gb)
+    finally:
+        ctx.pop()
+        ctx.detach()
+    path = bundle.path / engine_file_name(platform.gpu_name, platform.trt_version, precision)
+    _write_atomic(path, plan)
+    record = engine_record(bundle, path, gpu=platform.gpu_name, compute_capability=platform.compute_capability,
+                           tensorrt=platform.trt_version, precision=precision, max_batch=max_batch,
+                           opt_batch=opt_batch)
+    add_engine_record(bundle.path, record)
+    return record
+
+
+def _serialize(trt: Any, bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
+               workspace_gb: float | None) -> Any:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    # From the file, not from bytes: the parser then finds model.onnx.data beside it.
+    if not parser.parse_from_file(str(bundle.onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"{bundle.onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2 ** 30))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    h, w = bundle.height, bundle.width
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT, (1, h, w, 3), (opt_batch, h, w, 3), (max_batch, h, w, 3))
+    config.add_optimization_profile(profile)
+    cache_path = bundle.path / TIMING_CACHE
+    _attach_timing_cache(config, cache_path)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError(f"{bundle.onnx_path}: TensorRT {trt.__version__} could not build an engine "
+                               "(its log above says why); with little GPU memory, try a smaller --max-batch")
+    _write_atomic(cache_path, config.get_timing_cache().serialize())
+    return plan
+
+
+def _attach_timing_cache(config: Any, path: Path) -> None:
+    """Reuse the tactic timings of earlier builds (rebuilds take seconds instead of minutes);
+    a cache from another GPU or TensorRT version is set aside, not trusted."""
+    cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("%s: from another GPU or TensorRT version; starting a new timing cache", path)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def add_engine_record(bundle_dir: Path, record: dict[str, Any]) -> None:
+    """Append `record` to bundle.yaml's engines, replacing any record of the same file; every
+    other key stays as it was."""
+    path = Path(bundle_dir) / BUNDLE_FILE
+    meta = yaml.safe_load(path.read_text())
+    others = [e for e in meta.get("engines") or [] if not (isinstance(e, dict) and e.get("file") == record["file"])]
+    meta["engines"] = [*others, record]
+    _write_atomic(path, yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, width=100).encode())
+
+
+def _write_atomic(path: Path, data: Any) -> None:
+    # A daemon starting meanwhile sees the old file or the new one, never half of one.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="edge-build-engine",
+        description="Build a TensorRT engine from a bundle's model.onnx on this machine (engines only run on the "
+                    "GPU model and TensorRT version that built them), write it into the bundle and record it in "
+                    "bundle.yaml, where `backend: auto` finds it. Needs TensorRT 10.x and pycuda.",
+        epilog="Example: edge-build-engine --bundle bundles/bottle-patchcore --max-batch 16 --opt-batch 4")
+    p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="let TensorRT use fp16 kernels (default: on; --no-fp16 for an fp32 engine)")
+    p.add_argument("--max-batch", type=int, default=32, help="largest batch the engine takes (default %(default)s)")
+    p.add_argument("--opt-batch", type=int, default=8,
+                   help="batch the engine is tuned for: the line config's batch.max_batch (default %(default)s)")
+    p.add_argument("--workspace-gb", type=float,
+                   help="cap TensorRT's build workspace, e.g. 2 on a small Jetson (default: TensorRT's own)")
+    p.add_argument("--device", type=int, default=0, help="CUDA GPU index (default %(default)s)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        record = build_engine(args.bundle, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                              workspace_gb=args.workspace_gb, device=args.device)
+    except (EngineBuildError, BundleError, OSError) as e:
+        print(f"edge-build-engine: {e}", file=sys.stderr)
+        return 2
+    print(f"{Path(args.bundle) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
+          f"{record['tensorrt']}, batch 1..{record['max_batch']} (opt {record['opt_batch']}), "
+          f"{record['bytes'] / 2 ** 20:.1f} MiB; recorded in {Path(args.bundle) / BUNDLE_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
