@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +59,20 @@ class Scores:
     pixel_std: float
 
 
+def infer_files(backend: Backend, bundle: Bundle, files: list[Path], batch: int,
+                desc: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(anomaly_map [b, 1, H, W], score [b]) per batch of files, in order, resized as the line does."""
+    for i in tqdm(range(0, len(files), batch), desc=desc, unit="batch"):
+        chunk = files[i:i + batch]
+        frames = [Frame("calib", j, p.name, 0.0, read_rgb(p)) for j, p in enumerate(chunk)]
+        yield backend.infer(to_input(frames, bundle.height, bundle.width))
+
+
 def score_images(backend: Backend, bundle: Bundle, files: list[Path], batch: int = 8) -> Scores:
     """Image scores, and pixel-score moments accumulated in float64 (a whole set of maps
     would not need to fit in memory)."""
     scores, s1, s2, n_px = [], 0.0, 0.0, 0
-    for i in tqdm(range(0, len(files), batch), desc="scoring good parts", unit="batch"):
-        chunk = files[i:i + batch]
-        frames = [Frame("calib", j, p.name, 0.0, read_rgb(p)) for j, p in enumerate(chunk)]
-        maps, s = backend.infer(to_input(frames, bundle.height, bundle.width))
+    for maps, s in infer_files(backend, bundle, files, batch, "scoring good parts"):
         scores.append(s)
         m = maps.astype(np.float64)
         s1, s2, n_px = s1 + m.sum(), s2 + (m * m).sum(), n_px + m.size
