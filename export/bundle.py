@@ -1,0 +1,116 @@
+"""Write a bundle directory: ``model.onnx`` (+ ``model.onnx.data``) and ``bundle.yaml``,
+the one artifact that crosses from training to the line (ARCHITECTURE.md, "The bundle").
+
+``bundle.yaml`` is a contract read by the line side: key names and meanings change only
+with a ``schema_version`` bump.
+"""
+from __future__ import annotations
+
+import configparser
+import hashlib
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DataError, TrainingSplit
+from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_onnx
+
+SCHEMA_VERSION = 1
+BUNDLE_YAML = "bundle.yaml"
+MODEL_ONNX = "model.onnx"
+PACKAGES = ("torch", "torchvision", "timm", "onnx")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def project_version() -> str:
+    """edge-inspect's version: the installed distribution's, else the source tree's setup.cfg."""
+    try:
+        return metadata.version("edge-inspect")
+    except metadata.PackageNotFoundError:
+        setup_cfg = Path(__file__).resolve().parents[1] / "setup.cfg"
+        parser = configparser.ConfigParser()
+        parser.read(setup_cfg)
+        return parser.get("metadata", "version", fallback="unknown")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["edge_inspect"] = project_version()
+    return versions
+
+
+def describe_graph(graph: AnomalyGraph) -> dict[str, Any]:
+    """The ``input``, ``preprocessing_in_graph`` and ``outputs`` sections: what the line
+    must feed the model and what it gets back."""
+    height, width = graph.size
+    return {
+        "input": {"name": INPUT_NAME, "height": height, "width": width, "channels": 3,
+                  "dtype": "uint8", "layout": "NHWC", "colour": "RGB"},
+        "preprocessing_in_graph": {"scale": PIXEL_SCALE, "mean": list(graph.mean), "std": list(graph.std)},
+        "outputs": {
+            OUTPUT_NAMES[0]: {"shape": ["B", 1, height, width], "dtype": "float32"},
+            OUTPUT_NAMES[1]: {"shape": ["B"], "dtype": "float32"},
+        },
+    }
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse a bundle directory that holds anything: a calibration.yaml or engine from an
+    older model beside a new model.onnx would judge parts with the wrong threshold. Call it
+    before training too, so a mistake costs seconds, not a training run."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"--out {out}: already exists and is not an empty directory; "
+                        f"choose a new bundle directory or remove the old one")
+
+
+def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, split: TrainingSplit,
+                 method_params: dict[str, Any]) -> Path:
+    """Export ``graph`` to ``out/model.onnx`` and describe it in ``out/bundle.yaml``.
+    ``out`` must not exist or be empty. Returns the path of bundle.yaml."""
+    out = Path(out)
+    check_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    height, width = graph.size
+    files = export_onnx(graph, out / MODEL_ONNX, height, width)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "method": method,
+        "backbone": backbone,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **describe_graph(graph),
+        "files": {f.name: file_record(f) for f in files},
+        "training": {
+            "data": str(split.root),
+            "count": split.fingerprint.count,
+            "files_sha256": split.fingerprint.sha256,
+            "holdout": [str(f) for f in split.holdout],
+        },
+        "method_params": method_params,
+        "versions": package_versions(),
+        "engines": [],
+    }
+    # Written last: a bundle.yaml present means the model files beside it are complete.
+    path = out / BUNDLE_YAML
+    path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
+    return path

@@ -1,0 +1,153 @@
+"""The training loop every trained method shares: what a person running a long training expects.
+
+A progress bar per epoch with the running losses, one log line per epoch, a checkpoint every
+N epochs and on Ctrl-C, ``--resume`` that continues bit-for-bit where it stopped (RNG states
+included), seeding, and model selection / early stopping on a validation score that the method
+computes from training data or held-out good parts, never from the test set.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_epoch: int | None
+    best_score: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class Trainer:
+    """Runs ``steps(epoch)``, an iterable of per-step loss dicts, for each epoch.
+
+    modules / optimizers: everything whose state must survive a checkpoint, by name.
+    validate: optional, higher is better; the best epoch's weights are kept and restored at the end.
+    patience: stop after this many validations without improvement (None: run all epochs).
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 checkpoint_dir: Path | None, *, every: int = 10, validate: Callable[[], float] | None = None,
+                 validate_every: int = 1, patience: int | None = None, desc: str = "train"):
+        self.modules, self.optimizers = modules, optimizers
+        self.dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.every, self.validate, self.validate_every, self.patience = every, validate, validate_every, patience
+        self.desc = desc
+        self.result = TrainResult(0, None, None)
+        self._snapshot: dict | None = None     # the state at the end of the last whole epoch
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "result": self.result,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+
+    def save(self, name: str = LAST) -> Path | None:
+        """Write the end-of-epoch state: a Ctrl-C mid-epoch must not save half-updated weights or an
+        advanced RNG, or --resume would not repeat the run."""
+        if self.dir is None or self._snapshot is None:
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp"
+        torch.save(self._snapshot, tmp)
+        tmp.replace(self.dir / name)          # a crash mid-write never leaves a half checkpoint
+        return self.dir / name
+
+    def _load(self, path: Path, with_rng: bool) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        if with_rng:
+            for k, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
+            self.result = state["result"]
+            torch.set_rng_state(state["rng"]["torch"])
+            np.random.set_state(state["rng"]["numpy"])
+            random.setstate(state["rng"]["python"])
+
+    def resume(self) -> bool:
+        """Continue from the last checkpoint if there is one; False when starting fresh."""
+        if self.dir is None or not (self.dir / LAST).is_file():
+            return False
+        self._load(self.dir / LAST, with_rng=True)
+        self._snapshot = copy.deepcopy(self._state())
+        log.info("resuming %s after epoch %d from %s", self.desc, self.result.epochs_run, self.dir / LAST)
+        return True
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self, epochs: int, steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int) -> TrainResult:
+        r = self.result
+        try:
+            for epoch in range(r.epochs_run + 1, epochs + 1):
+                for m in self.modules.values():
+                    m.train()
+                sums: dict[str, float] = {}
+                bar = tqdm(steps(epoch), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{epochs}",
+                           unit="step", leave=False)
+                n = 0
+                for n, losses in enumerate(bar, 1):
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    bar.set_postfix({k: f"{s / n:.4f}" for k, s in sums.items()})
+                means = {k: s / max(n, 1) for k, s in sums.items()}
+                if any(not math.isfinite(v) for v in means.values()):
+                    raise FloatingPointError(f"{self.desc}: loss became {means} in epoch {epoch}; "
+                                             "lower the learning rate or check the data")
+                r.epochs_run = epoch
+                line = f"{self.desc} epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+                if self.validate is not None and (epoch % self.validate_every == 0 or epoch == epochs):
+                    for m in self.modules.values():
+                        m.eval()
+                    with torch.no_grad():
+                        means["val"] = score = float(self.validate())
+                    line += f", val {score:.4f}"
+                    if r.best_score is None or score > r.best_score:
+                        r.best_epoch, r.best_score = epoch, score
+                        line += " (best)"
+                r.history.append({"epoch": epoch, **means})
+                self._snapshot = copy.deepcopy(self._state())
+                if r.best_epoch == epoch:
+                    self.save(BEST)
+                log.info(line)
+                if epoch % self.every == 0:
+                    self.save(LAST)
+                if (self.patience is not None and r.best_epoch is not None
+                        and epoch - r.best_epoch >= self.patience * self.validate_every):
+                    log.info("%s: no better validation for %d epochs, stopping early at epoch %d (best: epoch %d)",
+                             self.desc, epoch - r.best_epoch, epoch, r.best_epoch)
+                    break
+        except KeyboardInterrupt:
+            r.interrupted = True
+            path = self.save(LAST)
+            log.warning("%s interrupted after epoch %d; checkpoint %s (continue with --resume)",
+                        self.desc, r.epochs_run, path)
+            raise
+        self.save(LAST)
+        if r.best_epoch is not None and r.best_epoch != r.epochs_run and self.dir is not None:
+            self._load(self.dir / BEST, with_rng=False)
+            log.info("%s: keeping the weights of epoch %d (validation %.4f)", self.desc, r.best_epoch, r.best_score)
+        for m in self.modules.values():
+            m.eval()
+        return r

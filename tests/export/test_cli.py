@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from export.cli import CONFIG_DIR, main
+from export.data import fingerprint
+from export.patchcore import PatchCoreConfig
+
+BUNDLE_KEYS = ["schema_version", "method", "backbone", "created_at", "input", "preprocessing_in_graph",
+               "outputs", "files", "training", "method_params", "versions", "engines"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "export-engine: error" in line or "Traceback" in line]
+
+
+def test_export_writes_a_valid_bundle(tmp_path: Path, write_images, capsys) -> None:
+    write_images(tmp_path / "good", 6, size=(80, 72))
+    out = tmp_path / "bundle"
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(out),
+                           "--size", "64", "--holdout", "0.2", "--coreset-ratio", "0.05", "--seed", "1")
+    assert code == 0, stderr
+    document = yaml.safe_load((out / "bundle.yaml").read_text())
+    assert list(document) == BUNDLE_KEYS
+    assert (document["schema_version"], document["method"], document["backbone"]) == (1, "patchcore", "efficientnet_lite0")
+    created = datetime.fromisoformat(document["created_at"])
+    assert created.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - created) < timedelta(minutes=10)
+    assert document["input"] == {"name": "image", "height": 64, "width": 64, "channels": 3, "dtype": "uint8",
+                                 "layout": "NHWC", "colour": "RGB"}
+    assert document["preprocessing_in_graph"] == {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
+    assert document["outputs"] == {"anomaly_map": {"shape": ["B", 1, 64, 64], "dtype": "float32"},
+                                   "score": {"shape": ["B"], "dtype": "float32"}}
+    assert document["engines"] == []
+    assert set(document["versions"]) == {"python", "torch", "torchvision", "timm", "onnx", "edge_inspect"}
+
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.yaml", "model.onnx"]
+    for name, record in document["files"].items():
+        data = (out / name).read_bytes()
+        assert record == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+    training = document["training"]
+    held = [Path(p) for p in training["holdout"]]
+    assert training["data"] == str((tmp_path / "good").resolve()) and training["count"] == 5 and len(held) == 1
+    assert held[0].is_absolute() and held[0].is_file()
+    train_files = sorted(set((tmp_path / "good").resolve().iterdir()) - set(held))
+    assert training["files_sha256"] == fingerprint(train_files, tmp_path / "good").sha256
+
+    params = document["method_params"]
+    assert params["coreset"] == "greedy" and params["coreset_ratio"] == 0.05 and params["seed"] == 1
+    assert params["feature_dim"] == 152 and params["bank_size"] == round(0.05 * 5 * 8 * 8)
+
+    runtime = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    anomaly_map, score = runtime.run(None, {"image": np.zeros((2, 64, 64, 3), np.uint8)})
+    assert anomaly_map.shape == (2, 1, 64, 64) and score.shape == (2,)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty folder", "a file"])
+def test_bad_data_is_one_line_and_exit_2(tmp_path: Path, capsys, kind: str) -> None:
+    bad = tmp_path / kind
+    if kind == "empty folder":
+        bad.mkdir()
+    elif kind == "a file":
+        bad.write_bytes(b"x")
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(bad), "--out", str(tmp_path / "b"))
+    assert code == 2
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("export-engine: error: ") and str(bad) in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_unreadable_training_image_is_named(tmp_path: Path, write_images, capsys) -> None:
+    files = write_images(tmp_path / "good", 3)
+    files[2].write_bytes(b"not an image")
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"),
+                           "--out", str(tmp_path / "b"), "--size", "64", "--holdout", "0")
+    assert code == 2
+    [line] = error_lines(stderr)
+    assert str(files[2].resolve()) in line
+
+
+def test_existing_bundle_is_not_overwritten(tmp_path: Path, write_images, capsys) -> None:
+    write_images(tmp_path / "good", 2)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "calibration.yaml").write_text("threshold: 1\n")
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"),
+                           "--out", str(tmp_path / "b"), "--size", "64")
+    assert code == 2 and "not an empty directory" in error_lines(stderr)[0]
+
+
+def test_bad_option_values_are_one_line_and_exit_2(tmp_path: Path, write_images, capsys) -> None:
+    write_images(tmp_path / "good", 2)
+    common = ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b")]
+    for extra, needle in ((["--coreset-ratio", "0"], "coreset_ratio 0.0"), (["--size", "100"], "multiple of 16"),
+                          (["--holdout", "1"], "holdout fraction")):
+        code, stderr = run_cli(capsys, *common, *extra)
+        assert code == 2
+        [line] = error_lines(stderr)
+        assert needle in line
+
+
+def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
+    from export.cli import _methods, build_parser, load_config, make_config
+
+    config = tmp_path / "pc.yaml"
+    config.write_text("coreset: random\ncoreset_ratio: 0.02\nseed: 7\n")
+    args = build_parser(_methods()).parse_args(
+        ["--method", "patchcore", "--data", "d", "--out", "o", "--config", str(config), "--seed", "3"])
+    merged = make_config(PatchCoreConfig, load_config(PatchCoreConfig, args.config, "patchcore"), args)
+    assert (merged.coreset, merged.coreset_ratio, merged.seed, merged.size) == ("random", 0.02, 3, 256)
+
+    config.write_text("coreset_ratios: 0.02\n")
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                           "--config", str(config))
+    assert code == 2 and "unknown key(s) coreset_ratios" in error_lines(stderr)[0]
+    config.write_text("size: large\n")
+    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                           "--config", str(config))
+    assert code == 2 and "size: 'large' should be of type int" in error_lines(stderr)[0]
+
+
+def test_shipped_config_matches_the_code_defaults() -> None:
+    shipped = yaml.safe_load((CONFIG_DIR / "patchcore.yaml").read_text())
+    assert shipped == dataclasses.asdict(PatchCoreConfig())
+
+
+def test_help_explains_options_and_lists_only_implemented_methods(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--method", "--data", "--out", "--backbone", "--backbone-weights", "--size", "--coreset",
+                   "--coreset-ratio", "--holdout", "--seed", "--config", "--batch-size"):
+        assert option in text
+    assert "{patchcore}" in text and "efficientnet_lite0" in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["--method", "simplenet", "--data", "d", "--out", "o"])
+    assert exit_.value.code == 2
