@@ -278,7 +278,7 @@ _DEFECT_MAKERS: dict[str, Callable[[np.random.Generator, _Scene], _Mark]] = {
 }
 
 
-def make_dataset(out: Path, *, n_train: int = 40, n_calib: int = 12, n_test_good: int = 12,
+def make_dataset(out: Path, *, n_train: int = 60, n_calib: int = 24, n_test_good: int = 12,
                  n_test_defect_each: int = 6, size: int = 256, seed: int = 0) -> DatasetInfo:
     """Write the data set under `out` (replacing an earlier one there) and describe it."""
     out = Path(out)

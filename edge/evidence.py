@@ -24,8 +24,10 @@ def overlay(v: Verdict) -> np.ndarray:
     """BGR image: the frame, its anomaly map as a JET heatmap on top, NG regions boxed."""
     img = cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR)
     amap = cv2.resize(v.anomaly_map, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-    # Scale so the threshold sits mid-colourmap: blue is normal, red is past the threshold.
-    norm = np.clip(amap / (2 * v.threshold), 0, 1) if v.threshold > 0 else amap / max(float(amap.max()), 1e-12)
+    # Stretch this part's own range: the boxes already say where the threshold is crossed, the
+    # colours show how the anomaly is spread (red = its peak).
+    lo, hi = float(amap.min()), float(amap.max())
+    norm = (amap - lo) / max(hi - lo, 1e-12)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
     out = cv2.addWeighted(img, 0.55, heat, 0.45, 0)
     for r in v.regions:
