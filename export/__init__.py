@@ -1,7 +1,9 @@
 """Training side of edge-inspect: learn from good parts, export one bundle for the line.
 
-Needs torch (the ``train`` extra). Never imports ``edge`` or ``calibration``: the line side
-reads what this package writes (``bundle.yaml`` + ``model.onnx``), nothing more.
+Needs torch (the ``train`` extra). Dependencies run export → calibration → edge, never back:
+export uses ``edge.bundle`` (the bundle contract: schema version, hashing) and ``edge.engines``
+(engine records) so writer and reader share one definition; the line side reads what this
+package writes (``bundle.yaml`` + ``model.onnx``) and never imports it.
 
 From Python::
 

@@ -7,7 +7,6 @@ with a ``schema_version`` bump.
 from __future__ import annotations
 
 import configparser
-import hashlib
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,21 +15,15 @@ from typing import Any
 
 import yaml
 
+# The line's reader holds the bundle contract (schema version, file name, hashing): the writer
+# uses the same definitions so the two cannot drift. edge.bundle needs only yaml and hashlib.
+from edge.bundle import BUNDLE_FILE, SCHEMA_VERSION, sha256_file
+
 from .data import DataError, TrainingSplit
 from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_onnx
 
-SCHEMA_VERSION = 1
-BUNDLE_YAML = "bundle.yaml"
 MODEL_ONNX = "model.onnx"
 PACKAGES = ("torch", "torchvision", "timm", "onnx")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -111,6 +104,6 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
         "engines": [],
     }
     # Written last: a bundle.yaml present means the model files beside it are complete.
-    path = out / BUNDLE_YAML
+    path = out / BUNDLE_FILE
     path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
     return path
