@@ -37,8 +37,8 @@ def test_layout_and_counts(default_set: DatasetInfo) -> None:
     root = default_set.root
     assert default_set.train_dir == root / "train" / "good"
     assert default_set.calib_dir == root / "calib" / "good"
-    assert _names(default_set.train_dir) == [f"{i:03d}.png" for i in range(40)]
-    assert _names(default_set.calib_dir) == [f"{i:03d}.png" for i in range(12)]
+    assert _names(default_set.train_dir) == [f"{i:03d}.png" for i in range(60)]
+    assert _names(default_set.calib_dir) == [f"{i:03d}.png" for i in range(24)]
     assert _names(root / "test") == sorted(["good", *DEFECTS])
     assert _names(root / "test" / "good") == [f"{i:03d}.png" for i in range(12)]
     for defect in DEFECTS:
@@ -107,7 +107,7 @@ def test_rewrite_replaces_the_previous_set_but_not_foreign_folders(tmp_path: Pat
 def test_cli_writes_the_set_with_the_seed(tmp_path: Path) -> None:
     main([str(tmp_path / "cli"), "--seed", "7"])
     assert "Seed 7" in (tmp_path / "cli" / "README.txt").read_text()
-    assert len(list((tmp_path / "cli" / "train" / "good").iterdir())) == 40
+    assert len(list((tmp_path / "cli" / "train" / "good").iterdir())) == 60
 
 
 # Mean absolute error measured on these frames: 0 (FFV1, lossless), 1.7 (MJPG), 2.8 (mp4v).
