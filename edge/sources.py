@@ -156,17 +156,22 @@ class CameraSource(Source):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         delay = self.backoff.initial_s
+        failed = 0          # attempts since the camera last delivered a frame
         try:
             while not stop.is_set():
                 delivered = yield from self._session(stop)
                 if stop.is_set():
                     break
                 if delivered:
-                    delay = self.backoff.initial_s
+                    delay, failed = self.backoff.initial_s, 0
                 self.state = "reconnecting"
                 self.reconnects += 1
-                log.warning("%s: camera %s dropped out; reconnecting in %.2f s (attempt %d)",
-                            self.name, self.target, delay, self.reconnects)
+                failed += 1
+                # A camera that stays away must not flood the log: attempts 1, 2, 4, 8, ... are
+                # logged; the status topic carries every reconnect.
+                log.log(logging.WARNING if failed & (failed - 1) == 0 else logging.DEBUG,
+                        "%s: camera %s dropped out; reconnecting in %.2f s (attempt %d since it last delivered)",
+                        self.name, self.target, delay, failed)
                 if stop.wait(delay):
                     break
                 delay = min(delay * 2, self.backoff.max_s)

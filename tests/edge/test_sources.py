@@ -101,7 +101,9 @@ def test_video_fps_paces_frames(video: Path) -> None:
     expected = (N_FRAMES - 1) / fps
     assert expected * 0.9 <= elapsed < expected + 0.5
     gaps = np.diff([f.t_grab for f in frames])
-    assert gaps.min() > 0.5 / fps
+    # A fixed schedule shortens the gap after a late wake-up (so lateness does not add up), so
+    # single gaps vary under load; the typical gap is the period.
+    assert 0.7 / fps < np.median(gaps) < 1.5 / fps
 
 
 def test_stop_interrupts_a_paced_looping_video(video: Path) -> None:
@@ -178,13 +180,13 @@ def test_looping_a_folder_with_nothing_readable_ends_instead_of_spinning(tmp_pat
 @pytest.mark.parametrize("target", ["rtsp://127.0.0.1:9/none", "missing-device.mp4"])
 def test_unreachable_camera_keeps_reconnecting_and_stops_promptly(tmp_path: Path, target: str,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.sources")
+    caplog.set_level(logging.DEBUG, logger="edge.sources")
     if target.endswith(".mp4"):
         target = str(tmp_path / target)
     source = CameraSource(target, reconnect=ReconnectConfig(initial_s=0.01, max_s=0.04))
     stop = threading.Event()
     thread, frames = consume_in_thread(source, stop)
-    assert wait_until(lambda: source.reconnects >= 4)
+    assert wait_until(lambda: source.reconnects >= 9)
     assert source.state == "reconnecting"
     start = time.monotonic()
     stop.set()
@@ -192,6 +194,9 @@ def test_unreachable_camera_keeps_reconnecting_and_stops_promptly(tmp_path: Path
     assert not thread.is_alive() and time.monotonic() - start < 2.0
     assert source.state == "ended" and frames == []
     assert back_offs(caplog)[:4] == [0.01, 0.02, 0.04, 0.04]
+    warned = [int(re.search(r"attempt (\d+)", r.getMessage())[1]) for r in caplog.records
+              if r.levelno == logging.WARNING and "reconnecting in" in r.getMessage()]
+    assert warned[:4] == [1, 2, 4, 8], "a camera that stays away is logged at attempts 1, 2, 4, 8, ... only"
 
 
 def test_stop_cuts_a_long_back_off_short() -> None:
@@ -207,7 +212,7 @@ def test_stop_cuts_a_long_back_off_short() -> None:
 
 
 def test_camera_that_ends_reconnects_and_streams_again(video: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.sources")
+    caplog.set_level(logging.DEBUG, logger="edge.sources")
     source = CameraSource(str(video), name="cam2", reconnect=ReconnectConfig(initial_s=0.01, max_s=0.02))
     stream = source.frames(threading.Event())
     frames = list(itertools.islice(stream, 2 * N_FRAMES + 1))
