@@ -1,7 +1,6 @@
 """edge-eval: measure a bundle on a labelled MVTec AD category and write eval.json + report.html."""
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 from calibration.evaluate import DatasetError, EvalResult, Metrics, evaluate
 from edge.backends import BackendError, load_backend
 from edge.bundle import BundleError, load_bundle
+from edge.cli import Parser
 
 log = logging.getLogger("calibration")
 
@@ -32,7 +32,7 @@ def summary_table(result: EvalResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-eval",
         description="Score the test images of a labelled MVTec AD category (test/<type>/*.png, "
                     "ground_truth/<type>/<name>_mask.png) with the bundle, on the backend the line runs, "
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime"], help="as on the line")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
     p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
