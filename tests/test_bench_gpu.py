@@ -1,0 +1,109 @@
+"""bench/bench_gpu.py on the CPU: the report's rows and numbers, and the refusal of --device
+cuda where there is no GPU. The GPU rows themselves only run on a GPU machine."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    # bench/ holds scripts, not a package. Registered before running: dataclasses look their
+    # module up in sys.modules.
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(markdown: str, section: str) -> list[list[str]]:
+    """The body rows of the table under ``### section``, as lists of cell texts."""
+    lines = markdown.split(f"### {section}\n", 1)[1].strip().split("\n\n", 1)[0].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+@pytest.mark.slow
+def test_cpu_run_reports_every_row(bench: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    code = bench.main(["--device", "cpu", "--methods", "patchcore", "--synthetic", "6", "--size", "64",
+                              "--coreset-ratio", "0.05", "--batches", "1,2", "--iters", "2", "--warmup", "1",
+                              "--ort-cpu-batch", "2", "--out", str(out)])
+    assert code == 0
+    report = out.read_text()
+    assert "SYNTHETIC demo parts" in report
+
+    speed = {(row[1], int(row[2])): row for row in table_rows(report, "Speed")}
+    assert set(speed) == {("torch fp32 eager", 1), ("torch fp32 eager", 2), ("torch fp16 eager", 1),
+                          ("torch fp16 eager", 2), ("torch fp16 + CUDA graph", 1), ("torch fp16 + CUDA graph", 2),
+                          ("bundle: onnxruntime CPU", 2)}
+    for (mode, _), (method, _, _, images_per_s, p50, p99, note) in speed.items():
+        assert method == "patchcore"
+        if mode.startswith("torch fp16"):
+            assert note == "n/a on CPU" and images_per_s == ""
+        else:
+            assert float(images_per_s) > 0 and 0 < float(p50) <= float(p99)
+
+    accuracy = {row[1]: row for row in table_rows(report, "Accuracy (test set)")}
+    assert set(accuracy) == {"torch fp32", "torch fp16", "bundle: onnxruntime CPU"}
+    assert accuracy["torch fp16"][-1] == "n/a on CPU"
+    for model in ("torch fp32", "bundle: onnxruntime CPU"):
+        assert 0 < float(accuracy[model][2]) <= 100 and 0 < float(accuracy[model][3]) <= 100
+    # The bundle is the same fp32 model: ONNX Runtime must agree with PyTorch.
+    assert abs(float(accuracy["bundle: onnxruntime CPU"][4])) <= 0.3
+
+    (method, size, fit_s, onnx_mb, overrides), = table_rows(report, "Methods")
+    assert (method, size) == ("patchcore", "64×64") and float(fit_s) > 0 and float(onnx_mb) > 0
+    assert overrides == "coreset_ratio=0.05, size=64"
+
+
+def test_bundle_goes_through_the_cuda_provider_at_every_batch_size_when_offered(bench: ModuleType) -> None:
+    args = bench.build_parser().parse_args(["--batches", "1,8,32", "--iters", "50", "--ort-cpu-batch", "4"])
+    gpu = bench.ort_plan(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], args)
+    assert (gpu.providers, gpu.batches, gpu.iters) == (["CUDAExecutionProvider", "CPUExecutionProvider"], (1, 8, 32), 50)
+    cpu = bench.ort_plan(["CPUExecutionProvider"], args)
+    assert (cpu.providers, cpu.batches, cpu.iters) == (["CPUExecutionProvider"], (4,), bench.ORT_CPU_ITERS)
+
+
+def test_shrink_keeps_the_layout_and_binary_masks(bench: ModuleType, tmp_path: Path, write_images) -> None:
+    src, dst = tmp_path / "bottle", tmp_path / "small"
+    write_images(src / "train" / "good", 2, size=(90, 90))
+    write_images(src / "test" / "broken", 1, size=(90, 90), seed=1)
+    mask = np.zeros((90, 90), np.uint8)
+    mask[30:61, 20:50] = 255
+    (src / "ground_truth" / "broken").mkdir(parents=True)
+    cv2.imwrite(str(src / "ground_truth" / "broken" / "000_mask.png"), mask)
+    (src / "license.txt").write_text("CC BY-NC-SA 4.0")
+
+    written = bench.shrink_category(src, dst, 36)
+
+    files = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert files == ["ground_truth/broken/000_mask.png", "license.txt", "test/broken/000.png",
+                     "train/good/000.png", "train/good/001.png"]
+    assert written == sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    assert cv2.imread(str(dst / "train" / "good" / "000.png")).shape == (36, 36, 3)
+    small_mask = cv2.imread(str(dst / "ground_truth" / "broken" / "000_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert small_mask.shape == (36, 36) and set(np.unique(small_mask)) == {0, 255}
+    assert (dst / "license.txt").read_text() == "CC BY-NC-SA 4.0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_one_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parents[1])}
+    result = subprocess.run([sys.executable, str(BENCH), "--device", "cuda"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message, = result.stderr.strip().splitlines()
+    assert "no CUDA device" in message and "--device cpu" in message
