@@ -6,6 +6,7 @@ Defaults come from the method's dataclass, then ``configs/methods/<method>.yaml`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -45,11 +46,95 @@ def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
                             "is useful; greedy time grows linearly with it)")
 
 
+def _training_arguments(group: argparse._ArgumentGroup) -> None:
+    """Options every method that trains a network reads (same names in each config). Each
+    method's group asks for them; the first one registers them and the others skip what
+    exists, since argparse refuses an option defined twice."""
+    options = (
+        (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
+        (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
+        (("--checkpoint-dir",), {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints "
+                                                           "beside the bundle)"}),
+        (("--checkpoint-every",), {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on "
+                                                                        "Ctrl-C)"}),
+        (("--resume",), {"action": "store_true", "default": None,
+                         "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run "
+                                 "only rebuilds the scoring graph)"}),
+        (("--patience",), {"type": int, "metavar": "N", "help": "stop after N validations without improvement "
+                                                                "(validation never uses the test set; default: "
+                                                                "run all epochs, keep the best)"}),
+    )
+    for flags, kwargs in options:
+        with contextlib.suppress(argparse.ArgumentError):
+            group.add_argument(*flags, **kwargs)
+
+
+def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--fusion", choices=("concat", "multiply"),
+                       help="how the network's levels are combined: one nearest-neighbour bank of their joined "
+                            "features (concat; default) or the product of per-level distance maps (multiply)")
+    group.add_argument("--levels", metavar="L1,L2",
+                       help="ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)")
+    _training_arguments(group)
+
+
+def _autoencoder_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--score", choices=("residual", "uncertainty"),
+                       help="anomaly score: |image - reconstruction| (residual; default) or the variance of "
+                            "--mc-passes Monte-Carlo-dropout reconstructions (uncertainty; N times the compute)")
+    group.add_argument("--mc-passes", type=int, metavar="N", help="dropout passes for --score uncertainty (default 30)")
+    _training_arguments(group)
+
+
+def _synthetic_anomaly_arguments(group: argparse._ArgumentGroup) -> None:
+    """Options of the feature-discriminator methods (SimpleNet, GLASS); registered once, like
+    _training_arguments."""
+    options = (
+        (("--noise-std",), {"type": float, "metavar": "S",
+                            "help": "(simplenet, glass) σ of the Gaussian noise added to features in training "
+                                    "(default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for "
+                                    "efficientnet_lite0)"}),
+        (("--textures",), {"metavar": "DIR", "help": "(simplenet, glass) texture images for synthetic anomalies, "
+                                                     "searched recursively (DTD's layout works); default: procedural "
+                                                     "textures, offline"}),
+        (("--foreground",), {"metavar": "DIR", "help": "(simplenet, glass) foreground masks named like the training "
+                                                       "images: synthetic anomalies only on the part (default: "
+                                                       "anywhere)"}),
+    )
+    for flags, kwargs in options:
+        with contextlib.suppress(argparse.ArgumentError):
+            group.add_argument(*flags, **kwargs)
+    _training_arguments(group)
+
+
+def _simplenet_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--margin", type=float, metavar="M",
+                       help="truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)")
+    _synthetic_anomaly_arguments(group)
+
+
+def _glass_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--mode", choices=("hypersphere", "manifold"),
+                       help="GAS shell: around each position's feature centre (hypersphere; default) or around "
+                            "the normal feature itself (manifold)")
+    group.add_argument("--gas-steps", type=int, metavar="N",
+                       help="gradient-ascent steps per training step (default 20; most of GLASS's training time)")
+    group.add_argument("--las-every", type=int, metavar="N",
+                       help="epochs between new textured anomaly images (default 1: fresh ones every epoch; each "
+                            "round costs one backbone pass over the training images)")
+    _synthetic_anomaly_arguments(group)
+
+
 def _methods() -> dict[str, Method]:
     # New methods register here; their modules are imported only when chosen.
-    from . import patchcore
+    from . import autoencoder, glass, patchcore, simplenet, ssl
 
-    return {"patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, _patchcore_arguments)}
+    return {"patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, _patchcore_arguments),
+            "ssl": Method(ssl.SSLConfig, ssl.export_ssl, _ssl_arguments),
+            "autoencoder": Method(autoencoder.AutoencoderConfig, autoencoder.export_autoencoder,
+                                  _autoencoder_arguments),
+            "simplenet": Method(simplenet.SimpleNetConfig, simplenet.export_simplenet, _simplenet_arguments),
+            "glass": Method(glass.GlassConfig, glass.export_glass, _glass_arguments)}
 
 
 def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:

@@ -144,7 +144,7 @@ def test_help_explains_options_and_lists_only_implemented_methods(capsys) -> Non
     for option in ("--method", "--data", "--out", "--backbone", "--backbone-weights", "--size", "--coreset",
                    "--coreset-ratio", "--holdout", "--seed", "--config", "--batch-size"):
         assert option in text
-    assert "{patchcore}" in text and "efficientnet_lite0" in text
+    assert "{autoencoder,glass,patchcore,simplenet,ssl}" in text and "efficientnet_lite0" in text
     with pytest.raises(SystemExit) as exit_:
-        main(["--method", "simplenet", "--data", "d", "--out", "o"])
+        main(["--method", "fastflow", "--data", "d", "--out", "o"])
     assert exit_.value.code == 2

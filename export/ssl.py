@@ -1,0 +1,238 @@
+"""Self-supervised synthetic-anomaly CNN (METHODS.md; the seed
+``self-supervised-synthetic-anomalies.md``), in two stages, with no pretrained weights:
+
+1. A ResNet-18 trained from scratch to tell three kinds of image apart: good, CutPaste,
+   scar-CutPaste (export.augment). The seed's wavelet ResNet-50 is not used: a plain
+   ResNet-18 is the variant METHODS.md accepts, and the one a CPU can train.
+2. Its multi-level features through the shared 3×3 patch front end, scored PatchCore-style
+   by the distance to the nearest good patch (a coreset bank, a constant of the graph).
+   Levels are combined either by concatenating their features into one bank (``concat``)
+   or by multiplying the per-level distance maps (``multiply``), the seed's two fusions.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import colour_jitter, cutpaste, scar_cutpaste
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
+from .data import TrainingSplit
+from .features import PatchFeatures
+from .graph import AnomalyGraph, ImageInput
+from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
+from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
+                      train)
+from .training import TrainResult, seed_everything
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
+
+METHOD = "ssl"
+BACKBONE = "resnet18-ssl"          # bundle.yaml's backbone: trained here, not an ImageNet one
+FUSIONS = ("concat", "multiply")
+CLASSES = ("good", "cutpaste", "scar")
+CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+# PatchFeatures' target width; ResNet-18's levels together have at most 960 channels, so
+# they always keep their native width (3×3 mean per level, levels concatenated).
+NATIVE_WIDTH = 1024
+VALIDATION_STREAM = 2 ** 31       # epoch_rng "epoch" of the fixed validation views: never a real epoch
+
+
+@dataclass(slots=True)
+class SSLConfig:
+    """Every knob of an ``ssl`` export; ``configs/methods/ssl.yaml`` mirrors these defaults."""
+
+    size: int = 128                    # input height = width, px (see ssl.yaml for why not 256)
+    levels: str = "layer2,layer3"      # ResNet-18 stages whose features are scored, comma-separated
+    fusion: str = "concat"             # concat: one bank of joined features | multiply: per-level maps multiplied
+    epochs: int = 10
+    lr: float = 0.03                   # SGD, momentum 0.9, cosine decay to 0 (CutPaste's recipe)
+    weight_decay: float = 3e-5
+    jitter: float = 0.1                # colour jitter of whole images and of pasted patches
+    batch_size: int = 16               # good images per step; each also yields a CutPaste and a scar view
+    coreset: str = "greedy"
+    coreset_ratio: float = 0.1         # bank size / all training patches (per level for multiply)
+    projection_dim: int = 128
+    chunk_size: int = 4096
+    checkpoint_every: int = 5
+    patience: int | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    holdout: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_run_options(self)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion {self.fusion!r}: choose from {', '.join(FUSIONS)}")
+        if self.coreset not in CORESET_METHODS:
+            raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
+        levels = self.level_names
+        # Equal to its known names in stage order only if every name is known, once, in order.
+        if not levels or list(levels) != [name for name in CHANNELS if name in levels]:
+            raise ValueError(f"levels {self.levels!r}: distinct names from {', '.join(CHANNELS)}, shallow to deep")
+        if self.size % STRIDES[levels[-1]]:
+            raise ValueError(f"size {self.size}: must be a multiple of {STRIDES[levels[-1]]} ({levels[-1]}'s stride)")
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.levels.split(",") if name.strip())
+
+
+# --- stage 1: learn to see synthetic anomalies ------------------------------------------------
+
+def labelled_views(images: np.ndarray, rng: np.random.Generator, jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each image as three views, ``uint8 [3N, H, W, 3]`` with labels ``[3N]`` (indices of
+    CLASSES): the good image, then CutPaste and scar-CutPaste of it, all three colour-jittered
+    as a whole first so that colour alone never tells them apart."""
+    views, labels = [], []
+    for image in images:
+        good = colour_jitter(image, rng, jitter)
+        views += [good, cutpaste(good, rng, jitter=jitter)[0], scar_cutpaste(good, rng, jitter=jitter)[0]]
+        labels += range(len(CLASSES))
+    return np.stack(views), np.asarray(labels, dtype=np.int64)
+
+
+def stages(net: ResNet) -> dict[str, list[nn.Module]]:
+    """ResNet-18's modules by stage: each level's output is its stage's last module's."""
+    return {"layer1": [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1],
+            "layer2": [net.layer2], "layer3": [net.layer3], "layer4": [net.layer4]}
+
+
+def level_sections(net: ResNet, levels: tuple[str, ...]) -> list[nn.Sequential]:
+    """``net`` cut into consecutive sections, the i-th ending at stage ``levels[i]``; nothing
+    past the deepest level."""
+    sections, pending = [], []
+    for name, modules in stages(net).items():
+        pending += modules
+        if name in levels:
+            sections.append(nn.Sequential(*pending))
+            pending = []
+        if name == levels[-1]:
+            break
+    return sections
+
+
+def classifier(net: ResNet, levels: tuple[str, ...]) -> nn.Sequential:
+    """``net`` up to the deepest of ``levels``, global average pooling, a linear layer to
+    CLASSES: stages past the deepest scored level are never trained, as the exported graph
+    never runs them (without layer4, a training step at 128 px costs about a third less)."""
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(CHANNELS[levels[-1]], len(CLASSES))]
+    return nn.Sequential(*level_sections(net, levels), *head)
+
+
+def classify(model: nn.Module, normalise: ImageInput, views: np.ndarray) -> torch.Tensor:
+    return model(normalise(torch.from_numpy(views)))
+
+
+def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig,
+                   folder: Path) -> tuple[ResNet, TrainResult]:
+    """Stage 1: ResNet-18 from scratch, 3-way cross-entropy on good / CutPaste / scar views.
+    Model selection: cross-entropy on fixed views of ``validation`` (good images the network
+    never trains on), negated so that higher is better; never the test set."""
+    from torchvision.models import resnet18     # here: torchvision costs seconds to import, and --help needs none of it
+
+    seed_everything(config.seed)
+    net = resnet18(weights=None)
+    model = classifier(net, config.level_names)
+    normalise = ImageInput(IMAGENET_MEAN, IMAGENET_STD)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    n_steps = len(batches(len(images), config.batch_size, epoch_rng(config.seed, 0)))
+    val_views, val_labels = labelled_views(validation, epoch_rng(config.seed, VALIDATION_STREAM), config.jitter)
+
+    def steps(epoch: int) -> Iterator[dict[str, float]]:
+        rng = epoch_rng(config.seed, epoch)
+        for step, index in enumerate(batches(len(images), config.batch_size, rng)):
+            cosine_lr(optimizer, config.lr, epoch, step, n_steps, config.epochs)
+            views, labels = labelled_views(images[index], rng, config.jitter)
+            loss = F.cross_entropy(classify(model, normalise, views), torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            yield {"loss": loss.item()}
+
+    def validate() -> float:
+        logits = torch.cat([classify(model, normalise, val_views[i:i + 48]) for i in range(0, len(val_views), 48)])
+        return -F.cross_entropy(logits, torch.from_numpy(val_labels)).item()
+
+    result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
+                   f"{METHOD} stage 1")
+    return net.eval(), result
+
+
+# --- stage 2: patch density on the trained features -------------------------------------------
+
+def trained_backbone(net: ResNet, levels: tuple[str, ...], weights: str) -> Backbone:
+    """The trained network up to its deepest requested stage as a frozen Backbone whose
+    levels are ``levels``: what the exported graph runs."""
+    info = BackboneInfo(name=BACKBONE, channels=tuple(CHANNELS[name] for name in levels),
+                        strides=tuple(STRIDES[name] for name in levels), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        weights=weights)
+    return Backbone(level_sections(net, levels), info)
+
+
+class LevelProduct(nn.Module):
+    """Patch features ``[B, ΣC, h, w]`` (the levels' features side by side, as the native
+    patch front end lays them out) → the product over levels of each level's distance to
+    its own nearest good patch, ``[B, 1, h, w]``: a patch must look normal at every level."""
+
+    def __init__(self, banks: list[torch.Tensor], channels: tuple[int, ...], chunk_size: int) -> None:
+        super().__init__()
+        self.channels = list(channels)
+        self.scorers = nn.ModuleList(NearestNeighbourScorer(bank, chunk_size) for bank in banks)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        product = None
+        for scorer, level in zip(self.scorers, features.split(self.channels, dim=1)):
+            distance = scorer(level)
+            product = distance if product is None else product * distance
+        return product
+
+
+def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tuple[AnomalyGraph, dict[str, Any]]:
+    """Stage 2: bank(s) of good patch features and the exported graph for ``config.fusion``."""
+    front = PatchFeatures(backbone.info.channels, NATIVE_WIDTH, NATIVE_WIDTH)
+    extractor = nn.Sequential(ImageInput(backbone.info.mean, backbone.info.std), backbone, front).eval()
+    features = extract_patch_features(extractor, files, config.size, config.batch_size)
+    if config.fusion == "concat":
+        bank = torch.from_numpy(features[select_coreset(features, config)])
+        # PatchCore's graph builder and coreset read only fields SSLConfig shares with its config.
+        return scoring_graph(extractor, bank, config), {"bank_size": len(bank), "feature_dim": features.shape[1],
+                                                        "training_patches": len(features)}
+    per_level = np.split(features, np.cumsum(backbone.info.channels)[:-1], axis=1)
+    banks = [torch.from_numpy(level[select_coreset(level, config)]) for level in per_level]
+    scorer = nn.Sequential(backbone, front, LevelProduct(banks, backbone.info.channels, config.chunk_size))
+    graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
+    return graph, {"bank_size": [len(b) for b in banks], "feature_dim": list(backbone.info.channels),
+                   "training_patches": len(features)}
+
+
+def fit_graph(split: TrainingSplit, config: SSLConfig,
+              folder: Path) -> tuple[AnomalyGraph, dict[str, Any]]:
+    """Both stages on ``split``: returns the scoring graph and the bundle's method_params.
+    Validation uses the hold-out's good images (or the training images when there is no
+    hold-out), with synthetic anomalies drawn on them."""
+    images = load_images(split.train, config.size)
+    validation = load_images(split.holdout, config.size) if split.holdout else images
+    net, result = fit_classifier(images, validation, config, folder)
+    backbone = trained_backbone(net, config.level_names, str(folder))
+    graph, facts = fused_graph(backbone, split.train, config)
+    return graph, bundle_params(config, result, facts)
+
+
+def export_ssl(data: Path, out: Path, config: SSLConfig | None = None) -> Path:
+    """Train the self-supervised CNN on the good images of ``data`` minus the hold-out and
+    write the bundle directory ``out``. Returns ``out``."""
+    config = config or SSLConfig()
+    return export_scratch(data, out, config, METHOD, BACKBONE,
+                          lambda split, folder: fit_graph(split, config, folder))
