@@ -157,8 +157,8 @@ def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
     parser.add_argument("--backbone-weights", metavar="PATH",
                         help="load the backbone's ImageNet weights from this file instead of the default place")
     parser.add_argument("--size", type=int, metavar="PX",
-                        help="model input height = width in pixels, a multiple of 16 (default 256); images "
-                             "are resized to it")
+                        help="model input height = width in pixels, a multiple of 16 (default: the method's "
+                             "config, e.g. 256 for patchcore, 288 for simplenet/glass); images are resized to it")
     parser.add_argument("--holdout", type=float, metavar="F",
                         help="fraction of the good images kept out of training for calibration "
                              "(default 0.1; listed in bundle.yaml)")
@@ -220,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, BackboneWeightsError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The training loop has already saved its last whole epoch.
+        print(f"export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     return 0
 
