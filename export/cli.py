@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # The training loop has already saved its last whole epoch.
-        print(f"export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
         return 130
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     return 0
