@@ -5,7 +5,7 @@ several batch sizes, the bundle through ONNX Runtime, and the fp16 accuracy chec
     PYTHONPATH=. python bench/bench_gpu.py --data DIR [--methods patchcore,simplenet] [--epochs 2]
                                            [--batches 1,8,32] [--out bench_gpu.md]
 
-Per method (each one of METHODS whose module exists): fit once on the good training images (on
+Per method (each one of METHODS, or --methods): fit once on the good training images (on
 the CPU, as export-engine does), write its bundle, then
   speed     images/s and per-batch latency p50/p99 after --warmup untimed batches. A batch is timed
             from a host uint8 batch to float32 map and score back in host memory (page-locked on a
@@ -17,7 +17,8 @@ the CPU, as export-engine does), write its bundle, then
             against torch fp32 above 0.3 points is flagged.
 
 Without --data the parts are synthetic (demo.synth, labelled so in the output): the speed numbers
-hold, the AUROCs are not MVTec's. --device cpu runs the fp32 rows only (tests).
+hold, the AUROCs are not MVTec's. --device cpu times the fp32 rows only, and checks fp16's
+accuracy with PyTorch's CPU fp16 arithmetic: an early warning, not a GPU's kernels.
 
 The device machine has neither the MVTec data nor the efficientnet-lite0 weights package. Write
 a resized copy of a category (every method reads at most 288 px) into an ignored folder, then
@@ -46,13 +47,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
+import yaml
 from torch import nn
 
 from calibration.metrics import image_auroc, pixel_auroc
@@ -93,7 +94,7 @@ def fit_from_scratch(fit: Callable[..., Any], split: TrainingSplit, config: Any,
 
 @dataclass(frozen=True, slots=True)
 class MethodSpec:
-    module: str                    # imported only when the method runs: the others may not exist yet
+    module: str                    # imported only when the method runs
     fit: str                       # its fit function; the type of its ``config`` argument is the config
     call: Fit
 
@@ -102,28 +103,26 @@ METHODS: dict[str, MethodSpec] = {
     "patchcore": MethodSpec("export.patchcore", "fit_patchcore", fit_on_files),
     "simplenet": MethodSpec("export.simplenet", "fit_simplenet", fit_with_holdout),
     "glass": MethodSpec("export.glass", "fit_glass", fit_with_holdout),
-    "ssl": MethodSpec("export.ssl", "fit_ssl", fit_from_scratch),
-    "autoencoder": MethodSpec("export.autoencoder", "fit", fit_from_scratch),
+    "ssl": MethodSpec("export.ssl", "fit_graph", fit_from_scratch),
+    "autoencoder": MethodSpec("export.autoencoder", "fit_graph", fit_from_scratch),
 }
 
 
-def import_method(spec: MethodSpec) -> ModuleType | None:
-    """The method's module, or None when its file does not exist (yet); a module that exists
-    but fails to import is an error worth seeing."""
-    try:
-        return importlib.import_module(spec.module)
-    except ModuleNotFoundError as exc:
-        if exc.name != spec.module:
-            raise
-        return None
+def fit_function(spec: MethodSpec) -> Callable[..., Any]:
+    return getattr(importlib.import_module(spec.module), spec.fit)
 
 
-def make_config(name: str, fit: Callable[..., Any], overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def make_config(name: str, fit: Callable[..., Any], overrides: dict[str, Any],
+                own: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The method's config as export-engine would build it (dataclass defaults, then
-    configs/methods/<name>.yaml), with those ``overrides`` its config has; and which applied."""
+    configs/methods/<name>.yaml), with those shared ``overrides`` its config has and all of
+    its ``own`` (--set); and which applied."""
     config_cls = typing.get_type_hints(fit)["config"]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    applied = {k: v for k, v in overrides.items() if k in fields}
+    unknown = sorted(set(own) - fields)
+    if unknown:
+        raise ValueError(f"--set {name}.{unknown[0]}: {name} has no such option; it has {', '.join(sorted(fields))}")
+    applied = {**{k: v for k, v in overrides.items() if k in fields}, **own}
     return config_cls(**{**load_config(config_cls, None, name), **applied}), applied
 
 
@@ -328,7 +327,7 @@ class SpeedRow:
 class AccuracyRow:
     method: str
     model: str
-    accuracy: Accuracy | None
+    accuracy: Accuracy
     reference: Accuracy | None = None   # torch fp32's, for the rows compared with it
     note: str = ""
 
@@ -363,8 +362,6 @@ def loss_points(row: AccuracyRow) -> float:
 
 
 def accuracy_cells(row: AccuracyRow) -> list[str]:
-    if row.accuracy is None:
-        return [row.method, row.model, "", "", "", "", row.note]
     if row.reference is None:
         return [row.method, row.model, points(row.accuracy.image), points(row.accuracy.pixel), "", "", row.note]
     ref, scores = row.reference.scores, row.accuracy.scores
@@ -411,11 +408,11 @@ def environment(device: torch.device, command: str, data_label: str, ort_note: s
 
 # --- one method ------------------------------------------------------------------------------
 
-def fit_method(name: str, spec: MethodSpec, module: ModuleType, data: Path, scratch: Path,
+def fit_method(name: str, spec: MethodSpec, data: Path, scratch: Path,
                args: argparse.Namespace, report: Report) -> tuple[AnomalyGraph, Path]:
     """Fit the method on ``data``'s good images and write its bundle; (graph, bundle dir)."""
-    fit = getattr(module, spec.fit)
-    config, applied = make_config(name, fit, overrides(args))
+    fit = fit_function(spec)
+    config, applied = make_config(name, fit, overrides(args), args.set.get(name, {}))
     split = split_training_data(data, config.holdout, config.seed)
     work = scratch / f"{name}-fit"
     work.mkdir()
@@ -437,10 +434,11 @@ def bench_method(name: str, graph: AnomalyGraph, bundle_dir: Path, test: TestSet
     """Time and evaluate one fitted method, appending its rows to ``report`` as they are
     measured (a failure later keeps what was measured before it)."""
     fp32 = graph.to(device)
-    models = {False: fp32, True: HalfGraph(fp32) if device.type == "cuda" else None}
+    models = {False: fp32, True: HalfGraph(fp32)}
     for mode in TORCH_MODES:
         for batch in args.batches:
-            if models[mode.half] is None:
+            if mode.half and device.type != "cuda":
+                # CPU fp16 kernels are emulations: their speed says nothing about a GPU's.
                 report.speed.append(SpeedRow(name, mode.label, batch, None, "n/a on CPU"))
                 continue
             speed = torch_speed(models[mode.half], mode, test.images, batch, graph.size, device, args)
@@ -459,12 +457,10 @@ def bench_method(name: str, graph: AnomalyGraph, bundle_dir: Path, test: TestSet
 
     reference = evaluate(torch_predict(fp32, device), test)
     report.accuracy.append(AccuracyRow(name, "torch fp32", reference))
-    compared = [AccuracyRow(name, ort_label, evaluate(backend.infer, test), reference, fell_back)]
-    if models[True] is None:
-        report.accuracy.append(AccuracyRow(name, "torch fp16", None, note="n/a on CPU"))
-    else:
-        compared.insert(0, AccuracyRow(name, "torch fp16", evaluate(torch_predict(models[True], device), test),
-                                       reference))
+    half_note = "" if device.type == "cuda" else "CPU fp16 arithmetic, not a GPU's kernels"
+    compared = [AccuracyRow(name, "torch fp16", evaluate(torch_predict(models[True], device), test), reference,
+                            half_note),
+                AccuracyRow(name, ort_label, evaluate(backend.infer, test), reference, fell_back)]
     report.accuracy += compared
     report.notes += [f"{name}: {row.model} loses {loss_points(row):.2f} points of image AUROC against torch fp32 "
                      f"(limit {LOSS_LIMIT_POINTS})" for row in compared if loss_points(row) > LOSS_LIMIT_POINTS]
@@ -531,6 +527,14 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def method_option(text: str) -> tuple[str, str, Any]:
+    key, sep, value = text.partition("=")
+    method, dot, field_name = key.partition(".")
+    if not (sep and dot and method in METHODS and field_name):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected METHOD.KEY=VALUE with METHOD one of {', '.join(METHODS)}")
+    return method, field_name, yaml.safe_load(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, metavar="DIR",
@@ -543,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive, help="epochs for the methods that train (config field 'epochs')")
     p.add_argument("--coreset-ratio", type=float, help="bank fraction for the methods with a coreset")
     p.add_argument("--size", type=positive, metavar="PX", help="input size for every method (default: each one's own)")
+    p.add_argument("--set", type=method_option, action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="one method's config option (repeatable), e.g. autoencoder.score=uncertainty")
     p.add_argument("--backbone-weights", metavar="PATH",
                    help="ImageNet backbone weights file (where the efficientnet-lite0 package is not installed)")
     p.add_argument("--synthetic", type=positive, default=60, metavar="N",
@@ -588,13 +594,8 @@ def run(args: argparse.Namespace, command: str, device: torch.device, scratch: P
     report = Report(environment(device, command, describe_data(data, synthetic), plan.note, args))
     for name in args.methods:
         spec = METHODS[name]
-        module = import_method(spec)
-        if module is None:
-            report.notes.append(f"{name}: skipped, {spec.module} does not exist yet")
-            progress(report.notes[-1])
-            continue
         try:
-            graph, bundle_dir = fit_method(name, spec, module, data, scratch, args, report)
+            graph, bundle_dir = fit_method(name, spec, data, scratch, args, report)
             bench_method(name, graph, bundle_dir, load_test_set(data, graph.size), device, plan, args, report)
         except Exception as exc:  # on a leased GPU, one method's failure must not cost the others' rows
             traceback.print_exc()
@@ -612,6 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--shrink needs --data DST, the folder to write the copy to")
         progress(f"{args.data}: {shrink_category(args.shrink, args.data, args.side) / 2 ** 20:.1f} MiB written")
         return 0
+    own: dict[str, dict[str, Any]] = {}
+    for method, key, value in args.set:
+        own.setdefault(method, {})[key] = value
+    args.set = own
+    for method in own:           # a typo must not surface only after the other methods trained
+        try:
+            make_config(method, fit_function(METHODS[method]), {}, own[method])
+        except ValueError as exc:
+            parser.error(str(exc))
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:

@@ -35,37 +35,53 @@ def table_rows(markdown: str, section: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_cpu_run_reports_every_row(bench: ModuleType, tmp_path: Path) -> None:
+def test_cpu_run_reports_every_row_of_every_method(bench: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
-    code = bench.main(["--device", "cpu", "--methods", "patchcore", "--synthetic", "6", "--size", "64",
-                              "--coreset-ratio", "0.05", "--batches", "1,2", "--iters", "2", "--warmup", "1",
-                              "--ort-cpu-batch", "2", "--out", str(out)])
+    code = bench.main(["--device", "cpu", "--synthetic", "6", "--size", "64", "--epochs", "1",
+                       "--coreset-ratio", "0.05", "--batches", "1,2", "--iters", "2", "--warmup", "1",
+                       "--ort-cpu-batch", "2", "--set", "autoencoder.score=uncertainty", "--out", str(out)])
     assert code == 0
     report = out.read_text()
-    assert "SYNTHETIC demo parts" in report
+    assert "SYNTHETIC demo parts" in report and "### Notes" not in report   # no method failed
 
-    speed = {(row[1], int(row[2])): row for row in table_rows(report, "Speed")}
-    assert set(speed) == {("torch fp32 eager", 1), ("torch fp32 eager", 2), ("torch fp16 eager", 1),
-                          ("torch fp16 eager", 2), ("torch fp16 + CUDA graph", 1), ("torch fp16 + CUDA graph", 2),
-                          ("bundle: onnxruntime CPU", 2)}
-    for (mode, _), (method, _, _, images_per_s, p50, p99, note) in speed.items():
-        assert method == "patchcore"
+    methods = {row[0]: row for row in table_rows(report, "Methods")}
+    assert list(methods) == list(bench.METHODS)
+    for method, size, fit_s, onnx_mb, overrides in methods.values():
+        assert size == "64×64" and float(fit_s) > 0 and float(onnx_mb) > 0
+    assert methods["patchcore"][4] == "coreset_ratio=0.05, size=64"
+    assert methods["autoencoder"][4] == "epochs=1, size=64, score=uncertainty"
+
+    speed = {(row[0], row[1], int(row[2])): row for row in table_rows(report, "Speed")}
+    modes = ("torch fp32 eager", "torch fp16 eager", "torch fp16 + CUDA graph")
+    assert set(speed) == {(m, mode, b) for m in bench.METHODS for mode in modes for b in (1, 2)} | {
+        (m, "bundle: onnxruntime CPU", 2) for m in bench.METHODS}
+    for (_, mode, _), (_, _, _, images_per_s, p50, p99, note) in speed.items():
         if mode.startswith("torch fp16"):
             assert note == "n/a on CPU" and images_per_s == ""
         else:
             assert float(images_per_s) > 0 and 0 < float(p50) <= float(p99)
 
-    accuracy = {row[1]: row for row in table_rows(report, "Accuracy (test set)")}
-    assert set(accuracy) == {"torch fp32", "torch fp16", "bundle: onnxruntime CPU"}
-    assert accuracy["torch fp16"][-1] == "n/a on CPU"
-    for model in ("torch fp32", "bundle: onnxruntime CPU"):
-        assert 0 < float(accuracy[model][2]) <= 100 and 0 < float(accuracy[model][3]) <= 100
-    # The bundle is the same fp32 model: ONNX Runtime must agree with PyTorch.
-    assert abs(float(accuracy["bundle: onnxruntime CPU"][4])) <= 0.3
+    accuracy = {(row[0], row[1]): row for row in table_rows(report, "Accuracy (test set)")}
+    assert set(accuracy) == {(m, model) for m in bench.METHODS
+                             for model in ("torch fp32", "torch fp16", "bundle: onnxruntime CPU")}
+    for row in accuracy.values():
+        assert 0 <= float(row[2]) <= 100 and 0 < float(row[3]) <= 100
+    for method in bench.METHODS:
+        # The bundle is the same fp32 model: ONNX Runtime must agree with PyTorch.
+        assert float(accuracy[method, "bundle: onnxruntime CPU"][5]) < 1e-4
+        # fp16 keeps the scores (PatchCore's centred distance, the autoencoder's variance in
+        # grey levels²), on the CPU's fp16 arithmetic.
+        fp16 = accuracy[method, "torch fp16"]
+        assert float(fp16[5]) < 2e-2 and fp16[6] == "ok CPU fp16 arithmetic, not a GPU's kernels", fp16
 
-    (method, size, fit_s, onnx_mb, overrides), = table_rows(report, "Methods")
-    assert (method, size) == ("patchcore", "64×64") and float(fit_s) > 0 and float(onnx_mb) > 0
-    assert overrides == "coreset_ratio=0.05, size=64"
+
+def test_a_mistyped_method_option_is_refused_before_any_training(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parents[1])}
+    result = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--set", "autoencoder.scor=uncertainty",
+                             "--out", str(tmp_path / "never.md")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--set autoencoder.scor: autoencoder has no such option" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "never.md").exists()
 
 
 def test_bundle_goes_through_the_cuda_provider_at_every_batch_size_when_offered(bench: ModuleType) -> None:
