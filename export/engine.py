@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from edge.backends.tensorrt import INPUT, import_runtime, probe_platform
+from edge.backends.tensorrt import INPUT, import_runtime, probe_platform, trt_logger
 from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
 
@@ -73,7 +73,7 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool = True, max_batch: int = 
 
 def _serialize(trt: Any, bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
                workspace_gb: float | None) -> Any:
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
     parser = trt.OnnxParser(network, logger)

@@ -9,6 +9,7 @@ system module, so nothing here asks for the pip package.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,6 +37,15 @@ def import_runtime() -> tuple[Any, Any]:
         state = "is not installed" if isinstance(e, ModuleNotFoundError) else "cannot be loaded"
         raise BackendError(f"{what} {state} ({e}); {INSTALL_HINT}") from None
     return trt, cuda
+
+
+@functools.cache
+def trt_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger, for every builder and runtime. TensorRT keeps a single
+    logger while any builder or runtime lives and ignores the one a newer runtime is given; a
+    logger per runtime would be freed with the old runtime at a model reload while the new one
+    still logs through it."""
+    return trt.Logger(trt.Logger.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +110,7 @@ class TensorRTBackend:
             self._ctx.pop()
 
     def _open(self, trt: Any, path: Path) -> None:
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._runtime = trt.Runtime(trt_logger(trt))
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             raise BackendError(f"{path}: TensorRT {self.version} could not load this engine (its log above says why); "
@@ -108,6 +118,10 @@ class TensorRTBackend:
         self.max_batch = self._max_batch(trt, path)
         h, w, b = self.bundle.height, self.bundle.width, self.max_batch
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"{path}: TensorRT {self.version} could not create an execution context for batch "
+                               f"{b} (its log above says why; most often too little free GPU memory); rebuild it "
+                               f"with a smaller --max-batch: {rebuild_command(self.bundle)} --max-batch N")
         self._context.set_input_shape(INPUT, (b, h, w, 3))
         self._stream = self._cuda.Stream()
         for name in (INPUT, *OUTPUTS):
@@ -166,7 +180,8 @@ class TensorRTBackend:
     def close(self) -> None:
         if self._ctx is None:
             return
-        with self._active():
+        self._ctx.push()
+        try:
             # Freed with their context current, TensorRT's objects before the memory they use.
             self._context = self._engine = self._runtime = None
             for mem in self._device.values():
@@ -174,5 +189,9 @@ class TensorRTBackend:
             for host in self._host.values():
                 host.base.free()
             self._device, self._host, self._stream = {}, {}, None
-        self._ctx.detach()
-        self._ctx = None
+        finally:
+            # Detached while current: pycuda destroys a context that is not current only from
+            # the thread that made it and silently leaks it from any other, and close (like
+            # infer) may be called from another thread than the one that opened the backend.
+            self._ctx.detach()
+            self._ctx = None

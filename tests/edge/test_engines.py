@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,23 @@ def test_built_engine_fits_and_matches_onnxruntime_at_every_batch_size(tiny_bund
     finally:
         trt.close()
         ort.close()
+
+
+@needs_gpu
+def test_reload_then_run_and_close_on_another_thread(tiny_bundle):
+    """The daemon's model reload: a second engine opens while the first is still open, the first
+    closes, and the second goes on; the second then runs and closes on a thread that did not open it."""
+    build_engine(tiny_bundle, max_batch=2, opt_batch=1)
+    bundle = load_bundle(tiny_bundle)
+    images = np.random.default_rng(0).integers(0, 256, (2, bundle.height, bundle.width, 3), dtype=np.uint8)
+    old, new = load_backend(bundle, "tensorrt"), load_backend(bundle, "tensorrt")
+    ref_maps, ref_scores = old.infer(images)
+    old.close()
+    with ThreadPoolExecutor(1) as other_thread:
+        maps, scores = other_thread.submit(new.infer, images).result()
+        other_thread.submit(new.close).result()
+    np.testing.assert_allclose(maps, ref_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
 
 
 @needs_gpu
