@@ -30,7 +30,7 @@ from .data import TrainingSplit
 from .graph import AnomalyGraph, ImageInput
 from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
                       train)
-from .training import TrainResult, seed_everything
+from .training import RunOptions, TrainResult, seed_everything
 
 METHOD = "autoencoder"
 BACKBONE = "aesc"                  # bundle.yaml's backbone: the network is trained here
@@ -43,9 +43,9 @@ VALIDATION_STREAM = 2 ** 31        # epoch_rng "epoch" of the fixed validation s
 
 
 @dataclass(slots=True)
-class AutoencoderConfig:
-    """Every knob of an ``autoencoder`` export; ``configs/methods/autoencoder.yaml`` mirrors
-    these defaults."""
+class AutoencoderConfig(RunOptions):
+    """Every knob of an ``autoencoder`` export (the run options come from RunOptions);
+    ``configs/methods/autoencoder.yaml`` mirrors these defaults."""
 
     size: int = 64                     # input height = width, px (see autoencoder.yaml for why not 256)
     score: str = "residual"            # residual | uncertainty (MC dropout)
@@ -57,12 +57,6 @@ class AutoencoderConfig:
     epochs: int = 60
     lr: float = 0.01                   # Adam, cosine decay to 0
     batch_size: int = 16
-    checkpoint_every: int = 10
-    patience: int | None = None
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    holdout: float = 0.1
-    seed: int = 0
 
     def __post_init__(self) -> None:
         check_run_options(self)

@@ -46,11 +46,21 @@ def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
                             "is useful; greedy time grows linearly with it)")
 
 
+Option = tuple[tuple[str, ...], dict[str, Any]]     # add_argument's (flags, keyword arguments)
+
+
+def _add_shared(group: argparse._ArgumentGroup, options: Sequence[Option]) -> None:
+    """Options that several methods read (same names in each config). Each method's group
+    asks for them; the first one registers them and the others skip what exists, since
+    argparse refuses an option defined twice."""
+    for flags, kwargs in options:
+        with contextlib.suppress(argparse.ArgumentError):
+            group.add_argument(*flags, **kwargs)
+
+
 def _training_arguments(group: argparse._ArgumentGroup) -> None:
-    """Options every method that trains a network reads (same names in each config). Each
-    method's group asks for them; the first one registers them and the others skip what
-    exists, since argparse refuses an option defined twice."""
-    options = (
+    """Options every method that trains a network reads."""
+    options: tuple[Option, ...] = (
         (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
         (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
         (("--checkpoint-dir",), {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints "
@@ -64,9 +74,7 @@ def _training_arguments(group: argparse._ArgumentGroup) -> None:
                                                                 "(validation never uses the test set; default: "
                                                                 "run all epochs, keep the best)"}),
     )
-    for flags, kwargs in options:
-        with contextlib.suppress(argparse.ArgumentError):
-            group.add_argument(*flags, **kwargs)
+    _add_shared(group, options)
 
 
 def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
@@ -87,9 +95,8 @@ def _autoencoder_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def _synthetic_anomaly_arguments(group: argparse._ArgumentGroup) -> None:
-    """Options of the feature-discriminator methods (SimpleNet, GLASS); registered once, like
-    _training_arguments."""
-    options = (
+    """Options of the feature-discriminator methods (SimpleNet, GLASS)."""
+    options: tuple[Option, ...] = (
         (("--noise-std",), {"type": float, "metavar": "S",
                             "help": "(simplenet, glass) σ of the Gaussian noise added to features in training "
                                     "(default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for "
@@ -101,9 +108,7 @@ def _synthetic_anomaly_arguments(group: argparse._ArgumentGroup) -> None:
                                                        "images: synthetic anomalies only on the part (default: "
                                                        "anywhere)"}),
     )
-    for flags, kwargs in options:
-        with contextlib.suppress(argparse.ArgumentError):
-            group.add_argument(*flags, **kwargs)
+    _add_shared(group, options)
     _training_arguments(group)
 
 

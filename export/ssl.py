@@ -29,7 +29,7 @@ from .graph import AnomalyGraph, ImageInput
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
 from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
                       train)
-from .training import TrainResult, seed_everything
+from .training import RunOptions, TrainResult, seed_everything
 
 if TYPE_CHECKING:
     from torchvision.models import ResNet
@@ -47,8 +47,9 @@ VALIDATION_STREAM = 2 ** 31       # epoch_rng "epoch" of the fixed validation vi
 
 
 @dataclass(slots=True)
-class SSLConfig:
-    """Every knob of an ``ssl`` export; ``configs/methods/ssl.yaml`` mirrors these defaults."""
+class SSLConfig(RunOptions):
+    """Every knob of an ``ssl`` export (the run options come from RunOptions);
+    ``configs/methods/ssl.yaml`` mirrors these defaults."""
 
     size: int = 128                    # input height = width, px (see ssl.yaml for why not 256)
     levels: str = "layer2,layer3"      # ResNet-18 stages whose features are scored, comma-separated
@@ -62,12 +63,7 @@ class SSLConfig:
     coreset_ratio: float = 0.1         # bank size / all training patches (per level for multiply)
     projection_dim: int = 128
     chunk_size: int = 4096
-    checkpoint_every: int = 5
-    patience: int | None = None
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    holdout: float = 0.1
-    seed: int = 0
+    checkpoint_every: int = 5          # half of the 10 epochs: RunOptions' 10 would checkpoint only at the end
 
     def __post_init__(self) -> None:
         check_run_options(self)

@@ -30,6 +30,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(slots=True)
+class RunOptions:
+    """How a training run goes, not what it trains: the options the from-scratch methods'
+    configs share, inherited so that their names and meanings cannot drift apart (the CLI
+    offers each under one flag for every method). A method redeclares one to change its
+    default. As base-class fields they come first in ``dataclasses.fields``, and so in
+    bundle.yaml's method_params."""
+
+    checkpoint_every: int = 10         # epochs between checkpoints (also written on Ctrl-C)
+    patience: int | None = None        # validations without improvement before stopping early; None: all epochs
+    checkpoint_dir: str | None = None  # None: <out>.checkpoints beside the bundle
+    resume: bool = False               # continue from checkpoint_dir's last checkpoint
+    holdout: float = 0.1               # good images kept out of training: validation, then calibration
+    seed: int = 0
+
+
 @dataclass
 class TrainResult:
     epochs_run: int

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -85,3 +86,14 @@ def assert_accounted(verdicts: list[dict], final: dict) -> None:
     assert c["in_flight"] == 0
     assert len(verdicts) == c["ok"] + c["ng"] + c["error"]
     assert c["frames_in"] == len(verdicts) + c["dropped"]
+
+
+def run_to_the_end(proc: subprocess.Popen, endpoint: str,
+                   on_verdict: Callable[[int, dict], object] | None = None) -> tuple[list[dict], dict, list[dict]]:
+    """Listen to a started daemon until its final status (``collect``); it must then exit 0
+    with every frame accounted for. Returns the verdicts, the final status and all statuses."""
+    with Listener(endpoint, "line3/") as listener:
+        verdicts, final, statuses = collect(listener, proc, on_verdict)
+    assert proc.wait(20) == 0
+    assert_accounted(verdicts, final)
+    return verdicts, final, statuses

@@ -13,7 +13,7 @@ import zmq
 from edge.listen import Listener
 
 from .conftest import make_bundle, part
-from .harness import assert_accounted, collect, pattern, start, write_config, write_video
+from .harness import assert_accounted, collect, pattern, run_to_the_end, start, write_config, write_video
 
 
 def test_inference_exception_gives_error_never_ok(tmp_path):
@@ -23,11 +23,7 @@ def test_inference_exception_gives_error_never_ok(tmp_path):
     video = write_video(tmp_path / "v.avi", frames)
     config, endpoint = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)},
                                     batch={"max_batch": 1})
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        verdicts, final, _ = collect(listener, proc)
-    assert proc.wait(20) == 0
-    assert_accounted(verdicts, final)
+    verdicts, _, _ = run_to_the_end(start(config), endpoint)
     by_seq = {v["seq"]: v for v in verdicts}
     assert [s for s, v in by_seq.items() if v["verdict"] == "ERROR"] == [7, 20, 21]
     assert all(v["verdict"] == "OK" for s, v in by_seq.items() if s not in (7, 20, 21))
@@ -43,11 +39,7 @@ def test_bad_files_in_an_image_folder(tmp_path):
     cv2.imwrite(str(folder / "03_big.png"), part(40, (480, 640), spot=(100, 100, 120)))
     cv2.imwrite(str(folder / "04_tiny.png"), part(40, (4, 4)))
     config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "images", "path": str(folder)})
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        verdicts, final, _ = collect(listener, proc)
-    assert proc.wait(20) == 0
-    assert_accounted(verdicts, final)
+    verdicts, _, _ = run_to_the_end(start(config), endpoint)
     got = {v["frame_id"]: v for v in verdicts}
     assert [got[n]["verdict"] for n in sorted(got)] == ["OK", "ERROR", "OK", "NG", "ERROR"]
     assert "01_corrupt.png" in got["01_corrupt.png"]["error"] and "too small" in got["04_tiny.png"]["error"]
@@ -62,11 +54,8 @@ def test_camera_drop_and_return(tmp_path):
                                     {"kind": "camera", "url": str(video), "reconnect": {"initial_s": 0.05, "max_s": 0.2}},
                                     queue={"overflow": "drop_oldest"})
     proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        verdicts, final, statuses = collect(
-            listener, proc, on_verdict=lambda n, _m: n == 35 and proc.send_signal(signal.SIGTERM))
-    assert proc.wait(20) == 0
-    assert_accounted(verdicts, final)
+    _, final, statuses = run_to_the_end(proc, endpoint,
+                                        on_verdict=lambda n, _m: n == 35 and proc.send_signal(signal.SIGTERM))
     assert final["source"]["reconnects"] >= 3, "35 frames from a 10-frame camera means it came back 3 times"
     assert final["counters"]["error"] == 0 and {s["source"]["state"] for s in statuses} <= {
         "connecting", "streaming", "reconnecting", "ended"}
@@ -132,10 +121,7 @@ def test_sighup_swaps_a_good_bundle_and_refuses_a_broken_one(tmp_path):
         elif phase["n"] and n == phase["n"] + 40:
             proc.send_signal(signal.SIGTERM)
 
-    with Listener(endpoint, "line3/") as listener:
-        verdicts, final, _ = collect(listener, proc, on_verdict=drive)
-    assert proc.wait(20) == 0
-    assert_accounted(verdicts, final)
+    _, final, _ = run_to_the_end(proc, endpoint, on_verdict=drive)
     names = [m.split("@")[0] for m in models]
     switch = names.index("second")
     assert set(names[:switch]) == {"first"} and set(names[switch:]) == {"second"}, "one clean switch, never back"

@@ -1,14 +1,18 @@
-"""Shared by the from-scratch method tests (ssl, autoencoder): parity measure, scoring an
-exported bundle on an MVTec category with ONNX Runtime, and a one-thread torch."""
+"""Shared by the method tests: the parity measure, a folder of good images, an export timed
+and its bundle scored on an MVTec category with ONNX Runtime, and a one-thread torch."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 
 from calibration.metrics import image_auroc, pixel_auroc
 from export.data import iter_batches, load_mask, mvtec_test_samples
@@ -20,16 +24,73 @@ def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     return float(np.abs(reference - other).max() / np.abs(reference).max())
 
 
-def bundle_aurocs(bundle: Path, category: Path, size: int) -> tuple[float, float]:
-    """(image AUROC, pixel AUROC) of the bundle's model.onnx on the category's test set."""
-    runtime = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def assert_onnx_parity(graph: torch.nn.Module, runtime: ort.InferenceSession,
+                       images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX Runtime's (anomaly_map, score) for ``images``, checked against PyTorch's: the
+    engine contract's shapes (a map at input size) and the same values to PARITY."""
+    with torch.no_grad():
+        map_torch, score_torch = (t.numpy() for t in graph(torch.from_numpy(images)))
+    map_ort, score_ort = runtime.run(None, {"image": images})
+    assert map_ort.shape == (len(images), 1, *images.shape[1:3]) and score_ort.shape == (len(images),)
+    assert relative_error(map_torch, map_ort) < PARITY and relative_error(score_torch, score_ort) < PARITY
+    return map_ort, score_ort
+
+
+class SizedConfig(Protocol):
+    size: int
+
+
+ConfigT = TypeVar("ConfigT", bound=SizedConfig)
+
+
+@dataclass(frozen=True)
+class BundleRun:
+    """An export, timed, and how its bundle scores a category's test set."""
+
+    image_auroc: float
+    pixel_auroc: float
+    train_s: float                     # the whole export, training included
+    ort_ms_per_image: float            # model.onnx alone (no image decoding), CPU, batches of 8
+    method_params: dict[str, Any]      # bundle.yaml's
+
+    def __str__(self) -> str:
+        return (f"image AUROC {self.image_auroc:.4f}, pixel AUROC {self.pixel_auroc:.4f}; "
+                f"train+export {self.train_s:.0f} s; ORT {self.ort_ms_per_image:.1f} ms/image")
+
+
+def export_and_score(export: Callable[[Path, Path, ConfigT], Path], category: Path, out: Path,
+                     config: ConfigT) -> BundleRun:
+    """``export(category, out, config)``, timed, then its model.onnx on the category's test set."""
+    start = time.perf_counter()
+    bundle = export(category, out, config)
+    train_s = time.perf_counter() - start
+    runtime = session(bundle / "model.onnx")
     samples = mvtec_test_samples(category)
-    batches = iter_batches([s.path for s in samples], (size, size), 8)
-    outputs = [runtime.run(None, {"image": batch}) for batch in batches]
-    maps = np.concatenate([m[:, 0] for m, _ in outputs])
-    scores = np.concatenate([s for _, s in outputs])
-    masks = np.stack([load_mask(s.mask, (size, size)) if s.mask else np.zeros((size, size), bool) for s in samples])
-    return image_auroc(scores, [s.label for s in samples]), pixel_auroc(maps, masks)
+    size = (config.size, config.size)
+    maps, scores, infer_s = [], [], 0.0
+    for batch in iter_batches([s.path for s in samples], size, 8):
+        start = time.perf_counter()
+        anomaly_map, score = runtime.run(None, {"image": batch})
+        infer_s += time.perf_counter() - start
+        maps.append(anomaly_map[:, 0])
+        scores.append(score)
+    masks = np.stack([load_mask(s.mask, size) if s.mask else np.zeros(size, bool) for s in samples])
+    return BundleRun(image_auroc(np.concatenate(scores), [s.label for s in samples]),
+                     pixel_auroc(np.concatenate(maps), masks), train_s, 1e3 * infer_s / len(samples),
+                     yaml.safe_load((bundle / "bundle.yaml").read_text())["method_params"])
+
+
+@pytest.fixture(scope="module")
+def good_folder(write_images, tmp_path_factory) -> Path:
+    """Ten good 40×40 images, which each test resizes to its own size. Not larger: downscaled
+    to 32 px, 72×80 ones are too smooth for AESc to halve its loss in the 5 epochs of its test."""
+    folder = tmp_path_factory.mktemp("good")
+    write_images(folder, 10, size=(40, 40))
+    return folder
 
 
 @pytest.fixture(scope="module")

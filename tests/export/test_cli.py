@@ -6,14 +6,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import yaml
 
-from export.cli import CONFIG_DIR, main
+from export.cli import CONFIG_DIR, _methods, main
 from export.data import fingerprint
 from export.patchcore import PatchCoreConfig
+from tests.export.helpers import session
 
+METHODS = _methods()
 BUNDLE_KEYS = ["schema_version", "method", "backbone", "created_at", "input", "preprocessing_in_graph",
                "outputs", "files", "training", "method_params", "versions", "engines"]
 
@@ -62,7 +63,7 @@ def test_export_writes_a_valid_bundle(tmp_path: Path, write_images, capsys) -> N
     assert params["coreset"] == "greedy" and params["coreset_ratio"] == 0.05 and params["seed"] == 1
     assert params["feature_dim"] == 152 and params["bank_size"] == round(0.05 * 5 * 8 * 8)
 
-    runtime = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    runtime = session(out / "model.onnx")
     anomaly_map, score = runtime.run(None, {"image": np.zeros((2, 64, 64, 3), np.uint8)})
     assert anomaly_map.shape == (2, 1, 64, 64) and score.shape == (2,)
 
@@ -112,11 +113,11 @@ def test_bad_option_values_are_one_line_and_exit_2(tmp_path: Path, write_images,
 
 
 def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
-    from export.cli import _methods, build_parser, load_config, make_config
+    from export.cli import build_parser, load_config, make_config
 
     config = tmp_path / "pc.yaml"
     config.write_text("coreset: random\ncoreset_ratio: 0.02\nseed: 7\n")
-    args = build_parser(_methods()).parse_args(
+    args = build_parser(METHODS).parse_args(
         ["--method", "patchcore", "--data", "d", "--out", "o", "--config", str(config), "--seed", "3"])
     merged = make_config(PatchCoreConfig, load_config(PatchCoreConfig, args.config, "patchcore"), args)
     assert (merged.coreset, merged.coreset_ratio, merged.seed, merged.size) == ("random", 0.02, 3, 256)
@@ -131,9 +132,30 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
     assert code == 2 and "size: 'large' should be of type int" in error_lines(stderr)[0]
 
 
-def test_shipped_config_matches_the_code_defaults() -> None:
-    shipped = yaml.safe_load((CONFIG_DIR / "patchcore.yaml").read_text())
-    assert shipped == dataclasses.asdict(PatchCoreConfig())
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_shipped_config_matches_the_code_defaults(method: str) -> None:
+    shipped = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
+    assert shipped == dataclasses.asdict(METHODS[method].config())
+
+
+@pytest.mark.parametrize("method, bad, needle", [
+    ("autoencoder", {"score": "ssim"}, "score"), ("autoencoder", {"depth": 7}, "depth"),
+    ("autoencoder", {"size": 100}, "multiple of 8"), ("autoencoder", {"kernel_size": 4}, "kernel_size"),
+    ("autoencoder", {"mc_passes": 0}, "mc_passes"), ("autoencoder", {"lr": 0.0}, "lr"),
+    ("glass", {"mode": "sphere"}, "mode"), ("glass", {"manifold_min": 2.0}, "manifold"),
+    ("glass", {"hard_mining": 1.0}, "hard_mining"), ("glass", {"las_every": 0}, "las_every"),
+    ("glass", {"size": 100}, "multiple of 16"),
+    ("simplenet", {"size": 100}, "multiple of 16"), ("simplenet", {"noise_std": 0.0}, "noise_std"),
+    ("simplenet", {"epochs": 0}, "epochs"), ("simplenet", {"patience": 0}, "patience"),
+    ("simplenet", {"backbone": "vgg"}, "backbone"),
+    ("ssl", {"fusion": "sum"}, "fusion"), ("ssl", {"levels": "layer3,layer2"}, "levels"),
+    ("ssl", {"levels": "layer5"}, "levels"), ("ssl", {"levels": ""}, "levels"),
+    ("ssl", {"size": 120}, "multiple of 16"), ("ssl", {"epochs": 0}, "epochs"),
+    ("ssl", {"coreset_ratio": 0.0}, "coreset_ratio"), ("ssl", {"patience": 0}, "patience"),
+])
+def test_bad_config_values_are_refused(method: str, bad: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        METHODS[method].config(**bad)
 
 
 def test_help_explains_options_and_lists_only_implemented_methods(capsys) -> None:

@@ -3,27 +3,22 @@ projection, the losses on known inputs, a short training that learns, the export
 against PyTorch, and bottle through the bundle."""
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-import yaml
 
 from export.anomaly_synthesis import (BETA_RANGE, TextureSource, augment_texture, blend, local_anomaly, patch_labels,
                                       perlin_mask, perlin_noise, procedural_texture, sample_beta)
-from export.cli import CONFIG_DIR
 from export.data import DataError, load_image
 from export.glass import (GlassConfig, LasRounds, export_glass, fit_glass, focal_loss, gradient_ascent,
                           hard_focal_loss, position_centres, truncated_projection)
 from export.graph import export_onnx
 from export.simplenet import Discriminator, load_foregrounds, make_adaptor, prepare
-from tests.export.helpers import PARITY, bundle_aurocs, one_thread, relative_error  # noqa: F401 (fixture)
+from tests.export.helpers import assert_onnx_parity, export_and_score, one_thread, session  # noqa: F401 (fixture)
 
 TINY = 64
 
@@ -203,21 +198,6 @@ def test_position_centres_are_per_position_means() -> None:
     torch.testing.assert_close(centres, expected)
 
 
-# --- config --------------------------------------------------------------------------------------
-
-def test_config_checks() -> None:
-    for bad, needle in (({"mode": "sphere"}, "mode"), ({"manifold_min": 2.0}, "manifold"),
-                        ({"hard_mining": 1.0}, "hard_mining"), ({"las_every": 0}, "las_every"),
-                        ({"size": 100}, "multiple of 16")):
-        with pytest.raises(ValueError, match=needle):
-            GlassConfig(**bad)
-
-
-def test_shipped_config_matches_the_code_defaults() -> None:
-    shipped = yaml.safe_load((CONFIG_DIR / "glass.yaml").read_text())
-    assert shipped == dataclasses.asdict(GlassConfig())
-
-
 # --- training and export ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -250,13 +230,9 @@ def test_training_reduces_the_loss_and_exports_with_parity(mode: str, tiny_data,
 
     path = tmp_path / "model.onnx"
     export_onnx(model.graph, path, TINY, TINY)
-    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = np.stack([load_image(f, (TINY, TINY)) for f in train[:3]])
     images[1, 10:30, 30:50] = (0, 255, 0)
-    with torch.no_grad():
-        map_torch, score_torch = (t.numpy() for t in model.graph(torch.from_numpy(images)))
-    map_ort, score_ort = runtime.run(None, {"image": images})
-    assert relative_error(map_torch, map_ort) < PARITY and relative_error(score_torch, score_ort) < PARITY
+    map_ort, _ = assert_onnx_parity(model.graph, session(path), images)
     assert ((map_ort >= 0) & (map_ort <= 1)).all()          # sigmoid probabilities, smoothed
 
 
@@ -269,12 +245,7 @@ def test_bottle_through_the_onnx_bundle(mvtec_bottle: Path, tmp_path: Path, one_
     # step size the ascent moves a feature by 0.17% of the noise's norm per step, so GAS is
     # mostly the noise and the shell projection either way). Fresh LAS images each epoch.
     config = GlassConfig(epochs=2, gas_steps=5, checkpoint_dir=str(tmp_path / "ckpt"))
-    start = time.perf_counter()
-    bundle = export_glass(mvtec_bottle, tmp_path / "bundle", config)
-    train_s = time.perf_counter() - start
-    image_auroc, pixel_auroc = bundle_aurocs(bundle, mvtec_bottle, config.size)
-    params = yaml.safe_load((bundle / "bundle.yaml").read_text())["method_params"]
-    print(f"\nGLASS bottle, efficientnet_lite0 {config.size}², {params['epochs_run']} epochs "
-          f"(kept {params['kept_epoch']}), {config.gas_steps} GAS steps: image AUROC {image_auroc:.4f}, "
-          f"pixel AUROC {pixel_auroc:.4f}; train+export {train_s:.0f} s")
-    assert image_auroc >= 0.98
+    run = export_and_score(export_glass, mvtec_bottle, tmp_path / "bundle", config)
+    print(f"\nGLASS bottle, efficientnet_lite0 {config.size}², {run.method_params['epochs_run']} epochs "
+          f"(kept {run.method_params['kept_epoch']}), {config.gas_steps} GAS steps: {run}")
+    assert run.image_auroc >= 0.98

@@ -3,30 +3,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from export.backbones import load_backbone
-from export.data import iter_batches, list_images, load_image, load_mask, mvtec_test_samples
+from export.data import list_images, load_image, mvtec_test_samples
 from export.graph import AnomalyHead, export_onnx
 from export.patchcore import (NearestNeighbourScorer, PatchCoreConfig, export_patchcore, feature_extractor,
                               fit_patchcore, greedy_coreset, random_coreset, scoring_graph)
-
-PARITY = 1e-4     # max|torch − ort| / max|torch|, fp32
-
-
-def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
-    return float(np.abs(reference - other).max() / np.abs(reference).max())
-
-
-def session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+from tests.export.helpers import PARITY, assert_onnx_parity, export_and_score, relative_error, session
 
 
 # --- coreset --------------------------------------------------------------------------------
@@ -153,12 +142,7 @@ def test_pytorch_and_onnxruntime_agree_for_batch_1_and_3(lite0_model, parity_ima
     _, batch = parity_images
     runtime = session(path)
     for images in (batch, batch[1:2]):
-        with torch.no_grad():
-            map_torch, score_torch = (t.numpy() for t in model.graph(torch.from_numpy(images)))
-        map_ort, score_ort = runtime.run(None, {"image": images})
-        assert map_ort.shape == (len(images), 1, 256, 256) and score_ort.shape == (len(images),)
-        assert relative_error(map_torch, map_ort) < PARITY
-        assert relative_error(score_torch, score_ort) < PARITY
+        map_ort, score_ort = assert_onnx_parity(model.graph, runtime, images)
         np.testing.assert_allclose(score_ort, map_ort.max(axis=(1, 2, 3)), rtol=1e-6)
     # Batching must not mix images: image 1 alone scores as it did inside the batch of 3.
     single = runtime.run(None, {"image": batch[1:2]})[1]
@@ -212,28 +196,9 @@ def test_bank_of_20000_by_1536_exports_and_runs_in_bounded_memory(tmp_path: Path
 @pytest.mark.mvtec
 @pytest.mark.slow
 def test_bottle_exported_model_detects_defects(mvtec_bottle: Path, tmp_path: Path) -> None:
-    from sklearn.metrics import roc_auc_score
-
     # 1% coreset: the measured 100.0 / 98.3 of METHODS.md, and 10× less coreset time than 10%.
     config = PatchCoreConfig(coreset_ratio=0.01)
-    start = time.perf_counter()
-    bundle = export_patchcore(mvtec_bottle, tmp_path / "bundle", config)
-    train_s = time.perf_counter() - start
-
-    runtime = session(bundle / "model.onnx")
-    samples = mvtec_test_samples(mvtec_bottle)
-    scores, maps, infer_s = [], [], 0.0
-    for batch in iter_batches([s.path for s in samples], (256, 256), batch_size=8):
-        start = time.perf_counter()
-        anomaly_map, score = runtime.run(None, {"image": batch})
-        infer_s += time.perf_counter() - start
-        scores.append(score)
-        maps.append(anomaly_map[:, 0])
-    masks = np.stack([load_mask(s.mask, (256, 256)) if s.mask else np.zeros((256, 256), bool) for s in samples])
-    image_auroc = roc_auc_score([s.label for s in samples], np.concatenate(scores))
-    pixel_auroc = roc_auc_score(masks.ravel(), np.concatenate(maps).ravel())
-    print(f"\nbottle, efficientnet_lite0 256², greedy 1%: image AUROC {image_auroc:.4f}, "
-          f"pixel AUROC {pixel_auroc:.4f}; train+export {train_s:.0f} s; "
-          f"ORT {1e3 * infer_s / len(samples):.1f} ms/image (batch 8, CPU)")
-    assert image_auroc >= 0.98
-    assert pixel_auroc >= 0.95
+    run = export_and_score(export_patchcore, mvtec_bottle, tmp_path / "bundle", config)
+    print(f"\nbottle, efficientnet_lite0 {config.size}², greedy 1%: {run}")
+    assert run.image_auroc >= 0.98
+    assert run.pixel_auroc >= 0.95

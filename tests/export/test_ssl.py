@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import yaml
 
-from export.cli import CONFIG_DIR, main
+from export.cli import main
 from export.data import iter_batches, split_training_data
 from export.graph import export_onnx
 from export.patchcore import NearestNeighbourScorer
 from export.scratch import load_images
 from export.ssl import CLASSES, LevelProduct, SSLConfig, export_ssl, fit_classifier, fit_graph, labelled_views
-from tests.export.helpers import PARITY, bundle_aurocs, one_thread, relative_error  # noqa: F401 (a fixture)
+from tests.export.helpers import (assert_onnx_parity, export_and_score, good_folder, one_thread,  # noqa: F401
+                                  session)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"size": 64, "epochs": 2, "batch_size": 4, "coreset_ratio": 0.1, "checkpoint_every": 1}
-
-
-@pytest.fixture(scope="module")
-def good_folder(write_images, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("good")
-    write_images(folder, 10, size=(72, 80))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +33,6 @@ def unseen_batch(write_images, tmp_path_factory) -> np.ndarray:
     batch = next(iter_batches(files, (64, 64), 3))
     batch[1, 20:40, 10:30] = (255, 0, 0)
     return batch
-
-
-def test_shipped_config_matches_the_code_defaults() -> None:
-    assert yaml.safe_load((CONFIG_DIR / "ssl.yaml").read_text()) == dataclasses.asdict(SSLConfig())
-
-
-@pytest.mark.parametrize("bad, needle", [({"fusion": "sum"}, "fusion"), ({"levels": "layer3,layer2"}, "levels"),
-                                         ({"levels": "layer5"}, "levels"), ({"levels": ""}, "levels"),
-                                         ({"size": 120}, "multiple of 16"), ({"epochs": 0}, "epochs"),
-                                         ({"coreset_ratio": 0.0}, "coreset_ratio"), ({"patience": 0}, "patience")])
-def test_bad_config_values_are_refused(bad: dict, needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
-        SSLConfig(**bad)
 
 
 def test_views_are_good_cutpaste_scar_of_each_image_and_repeat_by_seed() -> None:
@@ -128,14 +107,10 @@ def test_both_fusions_export_the_engine_contract_with_bank_constants(fitted) -> 
 
 def test_pytorch_and_onnxruntime_agree(fitted, unseen_batch: np.ndarray) -> None:
     _, graph, _, path = fitted
-    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runtime = session(path)
     batch = unseen_batch
     for images in (batch, batch[1:2]):
-        with torch.no_grad():
-            map_torch, score_torch = (t.numpy() for t in graph(torch.from_numpy(images)))
-        map_ort, score_ort = runtime.run(None, {"image": images})
-        assert map_ort.shape == (len(images), 1, 64, 64) and score_ort.shape == (len(images),)
-        assert relative_error(map_torch, map_ort) < PARITY and relative_error(score_torch, score_ort) < PARITY
+        assert_onnx_parity(graph, runtime, images)
     single = runtime.run(None, {"image": batch[1:2]})[1]
     np.testing.assert_allclose(single, runtime.run(None, {"image": batch})[1][1:2], rtol=1e-5)
 
@@ -148,7 +123,7 @@ def test_export_engine_writes_an_ssl_bundle_and_refuses_to_overwrite_a_run(good_
     document = yaml.safe_load((tmp_path / "a" / "bundle.yaml").read_text())
     assert (document["method"], document["backbone"]) == ("ssl", "resnet18-ssl")
     assert document["method_params"]["fusion"] == "multiply" and document["input"]["height"] == 64
-    runtime = ort.InferenceSession(str(tmp_path / "a" / "model.onnx"), providers=["CPUExecutionProvider"])
+    runtime = session(tmp_path / "a" / "model.onnx")
     anomaly_map, score = runtime.run(None, {"image": np.zeros((2, 64, 64, 3), np.uint8)})
     assert anomaly_map.shape == (2, 1, 64, 64) and score.shape == (2,)
 
@@ -177,10 +152,6 @@ def test_bottle_default_fusion_detects_defects(mvtec_bottle: Path, tmp_path: Pat
     # 2 epochs: most of what longer training gives on bottle (bench/train_ssl_ae.py), within
     # this test's CPU budget; a 5% bank halves the coreset time.
     config = SSLConfig(epochs=2, coreset_ratio=0.05)
-    start = time.perf_counter()
-    bundle = export_ssl(mvtec_bottle, tmp_path / "bundle", config)
-    train_s = time.perf_counter() - start
-    image, pixel = bundle_aurocs(bundle, mvtec_bottle, config.size)
-    print(f"\nbottle, ssl {config.fusion} {config.size}², {config.epochs} epochs: image AUROC {image:.4f}, "
-          f"pixel AUROC {pixel:.4f}; train+export {train_s:.0f} s")
-    assert image >= 0.90
+    run = export_and_score(export_ssl, mvtec_bottle, tmp_path / "bundle", config)
+    print(f"\nbottle, ssl {config.fusion} {config.size}², {config.epochs} epochs: {run}")
+    assert run.image_auroc >= 0.90
