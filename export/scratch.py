@@ -19,11 +19,9 @@ import torch
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, TrainingSplit, iter_batches, split_training_data
 from .graph import AnomalyGraph
-from .training import LAST, Trainer, TrainResult
+from .training import LAST, RUN_ONLY, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-
-RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume")   # how to run, not what the model is
 
 
 class ScratchConfig(Protocol):

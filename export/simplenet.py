@@ -38,7 +38,7 @@ from .bundle import check_out_dir, write_bundle
 from .data import DataError, iter_batches, load_mask, split_training_data
 from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead
 from .patchcore import feature_extractor
-from .training import TrainResult, Trainer, seed_everything
+from .training import RUN_ONLY, RunOptions, TrainResult, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ OFFICIAL_NOISE_NORM = 0.015 * math.sqrt(1536)
 # 0.94 / 0.95; 1 is the smallest within 0.01 of the best, and a smaller σ keeps the detector
 # sensitive to subtler defects.
 NOISE_STD = {OFFICIAL_BACKBONE: 0.015, "efficientnet_lite0": 1.0}
-RUNTIME_OPTIONS = ("checkpoint_dir", "checkpoint_every", "resume")   # how to run, not what the model is
 
 
 @dataclass
-class DiscriminatorConfig:
-    """What SimpleNet and GLASS share: the front end, the heads, the training loop."""
+class DiscriminatorConfig(RunOptions):
+    """What SimpleNet and GLASS share: the front end, the heads, the training loop (its run
+    options from RunOptions)."""
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
@@ -76,14 +76,8 @@ class DiscriminatorConfig:
     epochs: int = 160
     batch_size: int = 8                # images per training step (all their patches)
     validate_every: int = 1            # epochs between validations (model selection)
-    patience: int | None = None        # stop after this many validations without improvement
     textures: str | None = None        # texture folder for synthetic anomalies; None: procedural
     foreground: str | None = None      # folder of foreground masks named like the images; None: whole image
-    holdout: float = 0.1               # good images kept out of training: validation, then calibration
-    seed: int = 0
-    checkpoint_every: int = 10         # epochs between checkpoints (and one on Ctrl-C)
-    checkpoint_dir: str | None = None  # None: <out>.checkpoints beside the bundle
-    resume: bool = False               # continue from checkpoint_dir/last.pt
 
     def __post_init__(self) -> None:
         if self.backbone not in NOISE_STD:
@@ -458,7 +452,7 @@ def export_trained(method: str, fit: Callable[..., DiscriminatorModel], data: Pa
     model = fit(split.train, split.holdout, config, checkpoint_dir=checkpoints)
     r = model.result
     params: dict[str, Any] = {
-        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUNTIME_OPTIONS)},
+        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUN_ONLY)},
         "noise_std": config.noise,
         "textures": model.textures,
         "feature_dim": model.feature_dim,

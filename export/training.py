@@ -30,6 +30,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume")   # how to run, not what the model is: kept out of bundles
+
+
 @dataclass(slots=True)
 class RunOptions:
     """How a training run goes, not what it trains: the options the from-scratch methods'
