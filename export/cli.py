@@ -20,6 +20,7 @@ import yaml
 
 from .backbones import BACKBONES, BackboneWeightsError
 from .data import DataError
+from .engine import EngineBuildError, add_engine_arguments, build_from_args, check_can_build
 
 log = logging.getLogger("export")
 
@@ -170,6 +171,13 @@ def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="seed for the hold-out split and the coreset (default 0)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="images per forward pass (default 8)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    engine = parser.add_argument_group(
+        "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)")
+    engine.add_argument("--build-engine", action="store_true",
+                        help="after writing the bundle, build its TensorRT engine on this machine, as "
+                             "edge-build-engine --bundle BUNDLE_DIR does (the engine runs only on this GPU model "
+                             "and TensorRT version)")
+    add_engine_arguments(engine)
     for name, method in sorted(methods.items()):
         method.add_arguments(parser.add_argument_group(f"{name} options"))
     return parser
@@ -221,7 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         config = make_config(method.config, load_config(method.config, args.config, args.method), args)
+        if args.build_engine:
+            check_can_build(args)
         bundle = method.export(args.data, args.out, config)
+    except EngineBuildError as exc:
+        print(f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "
+              f"only, then run edge-build-engine on the target)", file=sys.stderr)
+        return 2
     except (UsageError, DataError, BackboneWeightsError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 2
@@ -230,6 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
         return 130
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
+    if args.build_engine:
+        try:
+            log.info("engine: %s", build_from_args(bundle, args))
+        except (EngineBuildError, OSError) as exc:
+            print(f"export-engine: error: the bundle is written ({bundle}) but its engine is not: {exc}; once "
+                  f"fixed, run: edge-build-engine --bundle {bundle}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -39,8 +39,7 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool = True, max_batch: int = 
                  workspace_gb: float | None = None, device: int = 0) -> dict[str, Any]:
     """Build the bundle's engine for CUDA GPU `device` (batch 1..max_batch, tuned for
     opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record."""
-    if not 1 <= opt_batch <= max_batch:
-        raise EngineBuildError(f"need 1 <= opt batch <= max batch, got opt {opt_batch} and max {max_batch}")
+    _check_batches(opt_batch, max_batch)
     bundle = load_bundle(bundle_dir)  # hashes checked: build only from the model bundle.yaml vouches for
     platform = probe_platform(device)
     if platform.problem:
@@ -69,6 +68,11 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool = True, max_batch: int = 
                            opt_batch=opt_batch)
     add_engine_record(bundle.path, record)
     return record
+
+
+def _check_batches(opt_batch: int, max_batch: int) -> None:
+    if not 1 <= opt_batch <= max_batch:
+        raise EngineBuildError(f"need 1 <= opt batch <= max batch, got opt {opt_batch} and max {max_batch}")
 
 
 def _serialize(trt: Any, bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
@@ -126,6 +130,37 @@ def _write_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
+    """The build options, shared by edge-build-engine and export-engine --build-engine."""
+    group.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                       help="let TensorRT use fp16 kernels (default: on; --no-fp16 for an fp32 engine)")
+    group.add_argument("--max-batch", type=int, default=32, metavar="N",
+                       help="largest batch the engine takes (default %(default)s)")
+    group.add_argument("--opt-batch", type=int, default=8, metavar="N",
+                       help="batch the engine is tuned for: the line config's batch.max_batch (default %(default)s)")
+    group.add_argument("--workspace-gb", type=float, metavar="GB",
+                       help="cap TensorRT's build workspace, e.g. 2 on a small Jetson (default: TensorRT's own)")
+    group.add_argument("--device", type=int, default=0, metavar="N", help="CUDA GPU index (default %(default)s)")
+
+
+def check_can_build(args: argparse.Namespace) -> None:
+    """Raise EngineBuildError now if ``args`` could not build an engine on this machine: what
+    export-engine asks before it spends minutes training."""
+    _check_batches(args.opt_batch, args.max_batch)
+    problem = probe_platform(args.device).problem
+    if problem:
+        raise EngineBuildError(problem)
+
+
+def build_from_args(bundle_dir: str | Path, args: argparse.Namespace) -> str:
+    """Build with add_engine_arguments' options; the one-line summary of what was built."""
+    record = build_engine(bundle_dir, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                          workspace_gb=args.workspace_gb, device=args.device)
+    return (f"{Path(bundle_dir) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
+            f"{record['tensorrt']}, batch 1..{record['max_batch']} (opt {record['opt_batch']}), "
+            f"{record['bytes'] / 2 ** 20:.1f} MiB; recorded in {Path(bundle_dir) / BUNDLE_FILE}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="edge-build-engine",
@@ -134,25 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                     "bundle.yaml, where `backend: auto` finds it. Needs TensorRT 10.x and pycuda.",
         epilog="Example: edge-build-engine --bundle bundles/bottle-patchcore --max-batch 16 --opt-batch 4")
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
-    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
-                   help="let TensorRT use fp16 kernels (default: on; --no-fp16 for an fp32 engine)")
-    p.add_argument("--max-batch", type=int, default=32, help="largest batch the engine takes (default %(default)s)")
-    p.add_argument("--opt-batch", type=int, default=8,
-                   help="batch the engine is tuned for: the line config's batch.max_batch (default %(default)s)")
-    p.add_argument("--workspace-gb", type=float,
-                   help="cap TensorRT's build workspace, e.g. 2 on a small Jetson (default: TensorRT's own)")
-    p.add_argument("--device", type=int, default=0, help="CUDA GPU index (default %(default)s)")
+    add_engine_arguments(p.add_argument_group("engine"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        record = build_engine(args.bundle, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
-                              workspace_gb=args.workspace_gb, device=args.device)
+        print(build_from_args(args.bundle, args))
     except (EngineBuildError, BundleError, OSError) as e:
         print(f"edge-build-engine: {e}", file=sys.stderr)
         return 2
-    print(f"{Path(args.bundle) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
-          f"{record['tensorrt']}, batch 1..{record['max_batch']} (opt {record['opt_batch']}), "
-          f"{record['bytes'] / 2 ** 20:.1f} MiB; recorded in {Path(args.bundle) / BUNDLE_FILE}")
     return 0
 
 

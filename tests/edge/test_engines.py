@@ -20,6 +20,7 @@ from edge.backends.tensorrt import Platform, probe_platform
 from edge.bundle import load_bundle
 from edge.engines import StaleEngineError, engine_file_name, engine_record, find_engine, require_engine
 from export.engine import add_engine_record, build_engine
+from export.cli import main as export_main
 from export.engine import main as build_main
 
 H100, ORIN, TRT = "NVIDIA H100 80GB HBM3", "Orin", "10.8.0"
@@ -190,6 +191,28 @@ def test_build_engine_refuses_opt_batch_above_max(tiny_bundle, capsys):
     assert "opt batch <= max batch" in capsys.readouterr().err
 
 
+def export_engine(tmp_path: Path, write_images, *extra: str) -> list[str]:
+    """export-engine's PatchCore on 4 tiny images, ending in --build-engine; its argv."""
+    write_images(tmp_path / "good", 4)
+    return ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "bundle"),
+            "--size", "64", "--coreset-ratio", "0.05", "--holdout", "0.25", "--build-engine", *extra]
+
+
+@without_tensorrt
+def test_export_engine_build_engine_without_tensorrt_stops_before_training(tmp_path, write_images, capsys):
+    assert export_main(export_engine(tmp_path, write_images)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("export-engine: error: --build-engine: TensorRT is not installed") and "\n" not in err
+    assert "nothing was trained" in err and "edge-build-engine" in err
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_engine_refuses_opt_batch_above_max_before_training(tmp_path, write_images, capsys):
+    assert export_main(export_engine(tmp_path, write_images, "--max-batch", "4", "--opt-batch", "8")) == 2
+    assert "opt batch <= max batch" in capsys.readouterr().err
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_engine_builder_needs_no_torch():
     """It runs on a Jetson with only TensorRT and the line side."""
     code = ("import sys\n"
@@ -245,6 +268,14 @@ def test_reload_then_run_and_close_on_another_thread(tiny_bundle):
         other_thread.submit(new.close).result()
     np.testing.assert_allclose(maps, ref_maps, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+
+
+@needs_gpu
+def test_export_engine_build_engine_trains_then_builds_a_fitting_engine(tmp_path, write_images):
+    assert export_main(export_engine(tmp_path, write_images, "--max-batch", "2", "--opt-batch", "1")) == 0
+    bundle = load_bundle(tmp_path / "bundle")
+    record, rejected = find_engine(bundle, PLATFORM.gpu_name, PLATFORM.trt_version)
+    assert rejected == [] and (record["precision"], record["max_batch"], record["opt_batch"]) == ("fp16", 2, 1)
 
 
 @needs_gpu
