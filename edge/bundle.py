@@ -53,6 +53,15 @@ class Bundle:
     def name(self) -> str:
         return f"{self.path.name}@{self.sha256[:12]}"
 
+    @property
+    def fp16_caution(self) -> str | None:
+        """Why an fp16 engine of this model would lose accuracy, when its exporter says so
+        (bundle.yaml ``precision: {fp16: false, why: ...}``); None: fp16 is fine."""
+        precision = self.meta.get("precision") or {}
+        if precision.get("fp16", True):
+            return None
+        return str(precision.get("why") or "bundle.yaml says fp16 loses accuracy on this model")
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -53,9 +53,10 @@ def package_versions() -> dict[str, str]:
 
 
 def describe_graph(graph: AnomalyGraph) -> dict[str, Any]:
-    """The ``input``, ``preprocessing_in_graph`` and ``outputs`` sections: what the line
-    must feed the model and what it gets back."""
+    """The ``input``, ``preprocessing_in_graph``, ``outputs`` and ``precision`` sections: what
+    the line must feed the model, what it gets back, and whether an fp16 engine keeps its accuracy."""
     height, width = graph.size
+    precision = {"fp16": True} if graph.fp16_caution is None else {"fp16": False, "why": graph.fp16_caution}
     return {
         "input": {"name": INPUT_NAME, "height": height, "width": width, "channels": 3,
                   "dtype": "uint8", "layout": "NHWC", "colour": "RGB"},
@@ -64,6 +65,7 @@ def describe_graph(graph: AnomalyGraph) -> dict[str, Any]:
             OUTPUT_NAMES[0]: {"shape": ["B", 1, height, width], "dtype": "float32"},
             OUTPUT_NAMES[1]: {"shape": ["B"], "dtype": "float32"},
         },
+        "precision": precision,
     }
 
 

@@ -35,12 +35,28 @@ class EngineBuildError(RuntimeError):
     """The engine could not be built; the message says why and what to do."""
 
 
-def build_engine(bundle_dir: str | Path, *, fp16: bool = True, max_batch: int = 32, opt_batch: int = 8,
+def use_fp16(bundle: Bundle, fp16: bool | None) -> bool:
+    """Whether to build with fp16 kernels: as asked, or by default unless the bundle says its
+    model loses accuracy in fp16 (bundle.yaml ``precision``, written by its exporter)."""
+    caution = bundle.fp16_caution
+    if fp16 is None:
+        if caution:
+            log.info("building in fp32: %s (--fp16 to build in fp16 anyway)", caution)
+        return caution is None
+    if fp16 and caution:
+        log.warning("building in fp16 as asked, although %s; check it with edge-eval before the line uses it",
+                    caution)
+    return fp16
+
+
+def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch: int = 32, opt_batch: int = 8,
                  workspace_gb: float | None = None, device: int = 0) -> dict[str, Any]:
     """Build the bundle's engine for CUDA GPU `device` (batch 1..max_batch, tuned for
-    opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record."""
+    opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record.
+    ``fp16`` None: fp16 unless the bundle advises against it (use_fp16)."""
     _check_batches(opt_batch, max_batch)
     bundle = load_bundle(bundle_dir)  # hashes checked: build only from the model bundle.yaml vouches for
+    fp16 = use_fp16(bundle, fp16)
     platform = probe_platform(device)
     if platform.problem:
         raise EngineBuildError(platform.problem)
@@ -132,8 +148,9 @@ def _write_atomic(path: Path, data: Any) -> None:
 
 def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
     """The build options, shared by edge-build-engine and export-engine --build-engine."""
-    group.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
-                       help="let TensorRT use fp16 kernels (default: on; --no-fp16 for an fp32 engine)")
+    group.add_argument("--fp16", action=argparse.BooleanOptionalAction,
+                       help="let TensorRT use fp16 kernels, or not (--no-fp16: an fp32 engine); default: fp16 "
+                            "unless bundle.yaml's precision says the model loses accuracy in fp16")
     group.add_argument("--max-batch", type=int, default=32, metavar="N",
                        help="largest batch the engine takes (default %(default)s)")
     group.add_argument("--opt-batch", type=int, default=8, metavar="N",

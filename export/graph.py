@@ -83,6 +83,9 @@ class AnomalyGraph(nn.Module):
         self.head = AnomalyHead(size, sigma)
         # Kept as plain values so the bundle can describe what the graph does.
         self.size, self.mean, self.std = tuple(size), tuple(mean), tuple(std)
+        # Why fp16 kernels would cost this graph accuracy, where its method measured that they
+        # do; None: fp16-safe. Becomes bundle.yaml's precision, which edge-build-engine follows.
+        self.fp16_caution: str | None = None
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.patch_scorer(self.input(image)))

@@ -19,7 +19,7 @@ from edge.backends import BackendError, choose_backend, load_backend
 from edge.backends.tensorrt import Platform, probe_platform
 from edge.bundle import load_bundle
 from edge.engines import StaleEngineError, engine_file_name, engine_record, find_engine, require_engine
-from export.engine import add_engine_record, build_engine
+from export.engine import add_engine_record, build_engine, use_fp16
 from export.cli import main as export_main
 from export.engine import main as build_main
 
@@ -191,6 +191,31 @@ def test_build_engine_refuses_opt_batch_above_max(tiny_bundle, capsys):
     assert "opt batch <= max batch" in capsys.readouterr().err
 
 
+def advise_fp32(root: Path, why: str = "fp16 lost 0.32 points") -> None:
+    meta = yaml.safe_load((root / "bundle.yaml").read_text())
+    (root / "bundle.yaml").write_text(yaml.safe_dump({**meta, "precision": {"fp16": False, "why": why}}))
+
+
+def test_fp16_by_default_and_as_asked(tiny_bundle, caplog):
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.fp16_caution is None
+    assert (use_fp16(bundle, None), use_fp16(bundle, True), use_fp16(bundle, False)) == (True, True, False)
+    assert not caplog.records
+
+
+def test_bundle_that_loses_accuracy_in_fp16_builds_fp32_unless_told(tiny_bundle, caplog):
+    advise_fp32(tiny_bundle)
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.fp16_caution == "fp16 lost 0.32 points"
+    with caplog.at_level("INFO", logger="export.engine"):
+        assert use_fp16(bundle, None) is False
+        assert use_fp16(bundle, True) is True
+        assert use_fp16(bundle, False) is False
+    (default, forced) = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert default == ("INFO", "building in fp32: fp16 lost 0.32 points (--fp16 to build in fp16 anyway)")
+    assert forced[0] == "WARNING" and "fp16 lost 0.32 points" in forced[1] and "edge-eval" in forced[1]
+
+
 def export_engine(tmp_path: Path, write_images, *extra: str) -> list[str]:
     """export-engine's PatchCore on 4 tiny images, ending in --build-engine; its argv."""
     write_images(tmp_path / "good", 4)
@@ -276,6 +301,13 @@ def test_export_engine_build_engine_trains_then_builds_a_fitting_engine(tmp_path
     bundle = load_bundle(tmp_path / "bundle")
     record, rejected = find_engine(bundle, PLATFORM.gpu_name, PLATFORM.trt_version)
     assert rejected == [] and (record["precision"], record["max_batch"], record["opt_batch"]) == ("fp16", 2, 1)
+
+
+@needs_gpu
+def test_bundle_advising_fp32_gets_an_fp32_engine(tiny_bundle):
+    advise_fp32(tiny_bundle)
+    record = build_engine(tiny_bundle, max_batch=2, opt_batch=1)
+    assert record["precision"] == "fp32" and record["file"].endswith("-fp32.engine")
 
 
 @needs_gpu

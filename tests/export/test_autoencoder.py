@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from edge.bundle import load_bundle
 from export.autoencoder import (AESc, AutoencoderConfig, UncertaintyScorer, dropout_masks, export_autoencoder,
                                 fit_autoencoder, fit_graph)
 from export.cli import main
@@ -116,13 +117,16 @@ def test_export_engine_writes_an_autoencoder_bundle(good_folder: Path, tmp_path:
     params = document["method_params"]
     assert (params["score"], params["mc_passes"], params["epochs_run"]) == ("uncertainty", 3, 1)
     assert document["preprocessing_in_graph"] == {"scale": 1 / 255, "mean": [0.0] * 3, "std": [1.0] * 3}
+    # Measured: the MC variance does not survive fp16; the bundle tells edge-build-engine so.
+    assert document["precision"]["fp16"] is False and "0.32 points" in document["precision"]["why"]
+    assert load_bundle(tmp_path / "b").fp16_caution == document["precision"]["why"]
     assert (tmp_path / "b.checkpoints" / "last.pt").is_file()
 
 
 @pytest.mark.mvtec
 @pytest.mark.slow
 def test_bottle_default_score_detects_defects(mvtec_bottle: Path, tmp_path: Path) -> None:
-    # Two thirds of the default epochs: about 2 minutes here (bench/train_ssl_ae.py has the full run).
+    # Two thirds of the default epochs: about 2 minutes here (BENCHMARKS.md has the full run).
     config = AutoencoderConfig(epochs=40)
     run = export_and_score(export_autoencoder, mvtec_bottle, tmp_path / "bundle", config)
     print(f"\nbottle, autoencoder {config.score} {config.size}², {config.epochs} epochs: {run}")

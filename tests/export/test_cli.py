@@ -16,7 +16,7 @@ from tests.export.helpers import session
 
 METHODS = _methods()
 BUNDLE_KEYS = ["schema_version", "method", "backbone", "created_at", "input", "preprocessing_in_graph",
-               "outputs", "files", "training", "method_params", "versions", "engines"]
+               "outputs", "precision", "files", "training", "method_params", "versions", "engines"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -44,6 +44,7 @@ def test_export_writes_a_valid_bundle(tmp_path: Path, write_images, capsys) -> N
     assert document["preprocessing_in_graph"] == {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
     assert document["outputs"] == {"anomaly_map": {"shape": ["B", 1, 64, 64], "dtype": "float32"},
                                    "score": {"shape": ["B"], "dtype": "float32"}}
+    assert document["precision"] == {"fp16": True}
     assert document["engines"] == []
     assert set(document["versions"]) == {"python", "torch", "torchvision", "timm", "onnx", "edge_inspect"}
 

@@ -149,7 +149,7 @@ def test_training_options_are_shared_with_other_trained_methods() -> None:
 @pytest.mark.mvtec
 @pytest.mark.slow
 def test_bottle_default_fusion_detects_defects(mvtec_bottle: Path, tmp_path: Path) -> None:
-    # 2 epochs: most of what longer training gives on bottle (bench/train_ssl_ae.py), within
+    # 2 epochs: most of what longer training gives on bottle (BENCHMARKS.md), within
     # this test's CPU budget; a 5% bank halves the coreset time.
     config = SSLConfig(epochs=2, coreset_ratio=0.05)
     run = export_and_score(export_ssl, mvtec_bottle, tmp_path / "bundle", config)
