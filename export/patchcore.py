@@ -41,7 +41,7 @@ class PatchCoreConfig:
     projection_dim: int = 128          # random projection the greedy search measures distances in
     pretrain_dim: int = 1536           # per-level pooled width (wide backbones only)
     target_dim: int = 1024             # feature width after aggregation (wide backbones only)
-    chunk_size: int = 4096             # bank rows per distance block in the graph
+    chunk_size: int = 1024             # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
     holdout: float = 0.1               # fraction of good images kept for calibration
     seed: int = 0
     batch_size: int = 8
@@ -78,7 +78,7 @@ class NearestNeighbourScorer(nn.Module):
     shrink, which keeps ‖a‖² − 2ab + ‖b‖² accurate in fp16 engines.
     """
 
-    def __init__(self, bank: torch.Tensor, chunk_size: int = 4096) -> None:
+    def __init__(self, bank: torch.Tensor, chunk_size: int = 1024) -> None:
         super().__init__()
         bank = bank.float()
         mean = bank.mean(dim=0)
