@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="use the good images export-engine held out of training (listed in bundle.yaml)")
     p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
+    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
     p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             files = list_images(Path(args.data))
             source = str(Path(args.data).resolve())
-        backend = load_backend(bundle, args.backend)
+        backend = load_backend(bundle, args.backend, args.gpu)
         result = calibrate(bundle, backend, files, args.k, source, args.batch)
     except (BundleError, BackendError, CalibrationError) as e:
         print(f"edge-calibrate: {e}", file=sys.stderr)

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
+    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
     p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         bundle = load_bundle(args.bundle)
-        result = evaluate(bundle, load_backend(bundle, args.backend), Path(args.data), args.batch)
+        result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu), Path(args.data), args.batch)
     except (BundleError, BackendError, DatasetError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)
         return 2

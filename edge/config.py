@@ -85,6 +85,7 @@ class LineConfig:
     source: SourceConfig | None = None
     streams: list[StreamConfig] = field(default_factory=list)   # ... or several; after loading, always filled
     backend: str = "auto"           # "auto" | "onnxruntime" | "tensorrt"
+    gpu: int = 0                    # CUDA device index, for TensorRT and ONNX Runtime's GPU providers
     k: float | None = None          # overrides calibration.yaml's k: threshold = mu + k*sigma
     batch: BatchConfig = field(default_factory=BatchConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -172,6 +173,7 @@ _LINE = _Section(LineConfig, required=True, keys={
     "streams": _List(_Section(StreamConfig, keys={"station": _TOPIC_PART,
                                                   "source": dataclasses.replace(_SOURCE, required=True)})),
     "backend": _Key(str, choices=("auto", "onnxruntime", "tensorrt")),
+    "gpu": _Key(int, lo=0),
     "k": _POSITIVE_OR_NULL,
     "batch": _Section(BatchConfig, {"max_batch": _Key(int, lo=1, hi=1024), "max_wait_ms": _Key(float, lo=0)}),
     "queue": _Section(QueueConfig, {"size": _Key(int, lo=1), "overflow": _Key(str, choices=("drop_oldest", "block"))}),

@@ -53,7 +53,7 @@ class Daemon:
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
         self.judge = judge_for(self.bundle, cfg.k)
-        self.backend = load_backend(self.bundle, cfg.backend)
+        self.backend = load_backend(self.bundle, cfg.backend, cfg.gpu)
         self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.topic(s), LineStats()) for s in cfg.streams}
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
         self.infer_ms: deque[float] = deque(maxlen=2048)       # per batch
@@ -89,7 +89,7 @@ class Daemon:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
             bundle = load_bundle(cfg.bundle)
             judge = judge_for(bundle, cfg.k)
-            backend = load_backend(bundle, cfg.backend)
+            backend = load_backend(bundle, cfg.backend, cfg.gpu)
         except (ConfigError, BundleError, BackendError, OSError) as e:
             self.reloads["refused"] += 1
             self.reloads["last_error"] = str(e)

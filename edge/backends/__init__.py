@@ -38,10 +38,10 @@ def choose_backend(bundle: Bundle, platform: Platform) -> Choice:
                   engine)
 
 
-def _choose(bundle: Bundle, kind: str) -> Choice:
+def _choose(bundle: Bundle, kind: str, gpu: int) -> Choice:
     if kind == "onnxruntime":
         return Choice("onnxruntime", "configured")
-    platform = probe_platform()
+    platform = probe_platform(gpu)
     if kind == "auto":
         return choose_backend(bundle, platform)
     if platform.problem:
@@ -49,16 +49,17 @@ def _choose(bundle: Bundle, kind: str) -> Choice:
     return Choice("tensorrt", "configured", require_engine(bundle, platform.gpu_name, platform.trt_version))
 
 
-def load_backend(bundle: Bundle, kind: str = "auto") -> Backend:
-    """Open the bundle's model on the runtime `kind` asks for, logging the choice and why.
-    A configured "tensorrt" with no fitting engine is a StaleEngineError (a BundleError)."""
+def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0) -> Backend:
+    """Open the bundle's model on the runtime `kind` asks for, on CUDA device `gpu` where it
+    runs on one, logging the choice and why. A configured "tensorrt" with no fitting engine
+    is a StaleEngineError (a BundleError)."""
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is unknown; use one of {', '.join(KINDS)}")
-    choice = _choose(bundle, kind)
+    choice = _choose(bundle, kind, gpu)
     if choice.kind == "tensorrt":
-        backend: Backend = TensorRTBackend(bundle, choice.engine)
+        backend: Backend = TensorRTBackend(bundle, choice.engine, gpu)
     else:
         from edge.backends.onnxruntime import OnnxRuntimeBackend
-        backend = OnnxRuntimeBackend(bundle)
+        backend = OnnxRuntimeBackend(bundle, gpu=gpu)
     log.info("backend %s → %s (%s): %s", kind, choice.kind, choice.reason, backend.describe())
     return backend

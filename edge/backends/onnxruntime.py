@@ -21,10 +21,16 @@ def choose_providers(available: list[str]) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
+def on_gpu(providers: list[str], gpu: int) -> list[str | tuple[str, dict[str, str]]]:
+    """``providers`` as InferenceSession takes them, the GPU ones on CUDA device ``gpu``."""
+    return [p if p == "CPUExecutionProvider" else (p, {"device_id": str(gpu)}) for p in providers]
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
+                 gpu: int = 0):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -39,7 +45,8 @@ class OnnxRuntimeBackend:
             opts.intra_op_num_threads = threads
         self.providers = providers or choose_providers(ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(bundle.onnx_path), sess_options=opts, providers=self.providers)
+            self.session = ort.InferenceSession(str(bundle.onnx_path), sess_options=opts,
+                                                providers=on_gpu(self.providers, gpu))
         except Exception as e:  # ORT raises its own exception types per failure; all mean the same here
             raise BackendError(f"{bundle.onnx_path}: ONNX Runtime could not load it ({e}); re-export the bundle") from None
         inputs = [i.name for i in self.session.get_inputs()]

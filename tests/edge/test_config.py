@@ -82,6 +82,8 @@ BAD = [
     ({"source": {"kind": "camera", "index": 0, "reconnect": {"max": 1.0}}},
      "source.reconnect.max", "did you mean 'max_s'?"),
     ({"backend": "cuda"}, "backend", "one of 'auto', 'onnxruntime', 'tensorrt'"),
+    ({"gpu": -1}, "gpu", "an integer >= 0"),
+    ({"gpu": "cuda:1"}, "gpu", "(got 'cuda:1')"),
     ({"k": -1}, "k", "must be a number > 0 or null"),
     ({"k": "3"}, "k", "(got '3')"),
     ({"queue.size": 0}, "queue.size", "an integer >= 1"),
@@ -114,8 +116,8 @@ def test_top_level_must_be_a_mapping(data: object, where: str) -> None:
 
 def test_good_config_round_trip(home: Path) -> None:
     data = {
-        "line": "line7", "station": "s2", "bundle": "bundle", "backend": "onnxruntime", "k": 4, "log_level": "DEBUG",
-        "source": {"kind": "camera", "name": "top", "url": "rtsp://127.0.0.1:8554/s",
+        "line": "line7", "station": "s2", "bundle": "bundle", "backend": "onnxruntime", "gpu": 1, "k": 4,
+        "log_level": "DEBUG", "source": {"kind": "camera", "name": "top", "url": "rtsp://127.0.0.1:8554/s",
                    "reconnect": {"initial_s": 1, "max_s": 30}},
         "batch": {"max_batch": 16, "max_wait_ms": 0},
         "queue": {"size": 8, "overflow": "block"},
@@ -126,8 +128,8 @@ def test_good_config_round_trip(home: Path) -> None:
     path = home / "line7.yaml"
     path.write_text(yaml.safe_dump(data))
     expected = LineConfig(
-        line="line7", station="s2", bundle=home.resolve() / "bundle", backend="onnxruntime", k=4.0, log_level="DEBUG",
-        source=SourceConfig(kind="camera", name="top", url="rtsp://127.0.0.1:8554/s",
+        line="line7", station="s2", bundle=home.resolve() / "bundle", backend="onnxruntime", gpu=1, k=4.0,
+        log_level="DEBUG", source=SourceConfig(kind="camera", name="top", url="rtsp://127.0.0.1:8554/s",
                             reconnect=ReconnectConfig(initial_s=1.0, max_s=30.0)),
         batch=BatchConfig(max_batch=16, max_wait_ms=0.0), queue=QueueConfig(size=8, overflow="block"),
         publish=PublishConfig(bind="tcp://0.0.0.0:6000", heartbeat_s=0.5, sndhwm=10, wait_for_subscribers=2,

@@ -12,10 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import yaml
 
 from edge.backends import BackendError, choose_backend, load_backend
+from edge.backends.onnxruntime import on_gpu
 from edge.backends.tensorrt import Platform, probe_platform
 from edge.bundle import load_bundle
 from edge.engines import StaleEngineError, engine_file_name, engine_record, find_engine, require_engine
@@ -189,6 +191,25 @@ def test_build_engine_without_tensorrt_exits_2_with_one_line(tiny_bundle, capsys
 def test_build_engine_refuses_opt_batch_above_max(tiny_bundle, capsys):
     assert build_main(["--bundle", str(tiny_bundle), "--max-batch", "4", "--opt-batch", "8"]) == 2
     assert "opt batch <= max batch" in capsys.readouterr().err
+
+
+def test_onnxruntime_gpu_providers_run_on_the_configured_gpu():
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert on_gpu(providers, 1) == [("TensorrtExecutionProvider", {"device_id": "1"}),
+                                    ("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(PLATFORM.problem is None or "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+                    reason="a GPU runtime is here, where GPU 3 may not exist")
+def test_a_configured_gpu_is_harmless_on_a_cpu_box(tiny_bundle):
+    backend = load_backend(load_bundle(tiny_bundle), "auto", gpu=3)
+    try:
+        assert backend.name == "onnxruntime"
+        images = np.zeros((2, backend.bundle.height, backend.bundle.width, 3), np.uint8)
+        maps, scores = backend.infer(images)
+        assert scores.shape == (2,)
+    finally:
+        backend.close()
 
 
 def advise_fp32(root: Path, why: str = "fp16 lost 0.32 points") -> None:
