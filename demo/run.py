@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def build_demo_bundle(out: Path, seed: int = 0) -> tuple[Path, Path, list[str]]:
     print(f"{info.root}: {len(list(info.train_dir.iterdir()))} good parts to train on, "
           f"{len(list(info.calib_dir.iterdir()))} to calibrate on, {len(info.test_items)} to inspect")
     bundle = out / "bundle"
+    # The demo's own folder: an earlier run's bundle is replaced, as export-engine itself never does.
+    shutil.rmtree(bundle, ignore_errors=True)
     _step("2/4 export-engine --method patchcore (offline EfficientNet-Lite0 backbone)")
     if export_main(["--method", "patchcore", "--data", str(info.train_dir), "--out", str(bundle),
                     "--backbone", "efficientnet_lite0", "--holdout", "0", "--seed", str(seed)]) != 0:
@@ -58,6 +61,7 @@ def free_port() -> int:
 
 def run_line(out: Path, bundle: Path, video: Path, truth: list[str]) -> dict:
     port = free_port()
+    shutil.rmtree(out / "evidence", ignore_errors=True)   # overlays of this run only
     config = out / "line.yaml"
     config.write_text(yaml.safe_dump({
         "line": "demo", "station": "station1", "bundle": str(bundle.resolve()),
