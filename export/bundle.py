@@ -13,17 +13,47 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 # The line's reader holds the bundle contract (schema version, file name, hashing): the writer
 # uses the same definitions so the two cannot drift. edge.bundle needs only yaml and hashlib.
 from edge.bundle import BUNDLE_FILE, SCHEMA_VERSION, sha256_file
 
-from .data import DataError, TrainingSplit
+from .data import DataError, TrainingSplit, load_image
 from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_onnx
 
 MODEL_ONNX = "model.onnx"
 PACKAGES = ("torch", "torchvision", "timm", "onnx")
+CHECK_IMAGES = 4                   # real images the exported graph is checked on
+CHECK_TOLERANCE = 1e-3             # relative; fp32 parity measures ~1e-6 (BENCHMARKS.md)
+
+
+class ExportCheckError(RuntimeError):
+    """The exported model.onnx does not compute what the PyTorch model does."""
+
+
+def check_export(graph: AnomalyGraph, onnx_path: Path, images: np.ndarray) -> dict[str, Any]:
+    """Run ``images`` (uint8 [N, H, W, 3]) through the written ``onnx_path`` with ONNX Runtime
+    on the CPU and through ``graph`` in PyTorch; their largest relative differences (map, score),
+    or ExportCheckError above CHECK_TOLERANCE: a bundle that is not the model it was trained as
+    must not reach the line."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_map, ort_score = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+    with torch.no_grad():
+        torch_map, torch_score = (t.numpy() for t in graph.eval()(torch.from_numpy(images)))
+    diffs = {name: float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
+             for name, a, b in (("map", ort_map, torch_map), ("score", ort_score, torch_score))}
+    worst = max(diffs, key=diffs.get)
+    if diffs[worst] > CHECK_TOLERANCE:
+        raise ExportCheckError(f"{onnx_path}: ONNX Runtime's {worst} differs from PyTorch's by {diffs[worst]:.1e} "
+                               f"(relative; allowed {CHECK_TOLERANCE:g}) on {len(images)} training images: the "
+                               "export is wrong; please report it with this bundle.yaml's versions")
+    return {"images": len(images), "onnxruntime": ort.__version__,
+            **{f"{name}_max_rel_diff": float(f"{d:.2e}") for name, d in diffs.items()}}
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -88,6 +118,8 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
     out.mkdir(parents=True, exist_ok=True)
     height, width = graph.size
     files = export_onnx(graph, out / MODEL_ONNX, height, width)
+    checked = check_export(graph, out / MODEL_ONNX, np.stack(
+        [load_image(f, (height, width)) for f in (split.holdout + split.train)[:CHECK_IMAGES]]))
     document = {
         "schema_version": SCHEMA_VERSION,
         "method": method,
@@ -102,6 +134,7 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
             "holdout": [str(f) for f in split.holdout],
         },
         "method_params": method_params,
+        "export_check": checked,
         "versions": package_versions(),
         "engines": [],
     }

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .backbones import BACKBONES, BackboneWeightsError
+from .bundle import ExportCheckError
 from .data import DataError
 from .engine import EngineBuildError, add_engine_arguments, build_from_args, check_can_build
 
@@ -239,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, BackboneWeightsError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 2
+    except ExportCheckError as exc:
+        print(f"export-engine: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # The training loop has already saved its last whole epoch.
         print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)

@@ -16,7 +16,8 @@ from tests.export.helpers import session
 
 METHODS = _methods()
 BUNDLE_KEYS = ["schema_version", "method", "backbone", "created_at", "input", "preprocessing_in_graph",
-               "outputs", "precision", "files", "training", "method_params", "versions", "engines"]
+               "outputs", "precision", "files", "training", "method_params", "export_check", "versions",
+               "engines"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -45,6 +46,8 @@ def test_export_writes_a_valid_bundle(tmp_path: Path, write_images, capsys) -> N
     assert document["outputs"] == {"anomaly_map": {"shape": ["B", 1, 64, 64], "dtype": "float32"},
                                    "score": {"shape": ["B"], "dtype": "float32"}}
     assert document["precision"] == {"fp16": True}
+    check = document["export_check"]
+    assert check["images"] == 4 and 0 <= check["map_max_rel_diff"] <= 1e-3 and 0 <= check["score_max_rel_diff"] <= 1e-3
     assert document["engines"] == []
     assert set(document["versions"]) == {"python", "torch", "torchvision", "timm", "onnx", "edge_inspect"}
 
