@@ -26,7 +26,7 @@ from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_o
 MODEL_ONNX = "model.onnx"
 PACKAGES = ("torch", "torchvision", "timm", "onnx")
 CHECK_IMAGES = 4                   # real images the exported graph is checked on
-CHECK_TOLERANCE = 1e-3             # relative; fp32 parity measures ~1e-6 (BENCHMARKS.md)
+CHECK_TOLERANCE = 1e-3             # of the largest value; measured: scores ~1e-7, a PatchCore map 1.5e-4
 
 
 class ExportCheckError(RuntimeError):
