@@ -10,6 +10,7 @@ platform probe, so the writer and the reader of ``engines:`` cannot drift apart.
 
 Written against the TensorRT 10.x builder API. TensorRT 11 removed the FP16 builder flag
 (weakly typed networks), so an fp16 build there is refused with a message.
+scripts/check_tensorrt_api.py type-checks this file against TensorRT's own Python bindings.
 """
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from edge.backends.tensorrt import INPUT, import_runtime, probe_platform, trt_logger
+from edge.backends.tensorrt import INPUT, probe_platform, trt_logger
 from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
+
+if TYPE_CHECKING:
+    import tensorrt         # for the type checker only (scripts/check_tensorrt_api.py)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch:
     platform = probe_platform(device)
     if platform.problem:
         raise EngineBuildError(platform.problem)
-    trt, cuda = import_runtime()
+    import pycuda.driver as cuda    # the probe imported both
+    import tensorrt as trt
+
     if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
         raise EngineBuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11); "
                                "use TensorRT 10.x, or build with --no-fp16")
@@ -72,7 +78,7 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch:
     except cuda.Error as e:
         raise EngineBuildError(f"CUDA GPU {device} ({platform.gpu_name}): cannot create a context ({e})") from None
     try:
-        plan = _serialize(trt, bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch,
+        plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch,
                           workspace_gb=workspace_gb)
     finally:
         ctx.pop()
@@ -91,9 +97,11 @@ def _check_batches(opt_batch: int, max_batch: int) -> None:
         raise EngineBuildError(f"need 1 <= opt batch <= max batch, got opt {opt_batch} and max {max_batch}")
 
 
-def _serialize(trt: Any, bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
-               workspace_gb: float | None) -> Any:
-    logger = trt_logger(trt)
+def _serialize(bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
+               workspace_gb: float | None) -> tensorrt.IHostMemory:
+    import tensorrt as trt
+
+    logger = trt_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
     parser = trt.OnnxParser(network, logger)
@@ -120,7 +128,7 @@ def _serialize(trt: Any, bundle: Bundle, *, fp16: bool, max_batch: int, opt_batc
     return plan
 
 
-def _attach_timing_cache(config: Any, path: Path) -> None:
+def _attach_timing_cache(config: tensorrt.IBuilderConfig, path: Path) -> None:
     """Reuse the tactic timings of earlier builds (rebuilds take seconds instead of minutes);
     a cache from another GPU or TensorRT version is set aside, not trusted."""
     cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")

@@ -4,7 +4,9 @@ Written against the TensorRT 10.x Python API (name-based I/O tensors, execute_as
 pycuda >= 2022.1, following NVIDIA's own sample patterns; CI has no GPU, so only a GPU session
 runs it (tests/edge/test_engines.py). tensorrt and pycuda are imported when a backend is
 opened or the platform probed, never by `import edge`. On a Jetson, TensorRT is JetPack's
-system module, so nothing here asks for the pip package.
+system module, so nothing here asks for the pip package. scripts/check_tensorrt_api.py
+type-checks this file against TensorRT's own Python bindings (10.3, JetPack 6.1's, and the
+newest 10.x) without a GPU.
 """
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from edge.backends.base import BackendError
 from edge.bundle import Bundle
 from edge.engines import rebuild_command
+
+if TYPE_CHECKING:
+    import tensorrt         # for the type checker only; imported at run time after require_runtime()
 
 INPUT = "image"
 OUTPUTS = ("anomaly_map", "score")
@@ -27,24 +32,26 @@ INSTALL_HINT = ("on x86: pip install tensorrt-cu12 pycuda (TensorRT's wheels dow
                 "(sudo apt install python3-libnvinfer), then pip install pycuda")
 
 
-def import_runtime() -> tuple[Any, Any]:
-    """(tensorrt, pycuda.driver), or a one-line BackendError that says how to install them."""
+def require_runtime() -> None:
+    """Import tensorrt and pycuda.driver, or raise a one-line BackendError that says how to
+    install them. Callers then import them by name, which costs nothing the second time."""
     try:
-        import tensorrt as trt
-        import pycuda.driver as cuda
+        import tensorrt  # noqa: F401
+        import pycuda.driver  # noqa: F401
     except ImportError as e:
         what = "pycuda" if (e.name or "").startswith("pycuda") else "TensorRT"
         state = "is not installed" if isinstance(e, ModuleNotFoundError) else "cannot be loaded"
         raise BackendError(f"{what} {state} ({e}); {INSTALL_HINT}") from None
-    return trt, cuda
 
 
 @functools.cache
-def trt_logger(trt: Any) -> Any:
+def trt_logger() -> tensorrt.ILogger:
     """The process's one TensorRT logger, for every builder and runtime. TensorRT keeps a single
     logger while any builder or runtime lives and ignores the one a newer runtime is given; a
     logger per runtime would be freed with the old runtime at a model reload while the new one
     still logs through it."""
+    import tensorrt as trt
+
     return trt.Logger(trt.Logger.WARNING)
 
 
@@ -59,9 +66,12 @@ class Platform:
 
 def probe_platform(device: int = 0) -> Platform:
     try:
-        trt, cuda = import_runtime()
+        require_runtime()
     except BackendError as e:
         return Platform(problem=str(e))
+    import pycuda.driver as cuda
+    import tensorrt as trt
+
     try:
         cuda.init()
         gpu = cuda.Device(device)
@@ -78,12 +88,19 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, engine: dict, device: int = 0):
-        trt, cuda = import_runtime()
+        require_runtime()
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
         self._cuda = cuda
         self.bundle, self.engine = bundle, engine
         self.version = trt.__version__
-        self._ctx = self._runtime = self._engine = self._context = self._stream = None
-        self._host: dict[str, np.ndarray] = {}
+        self._ctx: Any = None
+        self._stream: Any = None
+        self._runtime: tensorrt.Runtime | None = None
+        self._engine: tensorrt.ICudaEngine | None = None
+        self._context: tensorrt.IExecutionContext | None = None
+        self._host: dict[str, Any] = {}        # pycuda page-locked arrays; .base is the allocation
         self._device: dict[str, Any] = {}
         path = bundle.path / engine["file"]
         try:
@@ -92,7 +109,7 @@ class TensorRTBackend:
             self._ctx = cuda.Device(device).make_context()
             self._ctx.pop()
             with self._active():
-                self._open(trt, path)
+                self._open(path)
         except Exception as e:
             self.close()
             if isinstance(e, BackendError):
@@ -109,13 +126,15 @@ class TensorRTBackend:
         finally:
             self._ctx.pop()
 
-    def _open(self, trt: Any, path: Path) -> None:
-        self._runtime = trt.Runtime(trt_logger(trt))
+    def _open(self, path: Path) -> None:
+        import tensorrt as trt
+
+        self._runtime = trt.Runtime(trt_logger())
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             raise BackendError(f"{path}: TensorRT {self.version} could not load this engine (its log above says why); "
                                f"rebuild it: {rebuild_command(self.bundle)}")
-        self.max_batch = self._max_batch(trt, path)
+        self.max_batch = self._max_batch(path)
         h, w, b = self.bundle.height, self.bundle.width, self.max_batch
         self._context = self._engine.create_execution_context()
         if self._context is None:
@@ -137,8 +156,10 @@ class TensorRTBackend:
                                f"(anomaly_map [B, 1, {h}, {w}], score [B]); re-export the bundle, then "
                                f"{rebuild_command(self.bundle)}")
 
-    def _max_batch(self, trt: Any, path: Path) -> int:
+    def _max_batch(self, path: Path) -> int:
         """The engine's max batch, once its I/O is checked against the engine contract."""
+        import tensorrt as trt
+
         engine, h, w = self._engine, self.bundle.height, self.bundle.width
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
         if names == {INPUT, *OUTPUTS} and engine.get_tensor_mode(INPUT) == trt.TensorIOMode.INPUT \
