@@ -53,6 +53,12 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="override the config's log_level")
+    p.add_argument("--check", action="store_true",
+                   help="commissioning: start up as the daemon would (bundle, backend, cameras, ports), judge one "
+                        "frame per camera, print the verdicts and exit; publishes nothing. Exit 0 when every camera "
+                        "gave a frame the model judged, 1 otherwise, 2 for a config or start-up error")
+    p.add_argument("--check-timeout", type=float, default=10.0, metavar="S",
+                   help="with --check: how long to wait for each camera's first frame (default %(default)s)")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -66,6 +72,14 @@ def run_main(argv: list[str] | None = None) -> int:
     except (BundleError, BackendError, OSError) as e:
         print(f"edge-run: {e}", file=sys.stderr)
         return 2
+    if args.check:
+        from edge.check import check_line, passed, report
+        try:
+            checks = check_line(daemon, args.check_timeout)
+            print("\n".join(report(daemon, checks)), flush=True)
+        finally:
+            daemon.close()
+        return 0 if passed(checks) else 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: (log.info("%s: stopping", signal.Signals(signum).name),
                                                   daemon.stop()))

@@ -155,19 +155,24 @@ class Daemon:
 
     # -- per batch ----------------------------------------------------------------------
     def _process(self, batch: Batch) -> None:
-        verdicts: list[Verdict | None] = [None] * len(batch.frames)
+        for v in self.judge_frames(batch.frames):
+            self._publish(v)
+
+    def judge_frames(self, frames: list[Frame]) -> list[Verdict]:
+        """One verdict per frame, in order: ERROR for a frame that cannot be judged, the model's
+        for the rest (inferred together). Publishes nothing."""
+        verdicts: list[Verdict | None] = [None] * len(frames)
         good = []
-        for i, f in enumerate(batch.frames):
+        for i, f in enumerate(frames):
             problem = frame_problem(f)
             if problem is None:
                 good.append(i)
             else:
                 verdicts[i] = self.judge.error(f, problem)
         if good:
-            for i, v in zip(good, self._infer([batch.frames[i] for i in good])):
+            for i, v in zip(good, self._infer([frames[i] for i in good])):
                 verdicts[i] = v
-        for v in verdicts:
-            self._publish(v)
+        return verdicts
 
     def _infer(self, frames: list[Frame]) -> list[Verdict]:
         h, w = self.bundle.height, self.bundle.width
@@ -233,6 +238,13 @@ class Daemon:
             log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
                      stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
                      final["latency_ms"]["p50"], final["latency_ms"]["p99"])
+        self.close()
+
+    def close(self) -> None:
+        """Release the socket, the model, the metrics port and the evidence writer (after run,
+        or instead of it)."""
+        if self.evidence is not None:
+            self.evidence.close()
         self.publisher.close()
         self.backend.close()
         if self.metrics is not None:

@@ -72,5 +72,7 @@ class EvidenceStore:
                 self._files.popleft().unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Write what is queued, then stop; closing again does nothing."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=10)

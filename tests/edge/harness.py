@@ -40,10 +40,12 @@ def pattern(n: int) -> list[np.ndarray]:
     return [part(40, (48, 64), spot=(10, 10, 12) if i % 3 == 0 else None) for i in range(n)]
 
 
-def write_config(tmp_path: Path, bundle: Path, source: dict, **sections) -> tuple[Path, str]:
-    """A line config judging `source` with `bundle`; sections override/extend the defaults here."""
+def write_config(tmp_path: Path, bundle: Path, source: dict | None, **sections) -> tuple[Path, str]:
+    """A line config judging `source` with `bundle` (source None: pass streams=[...] instead);
+    sections override/extend the defaults here."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    cfg = {"line": "line3", "station": "st1", "bundle": str(bundle), "source": source,
+    camera = {"station": "st1", "source": source} if source is not None else {}
+    cfg = {"line": "line3", **camera, "bundle": str(bundle),
            "batch": {"max_batch": 4, "max_wait_ms": 5},
            "queue": {"size": 64, "overflow": "block"},
            "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1, "wait_timeout_s": 20}}
