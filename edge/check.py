@@ -21,39 +21,45 @@ class StreamCheck:
     stream: str
     verdict: Verdict | None        # None: no frame came
     grab_s: float
-    note: str                      # what happened to a stream that gave no frame
+    note: str                      # for a stream that gave no frame: what its source said
 
 
-def first_frame(source: Source, timeout_s: float) -> tuple[Frame | None, float, str]:
-    """The source's first frame within ``timeout_s`` (a camera retries with back-off meanwhile),
-    how long it took, and the source's state then (before it is stopped)."""
-    stop, got = threading.Event(), []
+def first_frames(sources: list[Source], timeout_s: float) -> dict[str, tuple[Frame | None, float, str]]:
+    """Each source's first frame within ``timeout_s``, all grabbed at once (a camera retries with
+    back-off meanwhile): (frame or None, seconds it took, the source's state at the end, before
+    it is stopped), by source name."""
+    stop, start = threading.Event(), time.monotonic()
+    got: dict[str, tuple[Frame, float]] = {}
 
-    def grab() -> None:
+    def grab(source: Source) -> None:
         for frame in source.frames(stop):
-            got.append(frame)
+            got[source.name] = frame, time.monotonic() - start
             break
 
-    start = time.monotonic()
-    grabber = threading.Thread(target=grab, name=f"check-{source.name}", daemon=True)
-    grabber.start()
-    grabber.join(timeout_s)
-    seconds, state = time.monotonic() - start, source.state
+    grabbers = [threading.Thread(target=grab, args=(s,), name=f"check-{s.name}", daemon=True) for s in sources]
+    for grabber in grabbers:
+        grabber.start()
+    for grabber in grabbers:
+        grabber.join(max(0.0, start + timeout_s - time.monotonic()))
+    states = {s.name: s.state for s in sources}
     stop.set()
-    grabber.join(5)
-    return (got[0] if got else None), seconds, state
+    for grabber in grabbers:
+        grabber.join(5)
+    return {s.name: (*got.get(s.name, (None, timeout_s)), states[s.name]) for s in sources}
 
 
 def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:
-    """One frame per stream, judged together (the cameras are grabbed one after the other)."""
-    grabbed = {name: first_frame(stream.source, timeout_s) for name, stream in daemon.streams.items()}
+    """One frame per stream, judged together."""
+    grabbed = first_frames([stream.source for stream in daemon.streams.values()], timeout_s)
     frames = [frame for frame, _, _ in grabbed.values() if frame is not None]
     verdicts = {v.frame.stream: v for v in daemon.judge_frames(frames)} if frames else {}
-    return [StreamCheck(name, verdicts.get(name), seconds,
-                        "" if name in verdicts else
-                        f"no frame within {timeout_s:g} s (source {state}, "
-                        f"{daemon.streams[name].source.reconnects} reconnects)")
-            for name, (_, seconds, state) in grabbed.items()]
+    checks = []
+    for name, (_, seconds, state) in grabbed.items():
+        source = daemon.streams[name].source
+        why = f"; {source.problem}" if source.problem else ""
+        checks.append(StreamCheck(name, verdicts.get(name), seconds,
+                                  f"no frame within {timeout_s:g} s (source {state}, {source.reconnects} reconnects{why})"))
+    return checks
 
 
 def passed(checks: list[StreamCheck]) -> bool:

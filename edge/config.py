@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import reprlib
 from collections.abc import Mapping
@@ -25,15 +26,21 @@ class ReconnectConfig:
     max_s: float = 10.0           # back-off doubles up to this
 
 
+GENTL_PATH_VARIABLE = "GENICAM_GENTL64_PATH"   # the GenTL standard's list of producer folders
+
+
 @dataclass(slots=True)
 class SourceConfig:
-    kind: str                     # "video" | "images" | "camera"
+    kind: str                     # "video" | "images" | "camera" | "genicam"
     name: str = "cam0"            # stream name, used in frame ids and status
     path: Path | None = None      # video file or image folder (relative paths: to the config file)
     url: str | None = None        # camera: RTSP/HTTP URL ...
     index: int | None = None      # ... or a local device index
     loop: bool = False            # files only: start again at the end
     fps: float | None = None      # pace to this rate (a file standing in for a camera); None = as fast as read
+    cti: Path | None = None       # genicam: the GenTL producer; None = the .cti files in $GENICAM_GENTL64_PATH
+    device: str | None = None     # genicam: serial number, id or user-defined name; None = the first camera
+    features: dict = field(default_factory=dict)   # genicam: feature name → value, written in this order
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
 
 
@@ -105,7 +112,7 @@ class LineConfig:
 @dataclass(frozen=True, slots=True)
 class _Key:
     """A scalar key: its type and the range, choices or pattern its value must fit."""
-    type: type                        # bool, int, float, str or Path
+    type: type                        # bool, int, float, str, Path, or dict (names → scalars)
     lo: float | None = None
     hi: float | None = None
     above: bool = False               # lo itself is not allowed (a rate or a period of 0)
@@ -152,13 +159,21 @@ _STATION = _Key(str, pattern=_TOPIC_PART.pattern, pattern_text=_TOPIC_PART.patte
 _POSITIVE = _Key(float, lo=0, above=True)
 _POSITIVE_OR_NULL = _Key(float, lo=0, above=True, nullable=True)
 _FILE_KEYS = {"loop": _Key(bool), "fps": _POSITIVE_OR_NULL}
+_RECONNECT = _Section(ReconnectConfig, {"initial_s": _POSITIVE, "max_s": _POSITIVE})
 _SOURCE_VARIANTS: dict[str, Mapping[str, _Key | _Section]] = {
     "video": {"path": _Key(Path, required=True, exists="file"), **_FILE_KEYS},
     "images": {"path": _Key(Path, required=True, exists="directory"), **_FILE_KEYS},
     "camera": {
         "url": _Key(str, nullable=True),
         "index": _Key(int, lo=0, nullable=True),
-        "reconnect": _Section(ReconnectConfig, {"initial_s": _POSITIVE, "max_s": _POSITIVE}),
+        "reconnect": _RECONNECT,
+    },
+    "genicam": {
+        "cti": _Key(Path, nullable=True, exists="file"),
+        "device": _Key(str, nullable=True, pattern=r".+",
+                       pattern_text="a serial number, device id or user-defined name (quoted when it is a number)"),
+        "features": _Key(dict),
+        "reconnect": _RECONNECT,
     },
 }
 _SOURCE = _Section(SourceConfig, tag="kind", variants=_SOURCE_VARIANTS, keys={
@@ -206,6 +221,8 @@ def _error(where: str, key: str, problem: str, fix: str = "", got: object = _MIS
 
 
 def _allowed(key: _Key) -> str:
+    if key.type is dict:
+        return "a mapping of names to values (numbers, true/false or strings)"
     if key.choices:
         text = "one of " + ", ".join(map(repr, key.choices))
     elif key.type is bool:
@@ -226,6 +243,10 @@ def _allowed(key: _Key) -> str:
 def _fits(key: _Key, value: object) -> bool:
     if value is None:
         return key.nullable
+    if key.type is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and (isinstance(v, (str, bool, int)) or isinstance(v, float) and math.isfinite(v))
+            for k, v in value.items())
     if key.type is bool or isinstance(value, bool):
         # YAML's true/false are Python bools, which are also ints: keep them apart both ways.
         return key.type is bool and isinstance(value, bool)
@@ -331,6 +352,9 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
             raise _error(ctx.where, where, "a camera needs exactly one of 'url' or 'index'",
                          got={"url": source.url, "index": source.index},
                          fix="set url (e.g. rtsp://camera.local/stream1) or index (e.g. 0), not both")
+        if source.kind == "genicam" and source.cti is None and not os.environ.get(GENTL_PATH_VARIABLE):
+            raise _error(ctx.where, f"{where}.cti", f"no GenTL producer: cti is not set and neither is "
+                         f"${GENTL_PATH_VARIABLE}", fix="set cti to the camera vendor's .cti file")
         backoff = source.reconnect
         if backoff.max_s < backoff.initial_s:
             raise _error(ctx.where, f"{where}.reconnect.max_s",

@@ -214,7 +214,8 @@ class Daemon:
                 "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
                 "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
                 "queue_depth": len(q), "streams": len(self.streams),
-                "source": {"name": name, "state": stream.source.state, "reconnects": stream.source.reconnects},
+                "source": {"name": name, "state": stream.source.state, "reconnects": stream.source.reconnects,
+                           "problem": stream.source.problem},
                 "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
                 "threshold": self.judge.threshold, "model": self.bundle.name, "reloads": dict(self.reloads),
                 "backend": self.backend.describe()}

@@ -1,4 +1,5 @@
-"""Frame sources: a video file, a folder of images, or a live camera (device index or URL).
+"""Frame sources: a video file, a folder of images, a live camera (device index or URL), or
+a GenICam camera through its vendor's GenTL producer (edge/genicam.py).
 
 Every source turns what OpenCV reads (BGR) into the RGB frames the engine contract wants,
 numbers its frames per stream from 0, and stops promptly when the caller's ``stop`` event
@@ -29,12 +30,14 @@ _NETWORK_TIMEOUTS_MS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_
 
 class Source:
     """A stream of frames. The status heartbeat reads ``state`` ("connecting", "streaming",
-    "reconnecting" or "ended") and ``reconnects``."""
+    "reconnecting" or "ended"), ``reconnects`` and ``problem`` (why the last attempt to stream
+    failed; None while streaming)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.state = "connecting"
         self.reconnects = 0
+        self.problem: str | None = None
         self._seq = 0
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
@@ -42,10 +45,11 @@ class Source:
         raise NotImplementedError
 
     def _emit(self, frame_id: str, bgr: np.ndarray | None, error: str | None = None) -> Frame:
-        """Wraps what was just read; call it right after the read so t_grab is the grab time."""
-        t_grab = time.time()
-        image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        frame = Frame(self.name, self._seq, frame_id, t_grab, image, error)
+        """Wraps what OpenCV just read; call it right after the read so t_grab is the grab time."""
+        return self._emit_rgb(frame_id, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), error)
+
+    def _emit_rgb(self, frame_id: str, rgb: np.ndarray | None, error: str | None = None) -> Frame:
+        frame = Frame(self.name, self._seq, frame_id, time.time(), rgb, error)
         self._seq += 1
         return frame
 
@@ -141,17 +145,16 @@ class ImageFolderSource(_FileSource):
         return good
 
 
-class CameraSource(Source):
-    """A live camera: a local device index or a URL (RTSP, HTTP, or anything OpenCV opens).
+class ReconnectingSource(Source):
+    """A live camera: ``_session`` streams until the camera drops out (a failed open or read,
+    the end of the stream), then the source waits (back-off doubling from ``initial_s`` to
+    ``max_s``, cut short by ``stop``) and starts a new session. seq goes on counting across
+    reconnects."""
 
-    A failed open, a failed read or the end of the stream is a dropout: the capture is released,
-    the source waits (back-off doubling from ``initial_s`` to ``max_s``, cut short by ``stop``)
-    and opens it again. Frame ids are ``"<name>:<seq>"``; seq goes on counting across reconnects.
-    """
+    target: object              # what the logs call the camera
 
-    def __init__(self, target: int | str, name: str = "cam0", reconnect: ReconnectConfig | None = None) -> None:
+    def __init__(self, name: str, reconnect: ReconnectConfig | None) -> None:
         super().__init__(name)
-        self.target = target
         self.backoff = reconnect or ReconnectConfig()
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
@@ -170,8 +173,8 @@ class CameraSource(Source):
                 # A camera that stays away must not flood the log: attempts 1, 2, 4, 8, ... are
                 # logged; the status topic carries every reconnect.
                 log.log(logging.WARNING if failed & (failed - 1) == 0 else logging.DEBUG,
-                        "%s: camera %s dropped out; reconnecting in %.2f s (attempt %d since it last delivered)",
-                        self.name, self.target, delay, failed)
+                        "%s: camera %s dropped out (%s); reconnecting in %.2f s (attempt %d since it last delivered)",
+                        self.name, self.target, self.problem, delay, failed)
                 if stop.wait(delay):
                     break
                 delay = min(delay * 2, self.backoff.max_s)
@@ -179,22 +182,38 @@ class CameraSource(Source):
             self.state = "ended"
 
     def _session(self, stop: threading.Event) -> Generator[Frame, None, int]:
-        """Opens the camera and yields frames until a read fails; returns how many it delivered."""
+        """Opens the camera and yields frames until it drops out, setting ``problem`` to why;
+        returns how many frames it delivered."""
+        raise NotImplementedError
+
+
+class CameraSource(ReconnectingSource):
+    """A camera OpenCV opens: a local device index or a URL (RTSP, HTTP, ...). Frame ids are
+    ``"<name>:<seq>"``."""
+
+    def __init__(self, target: int | str, name: str = "cam0", reconnect: ReconnectConfig | None = None) -> None:
+        super().__init__(name, reconnect)
+        self.target = target
+
+    def _session(self, stop: threading.Event) -> Generator[Frame, None, int]:
         capture: cv2.VideoCapture | None = None
         delivered = 0
         try:
             capture = self._open()
             if not capture.isOpened():
+                self.problem = "cannot open it"
                 return 0
-            self.state = "streaming"
+            self.state, self.problem = "streaming", None
             while not stop.is_set():
                 ok, bgr = capture.read()
                 if not ok:
+                    self.problem = "a read failed or the stream ended"
                     break
                 yield self._emit(f"{self.name}:{self._seq}", bgr)
                 delivered += 1
-        except Exception:  # a backend that fails loudly is a dropout too: the line must keep running
+        except Exception as e:  # a backend that fails loudly is a dropout too: the line must keep running
             log.exception("%s: camera %s failed", self.name, self.target)
+            self.problem = f"{type(e).__name__}: {e}"
         finally:
             if capture is not None:
                 capture.release()
@@ -212,8 +231,12 @@ def open_source(cfg: SourceConfig) -> Source:
     """The source a validated ``SourceConfig`` describes."""
     if cfg.kind == "camera":
         return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
+    if cfg.kind == "genicam":
+        from edge.genicam import GenICamSource     # harvesters only where a GenICam camera is configured
+
+        return GenICamSource(cfg.cti, cfg.device, cfg.features, cfg.name, cfg.reconnect)
     if cfg.kind == "video":
         return VideoFileSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
     if cfg.kind == "images":
         return ImageFolderSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
-    raise ValueError(f"unknown source kind {cfg.kind!r}; expected 'video', 'images' or 'camera'")
+    raise ValueError(f"unknown source kind {cfg.kind!r}; expected 'video', 'images', 'camera' or 'genicam'")

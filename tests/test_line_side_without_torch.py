@@ -11,11 +11,12 @@ class _NoTorch:
         if name.split('.')[0] in {'torch', 'torchvision', 'timm'}:
             raise ImportError(f'{name} is blocked: the line side must not need it')
 sys.meta_path.insert(0, _NoTorch())
-import edge, edge.daemon, edge.cli, edge.check, edge.backends.onnxruntime, edge.sources, edge.listen
+import edge, edge.daemon, edge.cli, edge.check, edge.genicam, edge.backends.onnxruntime, edge.sources, edge.listen
 import calibration.calibrate, calibration.cli, calibration.eval_cli, calibration.report, calibration.evaluate
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm', 'export'})
 print('loaded:', loaded)
 assert not loaded, loaded
+assert 'harvesters' not in sys.modules, 'harvesters is for GenICam sources only, imported when one opens'
 """
 
 
