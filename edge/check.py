@@ -10,8 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
 
 from edge.daemon import Daemon
+from edge.evidence import overlay
 from edge.sources import Source
 from edge.types import Frame, Verdict
 
@@ -49,10 +53,10 @@ def first_frames(sources: list[Source], timeout_s: float) -> dict[str, tuple[Fra
 
 
 def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:
-    """One frame per stream, judged together."""
+    """One frame per stream, judged together (each verdict keeps its anomaly map)."""
     grabbed = first_frames([stream.source for stream in daemon.streams.values()], timeout_s)
     frames = [frame for frame, _, _ in grabbed.values() if frame is not None]
-    verdicts = {v.frame.stream: v for v in daemon.judge_frames(frames)} if frames else {}
+    verdicts = {v.frame.stream: v for v in daemon.judge_frames(frames, keep_maps=True)} if frames else {}
     checks = []
     for name, (_, seconds, state) in grabbed.items():
         source = daemon.streams[name].source
@@ -60,6 +64,19 @@ def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:
         checks.append(StreamCheck(name, verdicts.get(name), seconds,
                                   f"no frame within {timeout_s:g} s (source {state}, {source.reconnects} reconnects{why})"))
     return checks
+
+
+def save_overlays(checks: list[StreamCheck], folder: Path) -> list[Path]:
+    """``<stream>.png`` per judged frame: the frame under its heatmap, regions boxed, verdict written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for c in checks:
+        if c.verdict is not None and c.verdict.anomaly_map is not None:
+            path = folder / f"{c.stream}.png"
+            if not cv2.imwrite(str(path), overlay(c.verdict)):
+                raise OSError(f"cannot write {path}")
+            written.append(path)
+    return written
 
 
 def passed(checks: list[StreamCheck]) -> bool:

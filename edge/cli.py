@@ -59,6 +59,8 @@ def run_main(argv: list[str] | None = None) -> int:
                         "gave a frame the model judged, 1 otherwise, 2 for a config or start-up error")
     p.add_argument("--check-timeout", type=float, default=10.0, metavar="S",
                    help="with --check: how long to wait for each camera's first frame (default %(default)s)")
+    p.add_argument("--check-out", type=Path, metavar="DIR",
+                   help="with --check: save each judged frame with its heatmap as DIR/<stream>.png")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -73,10 +75,12 @@ def run_main(argv: list[str] | None = None) -> int:
         print(f"edge-run: {e}", file=sys.stderr)
         return 2
     if args.check:
-        from edge.check import check_line, passed, report
+        from edge.check import check_line, passed, report, save_overlays
         try:
             checks = check_line(daemon, args.check_timeout)
             print("\n".join(report(daemon, checks)), flush=True)
+            for path in save_overlays(checks, args.check_out) if args.check_out else ():
+                print(f"heatmap  {path}")
         finally:
             daemon.close()
         return 0 if passed(checks) else 1

@@ -158,9 +158,10 @@ class Daemon:
         for v in self.judge_frames(batch.frames):
             self._publish(v)
 
-    def judge_frames(self, frames: list[Frame]) -> list[Verdict]:
+    def judge_frames(self, frames: list[Frame], keep_maps: bool = False) -> list[Verdict]:
         """One verdict per frame, in order: ERROR for a frame that cannot be judged, the model's
-        for the rest (inferred together). Publishes nothing."""
+        for the rest (inferred together; ``keep_maps``: OK verdicts keep their anomaly map too).
+        Publishes nothing."""
         verdicts: list[Verdict | None] = [None] * len(frames)
         good = []
         for i, f in enumerate(frames):
@@ -170,11 +171,11 @@ class Daemon:
             else:
                 verdicts[i] = self.judge.error(f, problem)
         if good:
-            for i, v in zip(good, self._infer([frames[i] for i in good])):
+            for i, v in zip(good, self._infer([frames[i] for i in good], keep_maps)):
                 verdicts[i] = v
         return verdicts
 
-    def _infer(self, frames: list[Frame]) -> list[Verdict]:
+    def _infer(self, frames: list[Frame], keep_maps: bool) -> list[Verdict]:
         h, w = self.bundle.height, self.bundle.width
         t0 = time.perf_counter()
         try:
@@ -187,7 +188,7 @@ class Daemon:
             return [self.judge.error(f, f"inference failed: {e}") for f in frames]
         self.infer_ms.append((time.perf_counter() - t0) * 1000)
         self.batch_sizes.append(len(frames))
-        return [self.judge.judge(f, maps[i, 0], float(scores[i])) for i, f in enumerate(frames)]
+        return [self.judge.judge(f, maps[i, 0], float(scores[i]), keep_maps) for i, f in enumerate(frames)]
 
     def _publish(self, v: Verdict) -> None:
         stream = self.streams[v.frame.stream]

@@ -21,19 +21,22 @@ log = logging.getLogger(__name__)
 
 
 def overlay(v: Verdict) -> np.ndarray:
-    """BGR image: the frame, its anomaly map as a JET heatmap on top, NG regions boxed."""
+    """BGR image: the frame, its anomaly map as a JET heatmap on top, NG regions boxed, the
+    verdict and score against the threshold written in the corner."""
     img = cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR)
     amap = cv2.resize(v.anomaly_map, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-    # Stretch this part's own range: the boxes already say where the threshold is crossed, the
-    # colours show how the anomaly is spread (red = its peak).
-    lo, hi = float(amap.min()), float(amap.max())
+    # From this part's lowest value up to its peak, or to the threshold when the peak stays
+    # below it: an NG part's colours show how its anomaly spreads (red = its peak; the boxes say
+    # where the threshold is crossed), an OK part's stay short of red.
+    lo, hi = float(amap.min()), max(float(amap.max()), v.threshold)
     norm = (amap - lo) / max(hi - lo, 1e-12)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
     out = cv2.addWeighted(img, 0.55, heat, 0.45, 0)
     for r in v.regions:
         x, y, w, h = r.bbox
         cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 2)
-    cv2.putText(out, f"{v.verdict} {v.score:.3g} > {v.threshold:.3g}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX,
+    relation = ">" if v.verdict == "NG" else "<="
+    cv2.putText(out, f"{v.verdict} {v.score:.3g} {relation} {v.threshold:.3g}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX,
                 0.6, (255, 255, 255), 2, cv2.LINE_AA)
     return out
 

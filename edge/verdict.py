@@ -20,12 +20,14 @@ class Judge:
     def error(self, frame: Frame, why: str) -> Verdict:
         return Verdict(frame=frame, verdict="ERROR", score=None, threshold=self.threshold, error=why)
 
-    def judge(self, frame: Frame, amap: np.ndarray, score: float) -> Verdict:
-        """amap: [h, w] at model resolution; regions come back in the frame's own pixels."""
+    def judge(self, frame: Frame, amap: np.ndarray, score: float, keep_map: bool = False) -> Verdict:
+        """amap: [h, w] at model resolution; regions come back in the frame's own pixels. The
+        map stays with an NG verdict (its evidence), with an OK one only when ``keep_map``."""
         if not math.isfinite(score) or not np.isfinite(amap).all():
             return self.error(frame, "model returned a non-finite score")
         if score <= self.threshold:
-            return Verdict(frame=frame, verdict="OK", score=score, threshold=self.threshold)
+            return Verdict(frame=frame, verdict="OK", score=score, threshold=self.threshold,
+                           anomaly_map=amap if keep_map else None)
         fh, fw = frame.image.shape[:2]
         regions = self.regions(amap, sx=fw / amap.shape[1], sy=fh / amap.shape[0])
         return Verdict(frame=frame, verdict="NG", score=score, threshold=self.threshold,

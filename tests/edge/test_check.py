@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import threading
 
+import cv2
+
 from edge.check import check_line
 from edge.config import load_config
 from edge.daemon import Daemon
@@ -26,10 +28,15 @@ def test_check_judges_one_frame_per_camera_and_says_what_it_saw(tmp_path):
                {"station": "side", "source": {"kind": "video", "name": "side", "path": str(ng_video)}}]
     config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), None, streams=streams)
 
-    result = run_check(config)
+    result = run_check(config, "--check-out", str(tmp_path / "heatmaps"))
 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    # The frames under their heatmaps, OK and NG alike, at the frames' own size.
+    assert lines[-2:] == [f"heatmap  {tmp_path / 'heatmaps' / name}.png" for name in ("top", "side")]
+    for name in ("top", "side"):
+        assert cv2.imread(str(tmp_path / "heatmaps" / f"{name}.png")).shape == (48, 64, 3)
+    lines = lines[:-2]
     assert lines[0].startswith(f"bundle   {tmp_path / 'bundle'} (32×32 input), threshold 0.5 (calibrated on 20")
     assert lines[1].startswith("backend  onnxruntime") and "CPUExecutionProvider" in lines[1]
     assert lines[2] == f"publish  {endpoint} bound"
