@@ -87,7 +87,7 @@ class StreamConfig:
 @dataclass(slots=True)
 class LineConfig:
     line: str
-    bundle: Path
+    bundle: Path | None = None      # required, except for edge-capture (a line without a model yet)
     station: str | None = None      # one camera: station + source ...
     source: SourceConfig | None = None
     streams: list[StreamConfig] = field(default_factory=list)   # ... or several; after loading, always filled
@@ -366,18 +366,23 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
                      fix="set both (make keys with edge-keys), or neither for a plain socket")
 
 
-def parse_config(data: object, path: Path | None = None) -> LineConfig:
+# edge-capture records a line's cameras before it has a bundle.
+_LINE_WITHOUT_BUNDLE = dataclasses.replace(_LINE, keys={**_LINE.keys, "bundle": _Key(Path, nullable=True)})
+
+
+def parse_config(data: object, path: Path | None = None, need_bundle: bool = True) -> LineConfig:
     """Validates already-loaded YAML data; relative paths resolve against path's directory
-    (the working directory when path is None)."""
+    (the working directory when path is None). ``need_bundle`` False: the bundle key may be
+    left out and is not checked (edge-capture)."""
     ctx = _Ctx(where=str(path) if path is not None else "<config>",
                base=Path(path).resolve().parent if path is not None else Path.cwd())
-    cfg = _build(_LINE, data, "", ctx)
+    cfg = _build(_LINE if need_bundle else _LINE_WITHOUT_BUNDLE, data, "", ctx)
     _check_across_keys(cfg, ctx)
     cfg.path = Path(path) if path is not None else None
     return cfg
 
 
-def load_config(path: str | Path) -> LineConfig:
+def load_config(path: str | Path, need_bundle: bool = True) -> LineConfig:
     """Reads, parses and validates a line config; every mistake is one ConfigError line."""
     path = Path(path)
     try:
@@ -395,4 +400,4 @@ def load_config(path: str | Path) -> LineConfig:
         problem = getattr(e, "problem", None) or str(e)
         raise _error(str(path), where, f"YAML syntax error: {problem}",
                      fix="check the indentation, the ':' after each key and the quotes") from e
-    return parse_config(data, path)
+    return parse_config(data, path, need_bundle)
