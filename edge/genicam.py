@@ -9,7 +9,6 @@ starts, and converts each buffer to the RGB frame the engine contract wants.
 from __future__ import annotations
 
 import difflib
-import glob
 import logging
 import os
 import threading
@@ -65,7 +64,7 @@ def producer_files(cti: Path | None) -> list[Path]:
     if cti is not None:
         return [Path(cti)]
     folders = [f for f in os.environ.get(GENTL_PATH_VARIABLE, "").split(os.pathsep) if f]
-    return sorted(Path(p) for folder in folders for p in glob.glob(os.path.join(folder, "*.cti")))
+    return sorted(p for folder in folders for p in Path(folder).glob("*.cti"))
 
 
 def device_index(devices: Sequence[Any], wanted: str | None) -> int:
