@@ -7,7 +7,6 @@ edge-calibrate sets the threshold with.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import cv2
 
+from edge.cli import Parser
 from edge.config import ConfigError, LineConfig, load_config
 from edge.sources import Source, open_source
 
@@ -103,7 +103,7 @@ def capture(cfg: LineConfig, out: Path, count: int, interval_s: float, timeout_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edge-capture",
         description="Save frames from the cameras of a line config (the one edge-run reads; its bundle may not "
                     "exist yet) as PNG files in OUT/<stream name>/, to train a model on (export-engine --data "

@@ -13,6 +13,7 @@ CLIS = {
     "edge-listen": "from edge.cli import listen_main as m",
     "edge-keys": "from edge.cli import keys_main as m",
     "edge-calibrate": "from calibration.cli import main as m",
+    "edge-capture": "from edge.capture import main as m",
 }
 
 
@@ -31,6 +32,7 @@ def files(tmp_path_factory):
     (root / "v.avi").write_bytes(b"")
     (root / "unknown.yaml").write_text(f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi}}\n"
                                        "batch: {max_bach: 4}\n")
+    (root / "line.yaml").write_text("line: l\nstation: s\nsource: {kind: video, path: v.avi}\n")   # no bundle yet
     return root
 
 
@@ -44,6 +46,12 @@ CASES = [
     ("edge-run", ["--config", "{root}/unknown.yaml"], "did you mean 'max_batch'"),
     ("edge-run", ["--config", "{root}/bad.yaml", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
     ("edge-run", ["--config", "{root}/bad.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+    ("edge-run", ["--config", "{root}/unknown.yaml", "--check", "--check-timeout", "soon"], "invalid float value"),
+    ("edge-capture", [], "required: --config, --out"),
+    ("edge-capture", ["--config", "{root}/bad.yaml", "--out", "{root}/o"], "YAML syntax error"),
+    ("edge-capture", ["--config", "{root}/bad.yaml", "--out", "{root}/o", "--count", "0"], "--count must be >= 1"),
+    ("edge-capture", ["--config", "{root}/line.yaml", "--out", "{root}/o", "--stream", "top"],
+     "--stream top: not in the config; its streams are cam0"),
     ("edge-listen", ["--count", "many"], "invalid int value: 'many'"),
     ("edge-listen", ["--timeout", "soon"], "invalid float value: 'soon'"),
     ("edge-listen", ["--server-key", "{root}/server.key"], "--server-key and --client-key go together"),
