@@ -61,6 +61,8 @@ def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:
     for name, (_, seconds, state) in grabbed.items():
         source = daemon.streams[name].source
         why = f"; {source.problem}" if source.problem else ""
+        if state == "streaming":          # open and healthy, yet silent: a triggered camera between parts
+            why += "; the camera is open but sent nothing: is it waiting for a trigger?"
         checks.append(StreamCheck(name, verdicts.get(name), seconds,
                                   f"no frame within {timeout_s:g} s (source {state}, {source.reconnects} reconnects{why})"))
     return checks

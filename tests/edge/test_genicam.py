@@ -4,6 +4,7 @@ harvesters loads exactly as it loads a vendor's GigE Vision or USB3 Vision produ
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edge.listen import Listener
 from edge.types import Frame
 
 from .conftest import make_bundle
-from .harness import assert_accounted, collect, free_port, start
+from .harness import EDGE_RUN, assert_accounted, collect, free_port, start
 
 genicam = pytest.importorskip("genicam", reason="needs the genicam extra (harvesters + genicam)")
 pytest.importorskip("harvesters", reason="needs the genicam extra (harvesters + genicam)")
@@ -188,3 +189,19 @@ def test_the_producer_folder_variable_stands_for_cti(tmp_path: Path, monkeypatch
     cfg = parse_config(genicam_config(tmp_path), tmp_path / "line.yaml")
     frames, _ = grab(GenICamSource(cfg.source.cti, name="first"), 1)
     assert len(frames) == 1 and frames[0].image.shape == (400, 400, 3)
+
+
+def test_check_says_when_an_open_camera_sends_nothing(tmp_path: Path) -> None:
+    # At 1 frame/s the virtual camera's first frame comes after a second: for a --check that waits
+    # 0.6 s it is open and silent, as a triggered camera is between two parts.
+    config = tmp_path / "line.yaml"
+    config.write_text(yaml.safe_dump({
+        "line": "line3", "station": "st1", "bundle": str(make_bundle(tmp_path / "bundle")),
+        "source": {"kind": "genicam", "name": "slow", "cti": str(VIKY), "features": {"AcquisitionFrameRate": 1.0}},
+        "publish": {"bind": f"tcp://127.0.0.1:{free_port()}"}}))
+    result = subprocess.run([*EDGE_RUN, "--config", str(config), "--check", "--check-timeout", "0.6"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("slow "))
+    assert ("no frame within 0.6 s (source streaming, 0 reconnects; the camera is open but sent nothing: "
+            "is it waiting for a trigger?)") in line
