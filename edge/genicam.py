@@ -103,6 +103,8 @@ def write_features(node_map: Any, features: Mapping[str, object]) -> None:
             close = difflib.get_close_matches(name, [n for n in dir(node_map) if not n.startswith("_")], n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see the camera's feature list (its GenICam XML)"
             raise GenICamError(f"features.{name}: the camera has no such feature; {hint}")
+        if isinstance(value, bool) and set(getattr(node, "symbolics", ()) or ()) >= {"On", "Off"}:
+            value = "On" if value else "Off"        # YAML 1.1 reads a bare On / Off as true / false
         try:
             node.value = value
         except Exception as e:  # GenApi's access, range and type errors, all phrased for the config

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edge.config import ConfigError, ReconnectConfig, parse_config
-from edge.genicam import SUPPORTED_PIXEL_FORMATS, GenICamError, GenICamSource, to_rgb
+from edge.genicam import SUPPORTED_PIXEL_FORMATS, GenICamError, GenICamSource, to_rgb, write_features
 from edge.listen import Listener
 from edge.types import Frame
 
@@ -205,3 +205,22 @@ def test_check_says_when_an_open_camera_sends_nothing(tmp_path: Path) -> None:
     line = next(line for line in result.stdout.splitlines() if line.startswith("slow "))
     assert ("no frame within 0.6 s (source streaming, 0 reconnects; the camera is open but sent nothing: "
             "is it waiting for a trigger?)") in line
+
+
+def test_yaml_booleans_set_on_off_features() -> None:
+    """YAML 1.1 turns a bare ``TriggerMode: On`` into True: an On/Off feature takes it as "On"."""
+    from harvesters.core import Harvester
+
+    harvester = Harvester()
+    harvester.add_file(str(VIKY))
+    harvester.update()
+    acquirer = harvester.create(0)
+    try:
+        node_map = acquirer.remote_device.node_map
+        write_features(node_map, {"GenDCStreamingMode": True})
+        assert node_map.GenDCStreamingMode.value == "On"
+        write_features(node_map, {"GenDCStreamingMode": False, "ChunkModeActive": False})  # a real boolean stays one
+        assert (node_map.GenDCStreamingMode.value, node_map.ChunkModeActive.value) == ("Off", False)
+    finally:
+        acquirer.destroy()
+        harvester.reset()
