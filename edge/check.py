@@ -106,8 +106,8 @@ def report(daemon: Daemon, checks: list[StreamCheck]) -> list[str]:
         lines.append(f"metrics  {daemon.cfg.metrics.bind} bound")
     infer = f"; inference {daemon.infer_ms[-1]:.1f} ms for {daemon.batch_sizes[-1]}" if daemon.infer_ms else ""
     for c in checks:
-        what = describe_verdict(c.verdict) if c.verdict else c.note
-        lines.append(f"{c.stream:<8} {what} (grabbed in {c.grab_s:.2f} s)")
+        what = f"{describe_verdict(c.verdict)} (grabbed in {c.grab_s:.2f} s)" if c.verdict else c.note
+        lines.append(f"{c.stream:<8} {what}")
     judged = sum(passed([c]) for c in checks)
     lines.append(f"{judged} of {len(checks)} streams judged{infer}; nothing was published")
     return lines
