@@ -19,7 +19,7 @@ import cv2
 
 from edge.cli import Parser
 from edge.config import ConfigError, LineConfig, load_config
-from edge.sources import Source, open_source
+from edge.sources import Source, SourceError, open_source
 
 log = logging.getLogger("edge.capture")
 
@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.stream or ()) - set(names))
     if unknown:
         p.error(f"--stream {', '.join(unknown)}: not in the config; its streams are {', '.join(names)}")
-    captures = capture(cfg, args.out, args.count, args.interval, args.timeout, args.stream)
+    try:
+        captures = capture(cfg, args.out, args.count, args.interval, args.timeout, args.stream)
+    except SourceError as e:
+        print(f"edge-capture: {e}", file=sys.stderr)
+        return 2
     for c in captures:
         problems = ", ".join(filter(None, [f"{c.unreadable} unreadable" if c.unreadable else "", c.gave_up]))
         print(f"{c.source.name}: {c.saved} of {args.count} frames saved in {c.folder}"

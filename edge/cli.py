@@ -12,6 +12,7 @@ from edge.backends import BackendError
 from edge.bundle import BundleError
 from edge.config import ConfigError, load_config
 from edge.listen import Listener, format_status, format_verdict
+from edge.sources import SourceError
 
 log = logging.getLogger("edge")
 
@@ -71,7 +72,7 @@ def run_main(argv: list[str] | None = None) -> int:
     from edge.daemon import Daemon  # after logging is set up, so backend choice is logged
     try:
         daemon = Daemon(cfg)
-    except (BundleError, BackendError, OSError) as e:
+    except (BundleError, BackendError, SourceError, OSError) as e:
         print(f"edge-run: {e}", file=sys.stderr)
         return 2
     if args.check:

@@ -7,6 +7,7 @@ is set. A camera never raises: a failed open or read is a dropout, retried with 
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -26,6 +27,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Bounds how long an unreachable or silent network camera can block an open or a read, and so
 # how late a stop request can be noticed (OpenCV's FFmpeg default is 30 s).
 _NETWORK_TIMEOUTS_MS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+
+
+class SourceError(RuntimeError):
+    """A source that cannot run on this machine at all (a driver package missing): refused at
+    start-up with the fix, unlike a camera that is merely away (a dropout, retried)."""
 
 
 class Source:
@@ -232,6 +238,9 @@ def open_source(cfg: SourceConfig) -> Source:
     if cfg.kind == "camera":
         return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
     if cfg.kind == "genicam":
+        if importlib.util.find_spec("harvesters") is None:
+            raise SourceError(f"source {cfg.name}: GenICam cameras need harvesters, which is not installed: "
+                              f"pip install 'edge-inspect[genicam]' (or pip install harvesters)")
         from edge.genicam import GenICamSource     # harvesters only where a GenICam camera is configured
 
         return GenICamSource(cfg.cti, cfg.device, cfg.features, cfg.name, cfg.reconnect)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,10 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from edge.config import ReconnectConfig, SourceConfig
 from edge.sources import CameraSource, ImageFolderSource, Source, VideoFileSource, open_source
 from edge.types import Frame
+
+from .conftest import make_bundle
 
 N_FRAMES = 10
 SIZE = (48, 64)  # h, w
@@ -249,3 +254,23 @@ def test_open_source_builds_what_the_config_says(video: Path, tmp_path: Path) ->
     assert open_source(SourceConfig(kind="camera", url="rtsp://127.0.0.1:9/x")).target == "rtsp://127.0.0.1:9/x"
     with pytest.raises(ValueError, match="'usb'"):
         open_source(SourceConfig(kind="usb"))
+
+
+WITHOUT_HARVESTERS = "import sys; sys.modules['harvesters'] = None; from {module} import {main}; sys.exit({main}())"
+
+
+@pytest.mark.parametrize("module, main, extra", [("edge.cli", "run_main", []),
+                                                 ("edge.capture", "main", ["--out", "captures"])])
+def test_a_genicam_source_without_harvesters_is_refused_at_start_with_the_fix(tmp_path: Path, module, main,
+                                                                             extra) -> None:
+    (tmp_path / "vendor.cti").write_bytes(b"")
+    config = tmp_path / "line.yaml"
+    config.write_text(yaml.safe_dump({"line": "l", "station": "s", "bundle": str(make_bundle(tmp_path / "bundle")),
+                                      "source": {"kind": "genicam", "name": "top", "cti": "vendor.cti"}}))
+    result = subprocess.run([sys.executable, "-c", WITHOUT_HARVESTERS.format(module=module, main=main),
+                             "--config", str(config), *extra], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "source top: GenICam cameras need harvesters, which is not installed: pip install 'edge-inspect[genicam]' "
+        "(or pip install harvesters)")
