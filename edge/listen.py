@@ -71,4 +71,6 @@ def format_status(d: dict) -> str:
     lat = d["latency_ms"]
     return (f"[status {d['state']}] in {c['frames_in']} ok {c['ok']} ng {c['ng']} error {c['error']} "
             f"dropped {c['dropped']} queue {d['queue_depth']} latency p50 {lat['p50']} p99 {lat['p99']} ms "
-            f"source {d['source']['state']}")
+            f"source {d['source']['state']}"
+            # A status from before the problem field (schema 1 allows it) has none.
+            + (f" ({d['source']['problem']})" if d["source"].get("problem") else ""))

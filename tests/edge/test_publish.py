@@ -79,3 +79,6 @@ def test_status_format():
     d = {"state": "running", "counters": {"frames_in": 5, "ok": 3, "ng": 1, "error": 0, "dropped": 1},
          "queue_depth": 0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "source": {"state": "streaming"}}
     assert format_status(d).startswith("[status running] in 5 ok 3 ng 1 error 0 dropped 1")
+    assert format_status(d).endswith("source streaming")
+    d["source"] = {"state": "reconnecting", "problem": "device 'cam-42' not found"}
+    assert format_status(d).endswith("source reconnecting (device 'cam-42' not found)")
