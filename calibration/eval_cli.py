@@ -6,7 +6,8 @@ import math
 import sys
 from pathlib import Path
 
-from calibration.evaluate import DatasetError, EvalResult, Metrics, evaluate
+from calibration.evaluate import AUROC_DROP_BUDGET_POINTS, COMPARED, DatasetError, EvalResult, Metrics, evaluate
+from calibration.reference import ReferenceError, compare_with_reference, load_reference
 from edge.backends import BackendError, load_backend
 from edge.bundle import BundleError, load_bundle
 from edge.cli import Parser
@@ -31,6 +32,23 @@ def summary_table(result: EvalResult) -> str:
     return "\n".join([head, *rows])
 
 
+def comparison_table(diff: dict) -> str:
+    """The deployed model against its PyTorch reference, in points, and the METHODS.md verdict."""
+    runtime = (diff.get("reference") or {}).get("runtime") or {}
+    lines = [f"deployed vs PyTorch reference ({runtime.get('precision', '?')}, {runtime.get('device', '?')}, "
+             f"torch {runtime.get('version', '?')}; reference.npz)",
+             f"{'metric':<16}{'deployed':>9}{'PyTorch':>9}{'diff pt':>9}"]
+    for name, v in diff["overall"].items():
+        cells = [("     n/a" if v[k] is None else f"{100 * v[k]:8.2f}") for k in ("deployed", "reference")]
+        d = "     n/a" if v["diff"] is None else f"{100 * v['diff']:+8.2f}"
+        lines.append(f"{COMPARED[name]:<16} {cells[0]} {cells[1]} {d}")
+    verdict = "within budget" if diff["within_budget"] else "OVER BUDGET"
+    lines.append(f"image AUROC drop {diff['image_auroc_drop_points']:+.2f} points (budget {diff['budget_points']:g}): "
+                 f"{verdict}; largest |score diff| {diff['score_max_abs_diff']:.3g}, anomaly maps max "
+                 f"{diff['map_max_abs_diff']:.3g} / mean {diff['map_mean_abs_diff']:.3g}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-eval",
@@ -40,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                     "FPR, F1-max with its threshold, and false rejects / false accepts at the calibrated "
                     "threshold (calibration.yaml, from edge-calibrate). Writes eval.json (every number) and "
                     "report.html (one self-contained page: tables, score histograms, ROC and PRO curves, "
-                    "the worst parts with heatmaps).")
+                    "the worst parts with heatmaps). When the bundle carries its PyTorch model's outputs on "
+                    "the same files (export-engine --reference), the deployed model is measured against "
+                    f"them too; exit status 1 when deployment cost more than {AUROC_DROP_BUDGET_POINTS:g} points "
+                    "of image AUROC (the accuracy budget of an fp16 engine).")
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
@@ -54,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         bundle = load_bundle(args.bundle)
+        reference = load_reference(bundle)   # a damaged one is reported before the scoring, not after
         result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu), Path(args.data), args.batch)
-    except (BundleError, BackendError, DatasetError) as e:
+        result.comparison = compare_with_reference(bundle, result, reference)
+    except (BundleError, BackendError, DatasetError, ReferenceError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)
         return 2
     from calibration.report import write_report   # matplotlib only once there is something to plot
@@ -68,5 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(result))
     if result.threshold is not None:
         print(f"calibrated threshold {result.threshold:.5g} (FRR, FAR in %)")
+    if result.comparison is not None:
+        print(comparison_table(result.comparison))
     print(f"wrote {json_path}\nwrote {html_path}")
-    return 0
+    return 0 if result.comparison is None or result.comparison["within_budget"] else 1

@@ -134,7 +134,7 @@ class Metrics:
                 "confusion": self.confusion.to_json() if self.confusion else None}
 
 
-COMPARED = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+COMPARED = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
 
 
 def measure(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray,
@@ -157,6 +157,7 @@ class EvalResult:
     per_type: dict[str, Metrics]
     meta: dict = field(default_factory=dict)     # what was measured, with what, when
     notes: list[str] = field(default_factory=list)  # caveats a reader should see first
+    comparison: dict | None = None               # against the PyTorch reference (calibration/reference.py)
 
     @property
     def labels(self) -> np.ndarray:
@@ -176,6 +177,7 @@ class EvalResult:
                 "sigma": cal.sigma, "k": cal.k, "n": cal.n, "data": cal.raw.get("data")},
             "overall": self.overall.to_json(),
             "per_type": {t: m.to_json() for t, m in self.per_type.items()},
+            "reference_comparison": self.comparison,
             "images": [{"file": i.name, "type": i.defect, "score": float(s),
                         **({} if cal is None else {"verdict": "NG" if s > cal.threshold else "OK"})}
                        for i, s in zip(self.items, self.scores)],
@@ -240,17 +242,26 @@ def _notes(overall: Metrics, calibration: Calibration | None) -> list[str]:
     return notes
 
 
-def evaluate(bundle: Bundle, backend: Backend, root: Path, batch: int = 8) -> EvalResult:
-    """Score every test image of the category at `root` with the bundle on `backend`, and measure."""
-    items = find_items(root)
+def score_items(bundle: Bundle, backend: Backend, items: list[Item], batch: int = 8,
+                desc: str = "scoring test parts") -> tuple[np.ndarray, np.ndarray, float]:
+    """(maps float32 [N, h, w] on the pixel grid, scores float32 [N], seconds) of `items`
+    through `backend`, the images read and resized as the line does. Any model that follows
+    the Backend interface, PyTorch included, goes through this same path."""
     grid = pixel_grid(len(items), bundle.height, bundle.width)
     maps = np.empty((len(items), *grid), np.float32)
     scores = np.empty(len(items), np.float32)
     t0, i = time.perf_counter(), 0
-    for m, s in infer_files(backend, bundle, [it.image for it in items], batch, "scoring test parts"):
+    for m, s in infer_files(backend, bundle, [it.image for it in items], batch, desc):
         maps[i:i + len(s)], scores[i:i + len(s)] = to_grid(m, grid), s
         i += len(s)
-    seconds = time.perf_counter() - t0
+    return maps, scores, time.perf_counter() - t0
+
+
+def evaluate(bundle: Bundle, backend: Backend, root: Path, batch: int = 8) -> EvalResult:
+    """Score every test image of the category at `root` with the bundle on `backend`, and measure."""
+    items = find_items(root)
+    maps, scores, seconds = score_items(bundle, backend, items, batch)
+    grid = maps.shape[1:]
     result = evaluate_outputs(items, maps, scores, bundle.calibration)
     result.meta = {"model": bundle.name, "method": bundle.method, "backend": backend.describe(),
                    "data": str(root.resolve()), "input": [bundle.height, bundle.width],

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from calibration.calibrate import read_rgb
-from calibration.evaluate import EvalResult, Item, Metrics, load_masks
+from calibration.evaluate import COMPARED, EvalResult, Item, Metrics, load_masks
 from calibration.metrics import AUPRO_FPR_LIMIT, pro_curve, wilson_interval
 
 GOOD_COLOUR, DEFECT_COLOUR, THRESHOLD_COLOUR, F1_COLOUR = "#4c72b0", "#dd8452", "#c44e52", "#555555"
@@ -270,8 +270,7 @@ def gallery(result: EvalResult) -> str:
 
 
 def comparison_html(diff: dict) -> str:
-    names = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
-    rows = [[names[k], pct(v["deployed"]), pct(v["reference"]),
+    rows = [[COMPARED[k], pct(v["deployed"]), pct(v["reference"]),
              "n/a" if v["diff"] is None else f"{100 * v['diff']:+.2f} pt"] for k, v in diff["overall"].items()]
     ok = diff["within_budget"]
     verdict = (f'<p>Image AUROC drop {diff["image_auroc_drop_points"]:+.2f} points (budget '
@@ -279,10 +278,16 @@ def comparison_html(diff: dict) -> str:
                f'{"within budget" if ok else "OVER BUDGET"}</span>. Largest score difference '
                f'{num(diff["score_max_abs_diff"])}, anomaly maps: max {num(diff["map_max_abs_diff"])}, '
                f'mean {num(diff["map_mean_abs_diff"])}.</p>')
-    return table(["metric", "deployed", "reference (PyTorch)", "deployed − reference"], rows) + verdict
+    ref = diff.get("reference") or {}
+    runtime = ref.get("runtime") or {}
+    source = (f'<p class="legend">Reference: the trained model in PyTorch {html.escape(str(runtime.get("version", "?")))}, '
+              f'{html.escape(str(runtime.get("precision", "?")))} on {html.escape(str(runtime.get("device", "?")))}, '
+              f'scored {html.escape(str(ref.get("created_at", "?")))} when the bundle was exported '
+              f'(reference.npz); the same files, read and measured by the same code.</p>') if ref else ""
+    return source + table(["metric", "deployed", "reference (PyTorch)", "deployed − reference"], rows) + verdict
 
 
-def render(result: EvalResult, comparison: dict | None = None) -> str:
+def render(result: EvalResult) -> str:
     meta, cal = result.meta, result.calibration
     backend = meta.get("backend", {})
     info = [["model", meta.get("model", "?")], ["method", meta.get("method", "?")],
@@ -310,14 +315,14 @@ def render(result: EvalResult, comparison: dict | None = None) -> str:
         "<h2>Score distributions</h2>", f'<img class="plot" src="{histograms(result)}" alt="score histograms">',
         "<h2>ROC and PRO curves</h2>", f'<img class="plot" src="{curves(result)}" alt="ROC and PRO curves">',
     ]
-    if comparison is not None:
-        sections += ["<h2>Deployed vs reference model</h2>", comparison_html(comparison)]
+    if result.comparison is not None:
+        sections += ["<h2>Deployed vs reference model</h2>", comparison_html(result.comparison)]
     sections += ["<h2>Parts to look at</h2>", gallery(result)]
     body = "\n".join(sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation · '
             f'{html.escape(str(meta.get("model", "")))}</title><style>{CSS}</style></head><body>{body}</body></html>')
 
 
-def write_report(result: EvalResult, path: Path, comparison: dict | None = None) -> Path:
-    path.write_text(render(result, comparison), encoding="utf-8")
+def write_report(result: EvalResult, path: Path) -> Path:
+    path.write_text(render(result), encoding="utf-8")
     return path

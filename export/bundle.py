@@ -110,9 +110,11 @@ def check_out_dir(out: Path) -> None:
 
 
 def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, split: TrainingSplit,
-                 method_params: dict[str, Any]) -> Path:
-    """Export ``graph`` to ``out/model.onnx`` and describe it in ``out/bundle.yaml``.
-    ``out`` must not exist or be empty. Returns the path of bundle.yaml."""
+                 method_params: dict[str, Any], reference: bool = False) -> Path:
+    """Export ``graph`` to ``out/model.onnx`` and describe it in ``out/bundle.yaml``; with
+    ``reference``, also score the labelled test set of ``split.root`` in PyTorch
+    (``out/reference.npz``, see export/reference.py). ``out`` must not exist or be empty.
+    Returns the path of bundle.yaml."""
     out = Path(out)
     check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,4 +143,7 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
     # Written last: a bundle.yaml present means the model files beside it are complete.
     path = out / BUNDLE_FILE
     path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
+    if reference:
+        from .reference import write_reference   # pulls in the evaluation code: only when asked
+        write_reference(out, graph, split.root)
     return path

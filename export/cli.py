@@ -46,6 +46,13 @@ def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--coreset-ratio", type=float, metavar="R",
                        help="bank size as a fraction of all training patches (default 0.1; 0.01-0.25 "
                             "is useful; greedy time grows linearly with it)")
+    group.add_argument("--reweight", type=int, metavar="B", dest="reweight_neighbours",
+                       help="image score = max of the map × PatchCore's neighbourhood-density weight (paper "
+                            "eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank "
+                            "neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum "
+                            "(default). The map is unchanged. Costs a one-off B-nearest-neighbour search over "
+                            "the bank at export, an int table of bank size × B in the model, and one more "
+                            "distance pass over the bank per image, for its worst patch only")
 
 
 Option = tuple[tuple[str, ...], dict[str, Any]]     # add_argument's (flags, keyword arguments)
@@ -171,6 +178,12 @@ def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
                              "(default 0.1; listed in bundle.yaml)")
     parser.add_argument("--seed", type=int, help="seed for the hold-out split and the coreset (default 0)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="images per forward pass (default 8)")
+    parser.add_argument("--reference", action="store_true", default=None,
+                        help="also score DATA's labelled test set (MVTec layout: test/<type>/, ground_truth/) "
+                             "with the trained PyTorch model, fp32, and keep the outputs in the bundle "
+                             "(reference.npz): edge-eval then measures the deployed model (ONNX Runtime, an fp16 "
+                             "engine) against it on the target; 0.3 points of image AUROC is the budget. The "
+                             "test set is only scored, never used to choose anything")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     engine = parser.add_argument_group(
         "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)")
@@ -232,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = make_config(method.config, load_config(method.config, args.config, args.method), args)
         if args.build_engine:
             check_can_build(args)
+        if config.reference:
+            from .reference import check_reference_data   # the evaluation code (scikit-learn): only when asked
+            check_reference_data(args.data)
         bundle = method.export(args.data, args.out, config)
     except EngineBuildError as exc:
         print(f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "

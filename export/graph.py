@@ -4,7 +4,9 @@ contract"): ``image uint8 [B, H, W, 3]`` RGB in; ``anomaly_map float [B, 1, H, W
 no per-pixel float work on its CPU.
 
 A method supplies only the patch scorer: normalised ``float [B, 3, H, W]`` → patch scores
-``float [B, 1, h, w]``, higher = more anomalous.
+``float [B, 1, h, w]``, higher = more anomalous; or ``(patch scores, weight float [B])``
+when its image score is the map's maximum times a per-image factor (PatchCore's
+neighbourhood-density reweighting), which leaves the map as it is.
 """
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 class AnomalyHead(nn.Module):
     """Patch scores ``[B, 1, h, w]`` → (``anomaly_map [B, 1, H, W]``, ``score [B]``):
     bilinear upsample, separable Gaussian smoothing with reflect padding (borders are not
-    darkened by zeros), score = the map's maximum."""
+    darkened by zeros), score = the map's maximum (times the scorer's weight, when it gives
+    one: taken here rather than in AnomalyGraph so that whatever runs scorer → head, such as
+    bench_gpu's fp16 copy, scores alike)."""
 
     def __init__(self, size: tuple[int, int], sigma: float = SMOOTHING_SIGMA) -> None:
         super().__init__()
@@ -64,12 +68,14 @@ class AnomalyHead(nn.Module):
         self.register_buffer("kernel_x", kernel.reshape(1, 1, 1, -1))
         self.register_buffer("kernel_y", kernel.reshape(1, 1, -1, 1))
 
-    def forward(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, scored: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        patch_scores, weight = scored if isinstance(scored, tuple) else (scored, None)
         upsampled = F.interpolate(patch_scores, size=self.size, mode="bilinear", align_corners=False)
         r = self.radius
         padded = F.pad(upsampled, (r, r, r, r), mode="reflect")
         anomaly_map = F.conv2d(F.conv2d(padded, self.kernel_x), self.kernel_y)
-        return anomaly_map, anomaly_map.amax(dim=(1, 2, 3))
+        score = anomaly_map.amax(dim=(1, 2, 3))
+        return anomaly_map, score if weight is None else score * weight
 
 
 class AnomalyGraph(nn.Module):

@@ -1,6 +1,8 @@
 """PatchCore (Roth et al., CVPR 2022): a memory bank of good patch features, thinned by a
 greedy k-center coreset; a patch's anomaly score is its distance to the nearest bank
-feature, computed inside the exported graph with the bank as a constant.
+feature, computed inside the exported graph with the bank as a constant. Optionally the
+image score is reweighted by the density of the bank around the worst patch's match (the
+paper's eq. 7).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput
+from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,11 @@ class PatchCoreConfig:
     pretrain_dim: int = 1536           # per-level pooled width (wide backbones only)
     target_dim: int = 1024             # feature width after aggregation (wide backbones only)
     chunk_size: int = 1024             # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
+    reweight_neighbours: int = 0       # b of the paper's eq. 7 (anomalib: 9); 0 = score is the map's max
     holdout: float = 0.1               # fraction of good images kept for calibration
     seed: int = 0
     batch_size: int = 8
+    reference: bool = False            # also score DATA's labelled test set in PyTorch (reference.npz)
 
     def __post_init__(self) -> None:
         if self.coreset not in CORESET_METHODS:
@@ -56,6 +61,10 @@ class PatchCoreConfig:
         for name in ("size", "projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
+        if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:
+            # b = 1: the softmax over the match alone is 1, so every score would be 0.
+            raise ValueError(f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
+                             f"(the paper's neighbourhood size; 9 in anomalib)")
 
 
 @dataclass(slots=True)
@@ -68,6 +77,24 @@ class PatchCoreModel:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
+def neighbour_table(bank: torch.Tensor, k: int, block_bytes: int = 2 ** 26) -> torch.Tensor:
+    """``int64 [M, k]``: each bank row's own index, then its ``k − 1`` nearest other rows,
+    nearest first. Built block by block (``block_bytes`` of distances at a time), so a
+    50000-row bank needs tens of MB here, never the ``M × M`` matrix."""
+    bank = bank.float()
+    bank = bank - bank.mean(dim=0)              # as in the scorer: ‖a‖² − 2ab + ‖b‖² stays accurate
+    squared = (bank * bank).sum(dim=1)
+    rows = max(1, block_bytes // (4 * len(bank)))
+    table = torch.empty(len(bank), k, dtype=torch.int64)
+    for start in range(0, len(bank), rows):
+        block = bank[start:start + rows]
+        distances = squared[start:start + rows, None] - 2.0 * block @ bank.T + squared
+        # The row itself goes first whatever its duplicates: eq. 7's numerator is m* itself.
+        distances[torch.arange(len(block)), torch.arange(start, start + len(block))] = -math.inf
+        table[start:start + len(block)] = distances.topk(k, dim=1, largest=False).indices
+    return table
+
+
 class NearestNeighbourScorer(nn.Module):
     """Patch features ``[B, D, h, w]`` → distance to the nearest bank row ``[B, 1, h, w]``.
 
@@ -76,9 +103,12 @@ class NearestNeighbourScorer(nn.Module):
     ``B·h·w·chunk_size`` floats however large the bank (never ``B·h·w·M·D``). Bank and
     features are centred on the bank mean first: distances do not change, magnitudes
     shrink, which keeps ‖a‖² − 2ab + ‖b‖² accurate in fp16 engines.
+
+    With ``reweight_neighbours = b ≥ 2`` it returns ``(patch scores, weight [B])`` instead,
+    the image score's factor of the paper's eq. 7 (see ``density_weight``).
     """
 
-    def __init__(self, bank: torch.Tensor, chunk_size: int = 1024) -> None:
+    def __init__(self, bank: torch.Tensor, chunk_size: int = 1024, reweight_neighbours: int = 0) -> None:
         super().__init__()
         bank = bank.float()
         mean = bank.mean(dim=0)
@@ -90,16 +120,54 @@ class NearestNeighbourScorer(nn.Module):
             self.register_buffer(f"bank_t{i}", -2.0 * chunk.T.contiguous())
             self.register_buffer(f"bank_sq{i}", (chunk * chunk).sum(dim=1))
         self.n_chunks = math.ceil(len(bank) / chunk_size)
+        self.dim = bank.shape[1]
+        self.reweight_neighbours = reweight_neighbours
+        if reweight_neighbours:
+            if reweight_neighbours > len(bank):
+                raise ValueError(f"reweight_neighbours {reweight_neighbours}: the bank has only {len(bank)} rows")
+            start = time.perf_counter()
+            # Neighbours within the bank are fixed at export: the graph only looks them up.
+            self.register_buffer("support", neighbour_table(centred, reweight_neighbours))
+            log.info("reweighting: %d nearest neighbours of %d bank rows in %.1f s", reweight_neighbours,
+                     len(bank), time.perf_counter() - start)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def _expanded(self, a: torch.Tensor, i: int) -> torch.Tensor:
+        """``‖b_j‖² − 2 a·b_j`` for chunk ``i``'s rows: ``[..., chunk]``."""
+        return a @ getattr(self, f"bank_t{i}") + getattr(self, f"bank_sq{i}")
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = features.shape[-2:]
         a = features.flatten(2).transpose(1, 2) - self.mean           # [B, P, D]
         best = None
         for i in range(self.n_chunks):
-            partial = (a @ getattr(self, f"bank_t{i}") + getattr(self, f"bank_sq{i}")).amin(dim=-1)
+            partial = self._expanded(a, i).amin(dim=-1)
             best = partial if best is None else torch.minimum(best, partial)
-        squared = (best + (a * a).sum(dim=-1)).clamp_min(0.0)
-        return squared.sqrt().reshape(-1, 1, height, width)
+        a_squared = (a * a).sum(dim=-1)
+        scores = (best + a_squared).clamp_min(0.0).sqrt()             # [B, P]
+        patch_scores = scores.reshape(-1, 1, height, width)
+        if not self.reweight_neighbours:
+            return patch_scores
+        return patch_scores, self.density_weight(a, a_squared, scores)
+
+    def density_weight(self, a: torch.Tensor, a_squared: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Eq. 7's factor ``1 − softmax(‖a* − n‖ for n in N_b(m*))[m*]``, ``[B]``: a* is the
+        worst patch (raw scores, before smoothing), m* its nearest bank row, N_b(m*) = m* and
+        its b − 1 nearest bank rows (the precomputed table). Lies in [1 − 1/b, 1): m* is a*'s
+        nearest row, so its term is the softmax's smallest."""
+        worst = scores.argmax(dim=1, keepdim=True)                                   # [B, 1]
+        # Tile by a constant width, not expand(-1, -1, D), which exports as shape arithmetic
+        # (Equal, Where) for TensorRT's parser to resolve.
+        a_worst = a.gather(1, worst.unsqueeze(-1).repeat(1, 1, self.dim))            # [B, 1, D]
+        # a*'s expanded distance to every bank row, [B, 1, M]: the scorer's own arithmetic
+        # (centred, so fp16-safe), B rows instead of B·P, and B·M floats in memory.
+        # The support distances are then gathered from it: no second copy of the bank.
+        expanded = torch.cat([self._expanded(a_worst, i) for i in range(self.n_chunks)], dim=-1)
+        nearest = expanded.argmin(dim=-1).squeeze(1)                                # [B]
+        support = self.support.index_select(0, nearest).unsqueeze(1)                # [B, 1, b]
+        squared = expanded.gather(2, support).squeeze(1) + a_squared.gather(1, worst)
+        distances = squared.clamp_min(0.0).sqrt()                                   # [B, b]; column 0 is m*
+        # softmax subtracts the row's maximum first: exp never overflows, even in fp16.
+        return 1.0 - distances.softmax(dim=-1)[:, 0]
 
 
 def feature_extractor(backbone: Backbone, config: PatchCoreConfig) -> nn.Sequential:
@@ -113,7 +181,9 @@ def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: PatchCor
     """The exported graph: ``extractor``'s backbone and patch front end, nearest-neighbour
     distance to ``bank`` (a constant of the graph), the shared head."""
     _, backbone, front = extractor
-    scorer = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size))
+    # SSL's config comes through here too and has no reweighting.
+    reweight = getattr(config, "reweight_neighbours", 0)
+    scorer = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
     return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
 
 
@@ -207,7 +277,7 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
              len(split.holdout), config)
     model = fit_patchcore(split.train, config)
     params = {
-        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size")},
+        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUN_ONLY)},
         "bank_size": model.bank_size,
         "feature_dim": model.feature_dim,
         "training_patches": model.n_patches,
@@ -215,6 +285,6 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     }
     start = time.perf_counter()
     write_bundle(Path(out), model.graph, method=METHOD, backbone=model.backbone.info.name,
-                 split=split, method_params=params)
+                 split=split, method_params=params, reference=config.reference)
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return Path(out)

@@ -37,6 +37,7 @@ class ScratchConfig(Protocol):
     resume: bool
     holdout: float
     seed: int
+    reference: bool                    # also score DATA's labelled test set in PyTorch
 
 
 def check_run_options(config: ScratchConfig) -> None:
@@ -127,6 +128,7 @@ def export_scratch(data: Path, out: Path, config: ScratchConfig, method: str, ba
              len(split.holdout), config)
     graph, params = fit(split, folder)
     start = time.perf_counter()
-    write_bundle(out, graph, method=method, backbone=backbone, split=split, method_params=params)
+    write_bundle(out, graph, method=method, backbone=backbone, split=split, method_params=params,
+                 reference=config.reference)
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return out

@@ -463,7 +463,8 @@ def export_trained(method: str, fit: Callable[..., DiscriminatorModel], data: Pa
         "backbone_weights": Path(model.backbone.info.weights).name,
     }
     start = time.perf_counter()
-    write_bundle(out, model.graph, method=method, backbone=model.backbone.info.name, split=split, method_params=params)
+    write_bundle(out, model.graph, method=method, backbone=model.backbone.info.name, split=split, method_params=params,
+                 reference=config.reference)
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return out
 

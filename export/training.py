@@ -30,7 +30,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume")   # how to run, not what the model is: kept out of bundles
+RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume", "reference")   # how to run, not what the model is: kept out of bundles
 
 
 @dataclass(slots=True)
@@ -47,6 +47,7 @@ class RunOptions:
     resume: bool = False               # continue from checkpoint_dir's last checkpoint
     holdout: float = 0.1               # good images kept out of training: validation, then calibration
     seed: int = 0
+    reference: bool = False            # also score DATA's labelled test set in PyTorch (reference.npz)
 
 
 @dataclass

@@ -116,13 +116,20 @@ def on_fake_cuda(module: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, 
 @pytest.fixture(scope="module")
 def fitted(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, nn.Module]:
     """Every method fitted as bench_gpu fits it (tiny: 64 px, one epoch), the autoencoder with
-    its MC-dropout score (the graph with the most machinery)."""
+    its MC-dropout score (the graph with the most machinery), and PatchCore once more with its
+    eq. 7 reweighting (argmax, argmin and gathers on the GPU)."""
     work = tmp_path_factory.mktemp("fitted")
     args = bench.build_parser().parse_args(["--epochs", "1", "--size", "64", "--coreset-ratio", "0.05"])
     args.set = {"autoencoder": {"score": "uncertainty"}}
     data = bench.synthetic_data(work / "data", 6, 64)
-    return {name: bench.fit_method(name, spec, data, work, args, bench.Report([]))[0]
-            for name, spec in bench.METHODS.items()}
+    fitted = {name: bench.fit_method(name, spec, data, work, args, bench.Report([]))[0]
+              for name, spec in bench.METHODS.items()}
+    args.set = {"patchcore": {"reweight_neighbours": 9}}
+    (work / "reweighted").mkdir()
+    fitted["patchcore reweighted"], _ = bench.fit_method("patchcore", bench.METHODS["patchcore"], data,
+                                                         work / "reweighted", args, bench.Report([]))
+    assert fitted["patchcore reweighted"].patch_scorer[-1].reweight_neighbours == 9
+    return fitted
 
 
 @pytest.mark.slow

@@ -188,7 +188,7 @@ def test_bottle_patchcore_bundle(tmp_path):
     bundle = tmp_path / "bottle"
     # A small random coreset keeps export in seconds; the metrics need only be sane, not best.
     assert export_cli.main(["--method", "patchcore", "--data", str(BOTTLE), "--out", str(bundle),
-                            "--coreset", "random", "--coreset-ratio", "0.01"]) == 0
+                            "--coreset", "random", "--coreset-ratio", "0.01", "--reference"]) == 0
     assert calibrate_main(["--bundle", str(bundle), "--holdout"]) == 0
     assert main(["--bundle", str(bundle), "--data", str(BOTTLE), "--out", str(tmp_path / "eval")]) == 0
     data = json.loads((tmp_path / "eval" / "eval.json").read_text())
@@ -198,3 +198,8 @@ def test_bottle_patchcore_bundle(tmp_path):
     assert 0.5 < data["overall"]["aupro_30"] <= 1 and data["overall"]["f1_max"] > 0.9
     assert data["overall"]["confusion"]["tp"] + data["overall"]["confusion"]["fn"] == 63
     assert (tmp_path / "eval" / "report.html").stat().st_size > 100_000
+    # The deployed ONNX model against the PyTorch model it was exported from, on all 83 parts.
+    diff = data["reference_comparison"]
+    assert diff["within_budget"] and abs(diff["image_auroc_drop_points"]) < 0.01
+    assert abs(diff["overall"]["pixel_auroc"]["diff"]) < 1e-4
+    assert diff["score_max_abs_diff"] < 1e-3 * data["overall"]["f1_threshold"]

@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 
 from export.backbones import load_backbone
 from export.data import list_images, load_image, mvtec_test_samples
-from export.graph import AnomalyHead, export_onnx
+from export.graph import AnomalyGraph, AnomalyHead, export_onnx
 from export.patchcore import (NearestNeighbourScorer, PatchCoreConfig, export_patchcore, feature_extractor,
-                              fit_patchcore, greedy_coreset, random_coreset, scoring_graph)
+                              fit_patchcore, greedy_coreset, neighbour_table, random_coreset, scoring_graph)
 from tests.export.helpers import PARITY, assert_onnx_parity, export_and_score, relative_error, session
 
 
@@ -73,6 +74,88 @@ def test_chunked_nearest_neighbour_equals_brute_force() -> None:
     assert got.shape == (2, 1, 5, 6)
     torch.testing.assert_close(got[:, 0].double(), expected, rtol=1e-4, atol=2e-3)
     assert got[0, 0, 2, 3] < 2e-3
+
+
+# --- image score reweighted by neighbourhood density (eq. 7) ---------------------------------
+
+def eq7_weights(bank: np.ndarray, features: np.ndarray, b: int) -> np.ndarray:
+    """The paper's eq. 7 factor per image, by brute force in float64 (no chunks, no
+    expansion, no centring): ``features [B, P, D]``, ``bank [M, D]``."""
+    distances = np.linalg.norm(features[:, :, None, :] - bank[None, None], axis=-1)     # [B, P, M]
+    weights = []
+    for image in distances:
+        to_bank = image[image.min(axis=1).argmax()]          # m_test,*: the patch with the largest score
+        star = to_bank.argmin()                              # m*
+        support = np.argsort(np.linalg.norm(bank - bank[star], axis=1), kind="stable")[:b]   # N_b(m*)
+        assert support[0] == star
+        weights.append(1.0 - np.exp(to_bank[star]) / np.exp(to_bank[support]).sum())
+    return np.array(weights)
+
+
+def test_neighbour_table_is_each_row_then_its_nearest_rows() -> None:
+    bank = torch.randn(300, 12, generator=torch.Generator().manual_seed(0)) * 2 + 4
+    bank[7] = bank[250]                                      # a duplicate must not displace row 7 itself
+    table = neighbour_table(bank, 5, block_bytes=300 * 4 * 64)      # blocks of 64 rows: the last one partial
+    assert table.shape == (300, 5) and table.dtype == torch.int64
+    assert torch.equal(table[:, 0], torch.arange(300)) and table[7, 1] == 250 and table[250, 1] == 7
+    exact = torch.cdist(bank.double(), bank.double())
+    exact.fill_diagonal_(-1.0)
+    expected = exact.topk(5, dim=1, largest=False).indices
+    assert torch.equal(table[:, 1:], expected[:, 1:])
+
+
+def conv_graph(bank: torch.Tensor, chunk_size: int, reweight: int) -> AnomalyGraph:
+    """A small PatchCore graph: a seeded strided conv stands in for the backbone (64² → 8×8 patches)."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, bank.shape[1], 8, stride=8)
+    scorer = nn.Sequential(conv, NearestNeighbourScorer(bank, chunk_size, reweight))
+    return AnomalyGraph(scorer, (0.5,) * 3, (0.5,) * 3, (64, 64)).eval()
+
+
+def small_bank_and_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """(bank [210, 8] of the conv's own patch features, slightly jittered; test images [3, 64, 64, 3])."""
+    g = torch.Generator().manual_seed(2)
+    train = torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8, generator=g)
+    graph = conv_graph(torch.zeros(2, 8), 1024, 0)
+    with torch.no_grad():
+        features = graph.patch_scorer[0](graph.input(train)).flatten(2).transpose(1, 2).reshape(-1, 8)
+    bank = features[torch.randperm(len(features), generator=g)[:210]]
+    bank = bank + 0.05 * torch.randn(bank.shape, generator=g)
+    return bank, torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8, generator=g)
+
+
+# 210 bank rows: one chunk, 4 chunks and 5 chunks with a short last one, 6 with b = 2.
+@pytest.mark.parametrize(("chunk_size", "b"), [(1024, 9), (64, 9), (50, 9), (37, 2)])
+def test_reweighted_score_is_eq7_times_the_map_maximum(chunk_size: int, b: int) -> None:
+    bank, images = small_bank_and_images()
+    graph = conv_graph(bank, chunk_size, b)
+    plain = conv_graph(bank, chunk_size, 0)
+    with torch.no_grad():
+        anomaly_map, score = graph(images)
+        plain_map, plain_score = plain(images)
+        features = graph.patch_scorer[0](graph.input(images)).flatten(2).transpose(1, 2)
+    expected = eq7_weights(bank.double().numpy(), features.double().numpy(), b)
+    assert torch.equal(anomaly_map, plain_map)                       # the map is not reweighted
+    np.testing.assert_allclose(score.numpy(), expected * plain_score.numpy(), rtol=2e-5)
+    # Not a constant factor: images differ, and 1 − 1/b ≤ weight < 1 since m* is the nearest.
+    assert np.ptp(expected) > 1e-3 and np.all((1 - 1 / b <= expected) & (expected < 1))
+
+
+def test_reweight_0_scores_as_before_and_bad_values_are_refused() -> None:
+    bank, images = small_bank_and_images()
+    scorer = NearestNeighbourScorer(bank, 64)
+    assert PatchCoreConfig().reweight_neighbours == 0 and not hasattr(scorer, "support")
+    graph = conv_graph(bank, 64, 0)
+    with torch.no_grad():
+        patch_scores = graph.patch_scorer(graph.input(images))
+        anomaly_map, score = graph(images)
+    assert isinstance(patch_scores, torch.Tensor)                    # no weight: the head takes the plain max
+    assert torch.equal(score, anomaly_map.amax(dim=(1, 2, 3)))
+    for bad in (1, -1):
+        with pytest.raises(ValueError, match="reweight_neighbours"):
+            PatchCoreConfig(reweight_neighbours=bad)
+    with pytest.raises(ValueError, match="only 210 rows"):
+        NearestNeighbourScorer(bank, 64, 211)
 
 
 def test_head_is_upsample_then_gaussian_sigma_4() -> None:
@@ -145,6 +228,34 @@ def test_pytorch_and_onnxruntime_agree_for_batch_1_and_3(lite0_model, parity_ima
         map_ort, score_ort = assert_onnx_parity(model.graph, runtime, images)
         np.testing.assert_allclose(score_ort, map_ort.max(axis=(1, 2, 3)), rtol=1e-6)
     # Batching must not mix images: image 1 alone scores as it did inside the batch of 3.
+    single = runtime.run(None, {"image": batch[1:2]})[1]
+    np.testing.assert_allclose(single, runtime.run(None, {"image": batch})[1][1:2], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def reweighted_lite0(parity_images, tmp_path_factory):
+    """The Lite0 graph with eq. 7 reweighting (b = 9), bank in 3 chunks, the last one short."""
+    train, _ = parity_images
+    config = PatchCoreConfig(coreset="random", coreset_ratio=0.1, chunk_size=256, batch_size=3, reweight_neighbours=9)
+    model = fit_patchcore(train, config)
+    path = tmp_path_factory.mktemp("onnx-reweighted") / "model.onnx"
+    export_onnx(model.graph, path, 256, 256)
+    return model, path
+
+
+def test_reweighted_graph_agrees_with_onnxruntime_for_batch_1_and_3(reweighted_lite0, parity_images) -> None:
+    model, path = reweighted_lite0
+    _, batch = parity_images
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"ArgMax", "ArgMin", "GatherElements", "Softmax"} <= ops
+    [support] = [i for i in proto.graph.initializer if i.name.endswith("support")]
+    assert list(support.dims) == [model.bank_size, 9]
+    runtime = session(path)
+    for images in (batch, batch[1:2]):
+        map_ort, score_ort = assert_onnx_parity(model.graph, runtime, images)
+        weight = score_ort / map_ort.max(axis=(1, 2, 3))
+        assert np.all((weight >= 1 - 1 / 9 - 1e-6) & (weight < 1))
     single = runtime.run(None, {"image": batch[1:2]})[1]
     np.testing.assert_allclose(single, runtime.run(None, {"image": batch})[1][1:2], rtol=1e-5)
 

@@ -38,3 +38,27 @@ def test_centred_distance_keeps_fp16_accurate_where_the_expanded_form_does_not()
     a, b = patches.half(), bank.half()
     expanded = ((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]).amin(1).clamp_min(0).sqrt()
     assert relative_error(expanded, exact) > 1e-2      # the failure the centring prevents
+
+
+def test_reweighting_weight_keeps_fp16_accurate() -> None:
+    # Eq. 7's weight from the fp16 scorer (argmax, argmin, gathered distances, softmax) against
+    # the same steps in float64. Distances here are ~15: exp of them alone would overflow fp16
+    # (max 65504 = e^11), so this also fails a softmax that does not subtract its maximum.
+    bank, patches = backbone_like_features()
+    b = 9
+    scorer = NearestNeighbourScorer(bank, chunk_size=512, reweight_neighbours=b).half()
+    images = torch.stack([patches, patches.roll(7, dims=0).flip(1)])          # two different images
+    as_images = images.transpose(1, 2).reshape(2, DIM, SIDE, SIDE).half()
+    _, weight = scorer(as_images)
+    assert weight.dtype == torch.float16 and torch.isfinite(weight).all()
+
+    exact_weights = []
+    for image in images.double():
+        to_bank = torch.cdist(image, bank.double())
+        row = to_bank[to_bank.min(dim=1).values.argmax()]
+        star = row.argmin()
+        support = torch.cdist(bank.double()[star:star + 1], bank.double())[0].argsort()[:b]
+        exact_weights.append(1.0 - torch.softmax(row[support], dim=0)[0])
+    exact = torch.stack(exact_weights)
+    assert row.max() > 11                                                    # the overflow case is exercised
+    assert (weight.double() - exact).abs().max() < 2e-3

@@ -1,0 +1,78 @@
+"""export-engine --reference: the trained PyTorch model's outputs on the labelled test set, kept in
+the bundle, and edge-eval measuring the deployed ONNX model against them (real torch, real ONNX
+Runtime, real files)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from calibration.eval_cli import main as evaluate_main
+from calibration.reference import REFERENCE_FILE, load_reference
+from edge.bundle import load_bundle
+from export.cli import main
+from tests.conftest import textured_image
+
+
+def make_category(root: Path) -> Path:
+    """A tiny MVTec-layout category: one textured part with a little sensor noise per shot, and
+    three shots of it with a flat grey square (masked in ground_truth/square/)."""
+    rng = np.random.default_rng(0)
+    part = textured_image(rng, 64, 64).astype(np.int16)
+
+    def shot(folder: Path, name: str, square: bool) -> None:
+        image = np.clip(part + rng.integers(-20, 21, part.shape), 0, 255).astype(np.uint8)
+        if square:
+            image[20:36, 20:36] = 128
+        folder.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    for i in range(6):
+        shot(root / "train" / "good", f"{i:03d}.png", False)
+    for i in range(3):
+        shot(root / "test" / "good", f"{i:03d}.png", False)
+        shot(root / "test" / "square", f"{i:03d}.png", True)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:36, 20:36] = 255
+        (root / "ground_truth" / "square").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / "ground_truth" / "square" / f"{i:03d}_mask.png"), mask)
+    return root
+
+
+def test_reference_is_refused_before_training_without_a_test_set(tmp_path, write_images, capsys):
+    write_images(tmp_path / "good", 4)
+    code = main(["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b"),
+                 "--size", "64", "--reference"])
+    assert code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--reference needs a labelled test set" in line and "test: missing" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_keeps_pytorch_outputs_and_edge_eval_measures_the_deployed_model(tmp_path, capsys):
+    category = make_category(tmp_path / "cat")
+    bundle_dir = tmp_path / "b"
+    assert main(["--method", "patchcore", "--data", str(category), "--out", str(bundle_dir), "--size", "64",
+                 "--coreset-ratio", "0.1", "--reference"]) == 0
+    bundle = load_bundle(bundle_dir)
+    ref = load_reference(bundle)
+    assert ref.meta["model_sha256"] == bundle.sha256
+    assert ref.meta["runtime"] == {"backend": "pytorch", "version": torch.__version__, "device": "cpu",
+                                   "precision": "fp32"}
+    assert ref.names == [f"good/{i:03d}.png" for i in range(3)] + [f"square/{i:03d}.png" for i in range(3)]
+    assert ref.maps.shape == (6, 64, 64) and np.all(ref.scores > 0)
+    # The squares are anomalies to this model (else the comparison below would compare noise).
+    assert ref.scores[3:].min() > ref.scores[:3].max()
+
+    capsys.readouterr()
+    assert evaluate_main(["--bundle", str(bundle_dir), "--data", str(category)]) == 0
+    assert "within budget" in capsys.readouterr().out
+    diff = json.loads((bundle_dir / "eval" / "eval.json").read_text())["reference_comparison"]
+    assert diff["image_auroc_drop_points"] == 0
+    # ONNX Runtime against PyTorch, fp32 both: rounding only, far below the scores themselves.
+    assert 0 < diff["score_max_abs_diff"] < 1e-3 * float(ref.scores.max())
+    assert diff["map_max_abs_diff"] < 1e-3 * float(ref.maps.max())
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.yaml", "eval", "model.onnx", REFERENCE_FILE]
