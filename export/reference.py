@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calibration.calibrate import CalibrationError
 from calibration.evaluate import DatasetError, find_items, score_items
 from calibration.reference import save_reference
 from edge.bundle import load_bundle
@@ -57,10 +58,14 @@ def write_reference(bundle_dir: Path, graph: AnomalyGraph, data: Path, batch: in
     """Score every test image of the MVTec-layout category ``data`` with ``graph`` and write
     ``bundle_dir``/reference.npz. The test set is only scored here, never used to choose anything."""
     bundle = load_bundle(bundle_dir)
-    items = find_items(Path(data))
     backend = TorchBackend(graph)
-    maps, scores, seconds = score_items(bundle, backend, items, batch, "PyTorch reference")
-    path = save_reference(bundle, items, maps, scores, backend.describe(), data)
+    try:
+        items = find_items(Path(data))
+        maps, scores, seconds = score_items(bundle, backend, items, batch, "PyTorch reference")
+        path = save_reference(bundle, items, maps, scores, backend.describe(), data)
+    except (DatasetError, CalibrationError, OSError) as e:
+        # The model is trained and its bundle complete: say so, not only what failed.
+        raise DataError(f"the bundle {bundle.path} is written, but not its reference: {e}") from None
     log.info("reference: %d test images scored in PyTorch in %.1f s → %s (%.1f MB)", len(items), seconds, path,
              path.stat().st_size / 1e6)
     return path

@@ -76,3 +76,15 @@ def test_export_keeps_pytorch_outputs_and_edge_eval_measures_the_deployed_model(
     assert 0 < diff["score_max_abs_diff"] < 1e-3 * float(ref.scores.max())
     assert diff["map_max_abs_diff"] < 1e-3 * float(ref.maps.max())
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.yaml", "eval", "model.onnx", REFERENCE_FILE]
+
+
+def test_an_unreadable_test_image_keeps_the_bundle_and_says_so(tmp_path, capsys):
+    category = make_category(tmp_path / "cat")
+    (category / "test" / "square" / "001.png").write_bytes(b"not a png")
+    code = main(["--method", "patchcore", "--data", str(category), "--out", str(tmp_path / "b"), "--size", "64",
+                 "--reference"])
+    assert code == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "export-engine: error" in x]
+    assert "is written, but not its reference" in line and "square/001.png: unreadable image" in line
+    load_bundle(tmp_path / "b")   # complete and loadable
+    assert not list((tmp_path / "b").glob("reference.npz*"))
