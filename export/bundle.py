@@ -26,7 +26,12 @@ from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_o
 MODEL_ONNX = "model.onnx"
 PACKAGES = ("torch", "torchvision", "timm", "onnx")
 CHECK_IMAGES = 4                   # real images the exported graph is checked on
-CHECK_TOLERANCE = 1e-3             # of the largest value; measured: scores ~1e-7, a PatchCore map 1.5e-4
+# Relative to each output's largest value. Measured: scores ~1e-7; maps ~1e-6, but up to 1.0e-3
+# for PatchCore on near-identical parts, where most of the map is the sqrt of a squared distance
+# that cancels to ~0 and amplifies either runtime's rounding (tests/export/test_export_check.py).
+# A wrong export is off by 1e-1 and more.
+MAP_TOLERANCE = 1e-2
+SCORE_TOLERANCE = 1e-3
 
 
 class ExportCheckError(RuntimeError):
@@ -36,7 +41,7 @@ class ExportCheckError(RuntimeError):
 def check_export(graph: AnomalyGraph, onnx_path: Path, images: np.ndarray) -> dict[str, Any]:
     """Run ``images`` (uint8 [N, H, W, 3]) through the written ``onnx_path`` with ONNX Runtime
     on the CPU and through ``graph`` in PyTorch; their largest relative differences (map, score),
-    or ExportCheckError above CHECK_TOLERANCE: a bundle that is not the model it was trained as
+    or ExportCheckError above MAP_TOLERANCE / SCORE_TOLERANCE: a bundle that is not the model it was trained as
     must not reach the line."""
     import onnxruntime as ort
     import torch
@@ -47,10 +52,11 @@ def check_export(graph: AnomalyGraph, onnx_path: Path, images: np.ndarray) -> di
         torch_map, torch_score = (t.numpy() for t in graph.eval()(torch.from_numpy(images)))
     diffs = {name: float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
              for name, a, b in (("map", ort_map, torch_map), ("score", ort_score, torch_score))}
-    worst = max(diffs, key=diffs.get)
-    if diffs[worst] > CHECK_TOLERANCE:
+    allowed = {"map": MAP_TOLERANCE, "score": SCORE_TOLERANCE}
+    worst = max(diffs, key=lambda name: diffs[name] / allowed[name])
+    if diffs[worst] > allowed[worst]:
         raise ExportCheckError(f"{onnx_path}: ONNX Runtime's {worst} differs from PyTorch's by {diffs[worst]:.1e} "
-                               f"(relative; allowed {CHECK_TOLERANCE:g}) on {len(images)} training images: the "
+                               f"(relative; allowed {allowed[worst]:g}) on {len(images)} training images: the "
                                "export is wrong; please report it with this bundle.yaml's versions")
     return {"images": len(images), "onnxruntime": ort.__version__,
             **{f"{name}_max_rel_diff": float(f"{d:.2e}") for name, d in diffs.items()}}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 from calibration.metrics import image_auroc, pixel_auroc
 from export.data import iter_batches, load_mask, mvtec_test_samples
+from tests.conftest import textured_image
 
 PARITY = 1e-4     # max|torch − ort| / max|torch|, fp32
 
@@ -101,3 +103,29 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def make_category(root: Path, noise: int = 20) -> Path:
+    """A tiny MVTec-layout category of 64-px shots of one textured part, ± ``noise`` grey levels
+    of sensor noise each: 6 good ones in train/good, 3 good and 3 with a flat grey square in
+    test/ (the squares masked in ground_truth/square/)."""
+    rng = np.random.default_rng(0)
+    part = textured_image(rng, 64, 64).astype(np.int16)
+
+    def shot(folder: Path, name: str, square: bool) -> None:
+        image = np.clip(part + rng.integers(-noise, noise + 1, part.shape), 0, 255).astype(np.uint8)
+        if square:
+            image[20:36, 20:36] = 128
+        folder.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    for i in range(6):
+        shot(root / "train" / "good", f"{i:03d}.png", False)
+    for i in range(3):
+        shot(root / "test" / "good", f"{i:03d}.png", False)
+        shot(root / "test" / "square", f"{i:03d}.png", True)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:36, 20:36] = 255
+        (root / "ground_truth" / "square").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / "ground_truth" / "square" / f"{i:03d}_mask.png"), mask)
+    return root

@@ -4,9 +4,7 @@ Runtime, real files)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -14,32 +12,7 @@ from calibration.eval_cli import main as evaluate_main
 from calibration.reference import REFERENCE_FILE, load_reference
 from edge.bundle import load_bundle
 from export.cli import main
-from tests.conftest import textured_image
-
-
-def make_category(root: Path) -> Path:
-    """A tiny MVTec-layout category: one textured part with a little sensor noise per shot, and
-    three shots of it with a flat grey square (masked in ground_truth/square/)."""
-    rng = np.random.default_rng(0)
-    part = textured_image(rng, 64, 64).astype(np.int16)
-
-    def shot(folder: Path, name: str, square: bool) -> None:
-        image = np.clip(part + rng.integers(-20, 21, part.shape), 0, 255).astype(np.uint8)
-        if square:
-            image[20:36, 20:36] = 128
-        folder.mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-    for i in range(6):
-        shot(root / "train" / "good", f"{i:03d}.png", False)
-    for i in range(3):
-        shot(root / "test" / "good", f"{i:03d}.png", False)
-        shot(root / "test" / "square", f"{i:03d}.png", True)
-        mask = np.zeros((64, 64), np.uint8)
-        mask[20:36, 20:36] = 255
-        (root / "ground_truth" / "square").mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(root / "ground_truth" / "square" / f"{i:03d}_mask.png"), mask)
-    return root
+from tests.export.helpers import make_category
 
 
 def test_reference_is_refused_before_training_without_a_test_set(tmp_path, write_images, capsys):
