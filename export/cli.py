@@ -92,6 +92,13 @@ def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
                             "features (concat; default) or the product of per-level distance maps (multiply)")
     group.add_argument("--levels", metavar="L1,L2",
                        help="ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)")
+    group.add_argument("--downsample", choices=("stride", "haar", "db2", "db3"),
+                       help="how the ResNet-18 halves its feature maps: strided convolutions and max-pooling "
+                            "(stride; default) or, as the seed's WaveCNet, the low-pass (LL) band of a wavelet "
+                            "transform (haar, db2, db3: longer, smoother filters), which aliases less noise into "
+                            "the features; same feature sizes and bundle contract, plain Conv ops. Costs about 1.5x "
+                            "the backbone's FLOPs (its strided convolutions run at stride 1) and 1.3-1.8x the "
+                            "training time; measured on bottle: no clear gain over stride (BENCHMARKS.md)")
     _training_arguments(group)
 
 

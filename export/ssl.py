@@ -2,8 +2,10 @@
 ``self-supervised-synthetic-anomalies.md``), in two stages, with no pretrained weights:
 
 1. A ResNet-18 trained from scratch to tell three kinds of image apart: good, CutPaste,
-   scar-CutPaste (export.augment). The seed's wavelet ResNet-50 is not used: a plain
-   ResNet-18 is the variant METHODS.md accepts, and the one a CPU can train.
+   scar-CutPaste (export.augment). The seed's ResNet-50 is not used: a ResNet-18 is the
+   variant METHODS.md accepts, and the one a CPU can train. Its down-sampling is the plain
+   ResNet's strided convolutions and max-pooling (``downsample: stride``) or, as the seed's
+   WaveCNet, a wavelet's low-pass band (``haar``, ``db2``, ``db3``: export.wavelet).
 2. Its multi-level features through the shared 3×3 patch front end, scored PatchCore-style
    by the distance to the nearest good patch (a coreset bank, a constant of the graph).
    Levels are combined either by concatenating their features into one bank (``concat``)
@@ -23,13 +25,14 @@ from torch import nn
 
 from .augment import colour_jitter, cutpaste, scar_cutpaste
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
-from .data import TrainingSplit
+from .data import DataError, TrainingSplit
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
 from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
                       train)
 from .training import RunOptions, TrainResult, seed_everything
+from .wavelet import WAVELETS, wavelet_downsampling
 
 if TYPE_CHECKING:
     from torchvision.models import ResNet
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 METHOD = "ssl"
 BACKBONE = "resnet18-ssl"          # bundle.yaml's backbone: trained here, not an ImageNet one
 FUSIONS = ("concat", "multiply")
+DOWNSAMPLING = ("stride", *WAVELETS)   # stride: torchvision's ResNet-18 | a wavelet: WaveCNet's DWT-LL
 CLASSES = ("good", "cutpaste", "scar")
 CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
@@ -54,6 +58,7 @@ class SSLConfig(RunOptions):
     size: int = 128                    # input height = width, px (see ssl.yaml for why not 256)
     levels: str = "layer2,layer3"      # ResNet-18 stages whose features are scored, comma-separated
     fusion: str = "concat"             # concat: one bank of joined features | multiply: per-level maps multiplied
+    downsample: str = "stride"         # stride: strided conv + max-pool | haar, db2, db3: wavelet LL (WaveCNet)
     epochs: int = 10
     lr: float = 0.03                   # SGD, momentum 0.9, cosine decay to 0 (CutPaste's recipe)
     weight_decay: float = 3e-5
@@ -69,6 +74,8 @@ class SSLConfig(RunOptions):
         check_run_options(self)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion {self.fusion!r}: choose from {', '.join(FUSIONS)}")
+        if self.downsample not in DOWNSAMPLING:
+            raise ValueError(f"downsample {self.downsample!r}: choose from {', '.join(DOWNSAMPLING)}")
         if self.coreset not in CORESET_METHODS:
             raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
         if not 0.0 < self.coreset_ratio <= 1.0:
@@ -97,6 +104,20 @@ def labelled_views(images: np.ndarray, rng: np.random.Generator, jitter: float) 
         views += [good, cutpaste(good, rng, jitter=jitter)[0], scar_cutpaste(good, rng, jitter=jitter)[0]]
         labels += range(len(CLASSES))
     return np.stack(views), np.asarray(labels, dtype=np.int64)
+
+
+def resnet(downsample: str = "stride") -> ResNet:
+    """An untrained ResNet-18 with ``downsample``'s down-sampling (DOWNSAMPLING): a wavelet
+    replaces its max-pooling and its stride-2 convolutions (the stem's, and the first block's
+    of layer2-4 with their shortcuts) by the wavelet's LL band, same feature-map sizes.
+    Built so before any checkpoint is loaded into it. The wavelet modules hold no random
+    weights: the convolutions' initial weights are those of ``stride`` for the same seed."""
+    from torchvision.models import resnet18     # here: torchvision costs seconds to import, and --help needs none of it
+
+    net = resnet18(weights=None)
+    if downsample != "stride":
+        wavelet_downsampling(net, downsample)
+    return net
 
 
 def stages(net: ResNet) -> dict[str, list[nn.Module]]:
@@ -136,10 +157,8 @@ def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig
     """Stage 1: ResNet-18 from scratch, 3-way cross-entropy on good / CutPaste / scar views.
     Model selection: cross-entropy on fixed views of ``validation`` (good images the network
     never trains on), negated so that higher is better; never the test set."""
-    from torchvision.models import resnet18     # here: torchvision costs seconds to import, and --help needs none of it
-
     seed_everything(config.seed)
-    net = resnet18(weights=None)
+    net = resnet(config.downsample)
     model = classifier(net, config.level_names)
     normalise = ImageInput(IMAGENET_MEAN, IMAGENET_STD)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
@@ -161,8 +180,15 @@ def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig
         logits = torch.cat([classify(model, normalise, val_views[i:i + 48]) for i in range(0, len(val_views), 48)])
         return -F.cross_entropy(logits, torch.from_numpy(val_labels)).item()
 
-    result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
-                   f"{METHOD} stage 1")
+    try:
+        result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
+                       f"{METHOD} stage 1")
+    except RuntimeError as exc:          # load_state_dict's, on --resume: keys or shapes that differ
+        if "loading state_dict" not in str(exc):
+            raise
+        raise DataError(f"the checkpoints in {folder} hold another network than this run's (levels "
+                        f"{config.levels!r}, downsample {config.downsample!r}): resume with the options of the run "
+                        f"that wrote them, or start over in another --checkpoint-dir") from exc
     return net.eval(), result
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from export.backbones import efficientnet_lite0_weights
+from export.wavelet import WaveletLowpass
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu.py"
 # The GPU machine's image has torch, timm, onnx, onnxruntime and OpenCV, but neither pyzmq nor
@@ -116,8 +117,9 @@ def on_fake_cuda(module: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, 
 @pytest.fixture(scope="module")
 def fitted(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, nn.Module]:
     """Every method fitted as bench_gpu fits it (tiny: 64 px, one epoch), the autoencoder with
-    its MC-dropout score (the graph with the most machinery), and PatchCore once more with its
-    eq. 7 reweighting (argmax, argmin and gathers on the GPU)."""
+    its MC-dropout score (the graph with the most machinery), PatchCore once more with its
+    eq. 7 reweighting (argmax, argmin and gathers on the GPU), and ssl once more with wavelet
+    down-sampling (its filters are buffers that must follow the graph to the GPU)."""
     work = tmp_path_factory.mktemp("fitted")
     args = bench.build_parser().parse_args(["--epochs", "1", "--size", "64", "--coreset-ratio", "0.05"])
     args.set = {"autoencoder": {"score": "uncertainty"}}
@@ -129,6 +131,11 @@ def fitted(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[
     fitted["patchcore reweighted"], _ = bench.fit_method("patchcore", bench.METHODS["patchcore"], data,
                                                          work / "reweighted", args, bench.Report([]))
     assert fitted["patchcore reweighted"].patch_scorer[-1].reweight_neighbours == 9
+    args.set = {"ssl": {"downsample": "db2"}}
+    (work / "wavelet").mkdir()
+    fitted["ssl db2"], _ = bench.fit_method("ssl", bench.METHODS["ssl"], data, work / "wavelet", args,
+                                            bench.Report([]))
+    assert sum(isinstance(m, WaveletLowpass) for m in fitted["ssl db2"].modules()) == 6   # to layer3
     return fitted
 
 

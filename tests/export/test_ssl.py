@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from export.cli import main
@@ -17,7 +18,9 @@ from export.data import iter_batches, split_training_data
 from export.graph import export_onnx
 from export.patchcore import NearestNeighbourScorer
 from export.scratch import load_images
-from export.ssl import CLASSES, LevelProduct, SSLConfig, export_ssl, fit_classifier, fit_graph, labelled_views
+from export.ssl import (CHANNELS, CLASSES, DOWNSAMPLING, STRIDES, LevelProduct, SSLConfig, export_ssl, fit_classifier,
+                        fit_graph, labelled_views, level_sections, resnet)
+from export.wavelet import LOWPASS, WAVELETS, WaveletLowpass
 from tests.export.helpers import (assert_onnx_parity, export_and_score, good_folder, one_thread,  # noqa: F401
                                   session)
 
@@ -78,9 +81,90 @@ def test_stage_1_loss_goes_down_and_checkpoints_resume(good_folder: Path, tmp_pa
         assert torch.equal(a, b)
 
 
-@pytest.fixture(scope="module", params=["concat", "multiply"])
+# --- wavelet down-sampling (WaveCNet) ----------------------------------------------------------
+
+@pytest.mark.parametrize("wavelet", WAVELETS)
+def test_wavelet_taps_are_an_orthonormal_daubechies_lowpass(wavelet: str) -> None:
+    h = np.asarray(LOWPASS[wavelet])
+    n = len(h) // 2                                        # dbN: 2N taps, N vanishing moments; haar = db1
+    assert len(h) % 2 == 0 and h.sum() == pytest.approx(np.sqrt(2), abs=1e-12)
+    for shift in range(n):                                 # Σ h[k] h[k+2m] = δ(m): orthonormal even shifts
+        assert np.dot(h[:len(h) - 2 * shift], h[2 * shift:]) == pytest.approx(float(shift == 0), abs=1e-12)
+    k = np.arange(len(h))
+    for p in range(n):                                     # the high-pass (-1)^k h[k] kills polynomials < N
+        assert np.dot((-1.0) ** k * k ** p, h) == pytest.approx(0.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("wavelet", WAVELETS)
+def test_wavelet_lowpass_halves_and_keeps_a_constant_times_its_dc_gain(wavelet: str) -> None:
+    dwt = WaveletLowpass(3, wavelet)
+    with torch.no_grad():
+        out = dwt(torch.full((2, 3, 16, 12), 0.7))
+    assert out.shape == (2, 3, 8, 6)
+    dc_gain = sum(LOWPASS[wavelet]) ** 2                   # the 2-D filter h ⊗ h sums to (√2)² = 2
+    inner = out if wavelet == "haar" else out[..., 1:-1, 1:-1]   # zero padding: the border falls off
+    torch.testing.assert_close(inner, torch.full_like(inner, 0.7 * dc_gain))
+    if wavelet != "haar":
+        assert (out[..., 0, :] < 0.7 * dc_gain - 1e-3).all()
+
+
+@pytest.mark.parametrize("wavelet", WAVELETS)
+def test_wavelet_lowpass_is_the_separable_dwt_of_each_channel(wavelet: str) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 2, 10, 8))
+    h = np.asarray(LOWPASS[wavelet])
+    p = len(h) // 2 - 1
+
+    def rows(a: np.ndarray) -> np.ndarray:                 # y[i] = Σ_k h[k] x[2i - p + k], zeros outside
+        padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(p, p), (0, 0)])
+        return np.stack([np.tensordot(h, padded[..., 2 * i:2 * i + len(h), :], axes=([0], [-2]))
+                         for i in range(a.shape[-2] // 2)], axis=-2)
+
+    expected = rows(rows(x).swapaxes(-1, -2)).swapaxes(-1, -2)
+    with torch.no_grad():
+        got = WaveletLowpass(2, wavelet)(torch.from_numpy(x).float())
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_haar_lowpass_is_twice_average_pooling() -> None:
+    x = torch.randn(2, 5, 12, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(WaveletLowpass(5, "haar")(x), 2 * F.avg_pool2d(x, 2))
+    with pytest.raises(ValueError, match="haar, db2, db3"):
+        WaveletLowpass(5, "db9")
+    with pytest.raises(ValueError, match="downsample 'wavelet': choose from stride, haar, db2, db3"):
+        SSLConfig(downsample="wavelet")
+    assert DOWNSAMPLING == ("stride", "haar", "db2", "db3")
+
+
+@pytest.mark.parametrize("downsample", WAVELETS)
+def test_wavelet_resnet_has_the_plain_level_shapes_and_initial_weights(downsample: str) -> None:
+    torch.manual_seed(0)
+    plain = resnet("stride")
+    torch.manual_seed(0)
+    wavelet = resnet(downsample)
+    lowpass = [m for m in wavelet.modules() if isinstance(m, WaveletLowpass)]
+    # Stem conv and max-pool; layer2-4's first block: its 3×3 conv and its shortcut.
+    assert len(lowpass) == 8 and not any(isinstance(m, WaveletLowpass) for m in plain.modules())
+    strided = [m for m in wavelet.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d))
+               and m.stride not in (1, (1, 1))]
+    assert not strided
+    convs = [m.weight for m in wavelet.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(torch.equal(a, b) for a, b in zip(convs, [m.weight for m in plain.modules()
+                                                         if isinstance(m, torch.nn.Conv2d)], strict=True))
+    levels = tuple(STRIDES)                                # every stage: layer1..layer4
+    x = y = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for level, a, b in zip(levels, level_sections(plain.eval(), levels), level_sections(wavelet.eval(), levels),
+                               strict=True):
+            x, y = a(x), b(y)
+            assert x.shape == y.shape == (2, CHANNELS[level], 64 // STRIDES[level], 64 // STRIDES[level]), level
+
+
+@pytest.fixture(scope="module", params=[("concat", "stride"), ("multiply", "stride"), ("concat", "db2")],
+                ids=["concat", "multiply", "concat-db2"])
 def fitted(request, good_folder: Path, tmp_path_factory) -> tuple[SSLConfig, torch.nn.Module, dict, Path]:
-    config = SSLConfig(fusion=request.param, **TINY)
+    fusion, downsample = request.param
+    config = SSLConfig(fusion=fusion, downsample=downsample, **TINY)
     split = split_training_data(good_folder, holdout=0.2, seed=0)
     graph, params = fit_graph(split, config, tmp_path_factory.mktemp("ckpt"))
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
@@ -103,6 +187,26 @@ def test_both_fusions_export_the_engine_contract_with_bank_constants(fitted) -> 
     else:
         assert sorted(b.dims[0] for b in banks) == [128, 256] and params["bank_size"] == [round(0.1 * patches)] * 2
     assert params["epochs_run"] == 2 and not {"resume", "checkpoint_dir", "checkpoint_every"} & set(params)
+    assert params["downsample"] == config.downsample
+
+
+def test_wavelet_downsampling_exports_as_plain_depthwise_convs(fitted) -> None:
+    config, _, _, path = fitted
+    proto = onnx.load(str(path))
+    lowpass = [node for node in proto.graph.node if node.op_type == "Conv"
+               and next(a.i for a in node.attribute if a.name == "group") > 1]
+    if config.downsample == "stride":
+        assert not lowpass
+        return
+    taps = len(LOWPASS[config.downsample])
+    # layer2,layer3: the stem's conv and max-pool, layer2's and layer3's first conv and shortcut.
+    assert len(lowpass) == 6
+    producers = {output: node.op_type for node in proto.graph.node for output in node.output}
+    for node in lowpass:     # the zero padding is the Conv's own, no Pad op (a BatchNorm after it is folded in)
+        assert producers[node.input[0]] in ("Conv", "Relu")
+        attributes = {a.name: list(a.ints) for a in node.attribute if a.ints}
+        assert attributes["kernel_shape"] == [taps, taps] and attributes["strides"] == [2, 2]
+        assert attributes["pads"] == [taps // 2 - 1] * 4
 
 
 def test_pytorch_and_onnxruntime_agree(fitted, unseen_batch: np.ndarray) -> None:
@@ -133,6 +237,23 @@ def test_export_engine_writes_an_ssl_bundle_and_refuses_to_overwrite_a_run(good_
     assert main([*common, "--out", str(tmp_path / "b"), "--resume", "--fusion", "concat"]) == 0
 
 
+def test_export_engine_records_the_wavelet_and_resumes_only_its_own_network(good_folder: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    common = ["--method", "ssl", "--data", str(good_folder), "--size", "64", "--epochs", "1", "--batch-size", "4",
+              "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert main([*common, "--downsample", "haar", "--out", str(tmp_path / "a")]) == 0
+    document = yaml.safe_load((tmp_path / "a" / "bundle.yaml").read_text())
+    assert document["method_params"]["downsample"] == "haar"
+    capsys.readouterr()
+    # The checkpoint holds the wavelet network: the plain one cannot continue it, and says so.
+    assert main([*common, "--resume", "--out", str(tmp_path / "b")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "downsample 'stride'" in error and "Traceback" not in error
+    assert main([*common, "--resume", "--downsample", "haar", "--out", str(tmp_path / "c")]) == 0
+    resumed = yaml.safe_load((tmp_path / "c" / "bundle.yaml").read_text())["method_params"]
+    assert (resumed["downsample"], resumed["best_validation"]) == ("haar", document["method_params"]["best_validation"])
+
+
 def test_training_options_are_shared_with_other_trained_methods() -> None:
     from export.cli import _autoencoder_arguments, _ssl_arguments
 
@@ -143,6 +264,8 @@ def test_training_options_are_shared_with_other_trained_methods() -> None:
     args = parser.parse_args(["--epochs", "3", "--resume", "--fusion", "multiply", "--score", "uncertainty"])
     assert (args.epochs, args.resume, args.fusion, args.score, args.checkpoint_dir) == (3, True, "multiply",
                                                                                        "uncertainty", None)
+    [downsample] = [a for a in parser._actions if a.dest == "downsample"]
+    assert tuple(downsample.choices) == DOWNSAMPLING and "WaveCNet" in downsample.help
     assert parser.parse_args([]).resume is None          # absent: the config's value stands
 
 
