@@ -45,11 +45,14 @@ def first_frames(sources: list[Source], timeout_s: float) -> dict[str, tuple[Fra
         grabber.start()
     for grabber in grabbers:
         grabber.join(max(0.0, start + timeout_s - time.monotonic()))
+    # Taken at the deadline: a grabber still blocked in its camera's fetch can yield a frame while it
+    # stops, and that frame did not come within timeout_s.
+    in_time = dict(got)
     states = {s.name: s.state for s in sources}
     stop.set()
     for grabber in grabbers:
         grabber.join(5)
-    return {s.name: (*got.get(s.name, (None, timeout_s)), states[s.name]) for s in sources}
+    return {s.name: (*in_time.get(s.name, (None, timeout_s)), states[s.name]) for s in sources}
 
 
 def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:

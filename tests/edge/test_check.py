@@ -6,11 +6,13 @@ import subprocess
 import threading
 
 import cv2
+import numpy as np
 
-from edge.check import check_line
+from edge.check import check_line, first_frames
 from edge.config import load_config
 from edge.daemon import Daemon
 from edge.listen import Listener
+from edge.sources import Source
 
 from .conftest import make_bundle, part
 from .harness import EDGE_RUN, pattern, write_config, write_video
@@ -81,3 +83,18 @@ def test_a_subscriber_gets_nothing_from_a_check(tmp_path):
             assert listener.recv(0.5) is None
     finally:
         daemon.close()
+
+
+class LateCamera(Source):
+    """Open and silent until the check gives up, then a frame arrives while it stops: a 1 frame/s
+    camera whose first frame lands in the fetch that is still waiting at the deadline."""
+
+    def frames(self, stop: threading.Event):
+        self.state = "streaming"
+        stop.wait()
+        yield self._emit_rgb("late", np.zeros((8, 8, 3), np.uint8))
+
+
+def test_a_frame_that_comes_after_the_deadline_does_not_count():
+    (frame, seconds, state), = first_frames([LateCamera("slow")], 0.2).values()
+    assert (frame, seconds, state) == (None, 0.2, "streaming")
