@@ -27,14 +27,27 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 0.5      # a wait for a buffer: no trigger (no part) is no dropout, but stop is checked
 
-# GenICam's Bayer names give the first row's first two pixels; OpenCV's the second row's second
-# and third: the same mosaic under another name.
-_BAYER = {"BayerRG8": cv2.COLOR_BayerBG2RGB, "BayerGR8": cv2.COLOR_BayerGB2RGB,
-          "BayerGB8": cv2.COLOR_BayerGR2RGB, "BayerBG8": cv2.COLOR_BayerRG2RGB}
-_MONO_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16}
-_COLOUR = {"RGB8": (3, None), "BGR8": (3, cv2.COLOR_BGR2RGB), "RGBa8": (4, cv2.COLOR_RGBA2RGB),
-           "BGRa8": (4, cv2.COLOR_BGRA2RGB)}
-SUPPORTED_PIXEL_FORMATS = (*_MONO_BITS, *_COLOUR, *_BAYER)
+# The depths (suffixes) each family comes in. harvesters hands a packed buffer (PFNC's "p",
+# GigE Vision's "Packed") over already unpacked into uint16, one value per pixel and channel, so
+# a packed format differs from its unpacked twin only on the wire. Not Mono14p: harvesters
+# (1.4.3) unpacks it wrong (it passes a third term to numpy.bitwise_or, whose third argument is
+# the output), which tests/edge/test_genicam.py showed against a packer written from the standard.
+_MONO = ("8", "10", "12", "14", "16", "10p", "12p", "10Packed", "12Packed")
+_BAYER = ("8", "10", "12", "16", "10p", "12p", "10Packed", "12Packed")
+_COLOUR = ("8", "10", "12", "14", "16", "10p", "12p")
+# family: (channels, conversion to RGB, depths). GenICam's Bayer names give the first row's first
+# two pixels; OpenCV's the second row's second and third: the same mosaic under another name.
+_FAMILIES = {"Mono": (1, cv2.COLOR_GRAY2RGB, _MONO),
+             "RGB": (3, None, _COLOUR), "BGR": (3, cv2.COLOR_BGR2RGB, _COLOUR),
+             "RGBa": (4, cv2.COLOR_RGBA2RGB, _COLOUR), "BGRa": (4, cv2.COLOR_BGRA2RGB, _COLOUR),
+             "BayerRG": (1, cv2.COLOR_BayerBG2RGB, _BAYER), "BayerGR": (1, cv2.COLOR_BayerGB2RGB, _BAYER),
+             "BayerGB": (1, cv2.COLOR_BayerGR2RGB, _BAYER), "BayerBG": (1, cv2.COLOR_BayerRG2RGB, _BAYER)}
+# name: (channels, conversion, significant bits)
+_FORMATS = {family + depth: (channels, code, int(depth.rstrip("pPacked")))
+            for family, (channels, code, depths) in _FAMILIES.items() for depth in depths}
+SUPPORTED_PIXEL_FORMATS = tuple(_FORMATS)
+_OFFERED = "; ".join(f"{' '.join(f for f, (_, _, d) in _FAMILIES.items() if d is depths)} with {' '.join(depths)}"
+                     for depths in (_MONO, _COLOUR, _BAYER))
 
 
 class GenICamError(RuntimeError):
@@ -43,20 +56,17 @@ class GenICamError(RuntimeError):
 
 def to_rgb(data: np.ndarray, width: int, height: int, pixel_format: str) -> np.ndarray:
     """One buffer's pixels (the component's flat array) as ``uint8 [height, width, 3]`` RGB, a
-    copy the camera's buffer does not share. Deeper mono formats keep their 8 most significant bits."""
-    if pixel_format in _MONO_BITS:
-        mono = data.reshape(height, width)
-        if _MONO_BITS[pixel_format] > 8:
-            mono = (mono >> (_MONO_BITS[pixel_format] - 8)).astype(np.uint8)
-        return cv2.cvtColor(mono, cv2.COLOR_GRAY2RGB)
-    if pixel_format in _BAYER:
-        return cv2.cvtColor(data.reshape(height, width), _BAYER[pixel_format])
-    if pixel_format in _COLOUR:
-        channels, code = _COLOUR[pixel_format]
-        pixels = data.reshape(height, width, channels)
-        return pixels.copy() if code is None else cv2.cvtColor(pixels, code)
-    raise GenICamError(f"pixel format {pixel_format} is not supported; set features.PixelFormat to one of "
-                       f"{', '.join(SUPPORTED_PIXEL_FORMATS)} (packed formats are not)")
+    copy the camera's buffer does not share. Deeper formats keep their 8 most significant bits."""
+    if pixel_format not in _FORMATS:
+        raise GenICamError(f"pixel format {pixel_format} is not supported; set features.PixelFormat to one of: "
+                           f"{_OFFERED}")
+    channels, code, bits = _FORMATS[pixel_format]
+    # A packed buffer's last byte group can unpack to one value more than the image has.
+    pixels = data[:height * width * channels].reshape(height, width, channels)
+    if bits > 8:
+        # Shifted before demosaicing: OpenCV's Bayer conversion wants 8 (or full 16) bits.
+        pixels = (pixels >> (bits - 8)).astype(np.uint8)
+    return pixels.copy() if code is None else cv2.cvtColor(pixels, code)
 
 
 def producer_files(cti: Path | None) -> list[Path]:
