@@ -26,6 +26,7 @@ from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, open_source
 from edge.stats import LineStats, percentiles
+from edge.systemd import SystemdNotifier
 from edge.types import Batch, Frame, Verdict
 from edge.verdict import Judge
 
@@ -38,6 +39,13 @@ def judge_for(bundle: Bundle, k: float | None) -> Judge:
         raise BundleError(f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
                           f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR")
     return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
+
+
+def summary(statuses: list[dict]) -> str:
+    """One line for ``systemctl status``: the state and what the line judged, all streams together."""
+    total = {key: sum(s["counters"][key] for s in statuses) for key in ("ok", "ng", "error", "dropped")}
+    return (f"{statuses[0]['state']}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
+            f"{total['dropped']} dropped ({len(statuses)} stream(s), {statuses[0]['model']})")
 
 
 @dataclass(slots=True)
@@ -73,6 +81,11 @@ class Daemon:
         self._grabbing_lock = threading.Lock()
         self._t_start = time.time()
         self._state = "starting"
+        self.systemd = SystemdNotifier()
+        if self.systemd.watchdog_s is not None and self.systemd.watchdog_s < 3 * cfg.publish.heartbeat_s:
+            log.warning("systemd's WatchdogSec (%.1f s) leaves little room over publish.heartbeat_s (%.1f s), which "
+                        "paces the watchdog pings: a slow batch may get the line restarted; set WatchdogSec to 10 "
+                        "heartbeats or more", self.systemd.watchdog_s, cfg.publish.heartbeat_s)
 
     def stop(self) -> None:
         """Stop grabbing; frames already queued are still judged and published. Signal-safe."""
@@ -85,6 +98,7 @@ class Daemon:
     def _swap_model(self) -> None:
         """Check the new bundle completely (config, files, hashes, calibration, backend) before
         switching: a bad bundle is refused and the running one keeps judging."""
+        self.systemd.reloading()
         try:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
             bundle = load_bundle(cfg.bundle)
@@ -94,6 +108,7 @@ class Daemon:
             self.reloads["refused"] += 1
             self.reloads["last_error"] = str(e)
             log.error("reload refused, still judging with %s: %s", self.bundle.name, e)
+            self.systemd.ready(f"reload refused, still judging with {self.bundle.name}: {e}")
             return
         old, self.backend = self.backend, backend
         self.bundle, self.judge = bundle, judge
@@ -101,6 +116,7 @@ class Daemon:
         self.reloads["ok"] += 1
         self.reloads["last_error"] = None
         log.info("reloaded: now judging with %s, threshold %.6g", bundle.name, judge.threshold)
+        self.systemd.ready(f"reloaded: judging with {bundle.name}")
 
     # -- the threads ------------------------------------------------------------------------
     def _grab(self, source: Source) -> None:
@@ -130,6 +146,7 @@ class Daemon:
                  ", ".join(s.topic for s in self.streams.values()), self.publisher.endpoint)
         for g in grabbers:
             g.start()
+        self.systemd.ready(f"judging {', '.join(self.streams)} with {self.bundle.name}")
         next_heartbeat = time.monotonic()
         try:
             while True:
@@ -228,11 +245,13 @@ class Daemon:
             self.publisher.send(f"{stream.topic}/status", status)
         if self.metrics is not None:
             self.metrics.update(statuses)
+        self.systemd.alive(summary(statuses))
 
     def _finish(self) -> None:
         if self.evidence is not None:
             self.evidence.close()
         self._state = "stopped"
+        self.systemd.stopping(summary([self.status(name) for name in self.streams]))
         for name, stream in self.streams.items():
             final = self.status(name)
             self.publisher.send(f"{stream.topic}/status", final)
@@ -249,5 +268,6 @@ class Daemon:
             self.evidence.close()
         self.publisher.close()
         self.backend.close()
+        self.systemd.close()
         if self.metrics is not None:
             self.metrics.close()
