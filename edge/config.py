@@ -26,6 +26,16 @@ class ReconnectConfig:
     max_s: float = 10.0           # back-off doubles up to this
 
 
+@dataclass(slots=True)
+class RoiConfig:
+    """The part of each frame the line judges, in the camera's own pixels; the defaults are the
+    whole frame."""
+    x: int = 0
+    y: int = 0
+    width: int | None = None      # None: to the frame's right edge
+    height: int | None = None     # None: to the frame's bottom edge
+
+
 GENTL_PATH_VARIABLE = "GENICAM_GENTL64_PATH"   # the GenTL standard's list of producer folders
 
 
@@ -42,6 +52,8 @@ class SourceConfig:
     device: str | None = None     # genicam: serial number, id or user-defined name; None = the first camera
     features: dict = field(default_factory=dict)   # genicam: feature name → value, written in this order
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    rotate: int = 0               # degrees clockwise, after the roi: 0, 90, 180 or 270
 
 
 @dataclass(slots=True)
@@ -179,6 +191,9 @@ _SOURCE_VARIANTS: dict[str, Mapping[str, _Key | _Section]] = {
 _SOURCE = _Section(SourceConfig, tag="kind", variants=_SOURCE_VARIANTS, keys={
     "kind": _Key(str, required=True, choices=tuple(_SOURCE_VARIANTS)),
     "name": _Key(str, pattern=r"[^/\s:]+", pattern_text="a non-empty name without '/', ':' or whitespace"),
+    "roi": _Section(RoiConfig, {"x": _Key(int, lo=0), "y": _Key(int, lo=0), "width": _Key(int, lo=1, nullable=True),
+                                "height": _Key(int, lo=1, nullable=True)}),
+    "rotate": _Key(int, lo=0, hi=270),
 })
 _LINE = _Section(LineConfig, required=True, keys={
     "line": _TOPIC_PART,
@@ -355,6 +370,9 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
         if source.kind == "genicam" and source.cti is None and not os.environ.get(GENTL_PATH_VARIABLE):
             raise _error(ctx.where, f"{where}.cti", f"no GenTL producer: cti is not set and neither is "
                          f"${GENTL_PATH_VARIABLE}", fix="set cti to the camera vendor's .cti file")
+        if source.rotate % 90:
+            raise _error(ctx.where, f"{where}.rotate", "must be 0, 90, 180 or 270 (degrees clockwise)",
+                         got=source.rotate)
         backoff = source.reconnect
         if backoff.max_s < backoff.initial_s:
             raise _error(ctx.where, f"{where}.reconnect.max_s",

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.config import ReconnectConfig, SourceConfig
+from edge.config import ReconnectConfig, RoiConfig, SourceConfig
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,22 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Bounds how long an unreachable or silent network camera can block an open or a read, and so
 # how late a stop request can be noticed (OpenCV's FFmpeg default is 30 s).
 _NETWORK_TIMEOUTS_MS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+
+_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def crop_and_rotate(rgb: np.ndarray, roi: RoiConfig, rotate: int) -> np.ndarray:
+    """The part of a frame the line judges: ``roi`` in the camera's own pixels, then turned
+    clockwise by ``rotate`` degrees. ValueError when the frame does not contain the roi: judging
+    some other crop of the part would be a guess."""
+    height, width = rgb.shape[:2]
+    right = width if roi.width is None else roi.x + roi.width
+    bottom = height if roi.height is None else roi.y + roi.height
+    if right > width or bottom > height or roi.x >= width or roi.y >= height:
+        raise ValueError(f"the {width}×{height} frame does not contain source.roi (x {roi.x}, y {roi.y}, width "
+                         f"{roi.width}, height {roi.height}): fix the roi or the camera's resolution")
+    crop = rgb[roi.y:bottom, roi.x:right]
+    return cv2.rotate(crop, _ROTATIONS[rotate]) if rotate else np.ascontiguousarray(crop)
 
 
 class SourceError(RuntimeError):
@@ -45,6 +61,7 @@ class Source:
         self.reconnects = 0
         self.problem: str | None = None
         self._seq = 0
+        self.roi, self.rotate = RoiConfig(), 0      # the config's view, set by open_source
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Yields frames until the stream ends or ``stop`` is set."""
@@ -55,6 +72,11 @@ class Source:
         return self._emit_rgb(frame_id, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), error)
 
     def _emit_rgb(self, frame_id: str, rgb: np.ndarray | None, error: str | None = None) -> Frame:
+        if rgb is not None and (self.roi != RoiConfig() or self.rotate):
+            try:
+                rgb = crop_and_rotate(rgb, self.roi, self.rotate)
+            except ValueError as e:
+                rgb, error = None, str(e)
         frame = Frame(self.name, self._seq, frame_id, time.time(), rgb, error)
         self._seq += 1
         return frame
@@ -234,7 +256,13 @@ class CameraSource(ReconnectingSource):
 
 
 def open_source(cfg: SourceConfig) -> Source:
-    """The source a validated ``SourceConfig`` describes."""
+    """The source a validated ``SourceConfig`` describes, its frames cropped and turned as it says."""
+    source = _source_of_kind(cfg)
+    source.roi, source.rotate = cfg.roi, cfg.rotate
+    return source
+
+
+def _source_of_kind(cfg: SourceConfig) -> Source:
     if cfg.kind == "camera":
         return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
     if cfg.kind == "genicam":

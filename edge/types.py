@@ -30,7 +30,7 @@ class Batch:
 
 @dataclass(slots=True)
 class Region:
-    bbox: tuple[int, int, int, int]   # x, y, w, h in the frame's own pixels
+    bbox: tuple[int, int, int, int]   # x, y, w, h in the judged image's pixels (after the source's roi and rotate)
     area_px: int
     peak: float
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edge.config import (BatchConfig, ConfigError, EvidenceConfig, LineConfig, PublishConfig, QueueConfig, StreamConfig,
-                         ReconnectConfig, SourceConfig, load_config, parse_config)
+                         ReconnectConfig, RoiConfig, SourceConfig, load_config, parse_config)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DELETE = object()
@@ -233,8 +233,8 @@ def test_line3_documents_every_key() -> None:
     text = (CONFIGS / "line3.yaml").read_text()
     documented = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert all("#" in line for line in documented), [line for line in documented if "#" not in line]
-    sections = (LineConfig, StreamConfig, SourceConfig, ReconnectConfig, BatchConfig, QueueConfig, PublishConfig,
-                EvidenceConfig)
+    sections = (LineConfig, StreamConfig, SourceConfig, ReconnectConfig, RoiConfig, BatchConfig, QueueConfig,
+                PublishConfig, EvidenceConfig)
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {f.name for section in sections for f in dataclasses.fields(section)}
     missing = [key for key in sorted(keys) if f"{key}:" not in text]
