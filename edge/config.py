@@ -83,6 +83,8 @@ class PublishConfig:
 class EvidenceConfig:
     dir: Path | None = None         # save NG overlays here; None = off
     max_files: int = 200            # ring: the oldest are deleted beyond this
+    raw: bool = False               # NG parts: the judged image too, lossless, next to the overlay
+    ok_every: int = 0               # every Nth OK part per stream, raw, into dir/ok; 0 = none
 
 
 @dataclass(slots=True)
@@ -217,7 +219,8 @@ _LINE = _Section(LineConfig, required=True, keys={
         "curve_secret_key": _Key(Path, nullable=True, exists="file"),
         "curve_allowed_clients": _Key(Path, nullable=True, exists="directory"),
     }),
-    "evidence": _Section(EvidenceConfig, {"dir": _Key(Path, nullable=True), "max_files": _Key(int, lo=1)}),
+    "evidence": _Section(EvidenceConfig, {"dir": _Key(Path, nullable=True), "max_files": _Key(int, lo=1),
+                                          "raw": _Key(bool), "ok_every": _Key(int, lo=0)}),
     "metrics": _Section(MetricsConfig, {"bind": _Key(str, nullable=True, pattern=r"[^\s:]+:\d{1,5}",
                                                       pattern_text="HOST:PORT, e.g. '127.0.0.1:9108'")}),
     "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -377,6 +380,9 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
         if backoff.max_s < backoff.initial_s:
             raise _error(ctx.where, f"{where}.reconnect.max_s",
                          f"must be >= {where}.reconnect.initial_s ({backoff.initial_s})", got=backoff.max_s)
+    if cfg.evidence.dir is None and (cfg.evidence.raw or cfg.evidence.ok_every):
+        raise _error(ctx.where, "evidence.dir", "required by evidence.raw and evidence.ok_every",
+                     fix="set dir to the folder the pictures go into")
     pub = cfg.publish
     if (pub.curve_secret_key is None) != (pub.curve_allowed_clients is None):
         raise _error(ctx.where, "publish", "CURVE needs both curve_secret_key and curve_allowed_clients",

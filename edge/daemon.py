@@ -69,7 +69,10 @@ class Daemon:
         self.stop_event = threading.Event()
         self._reload = threading.Event()
         self.reloads = {"ok": 0, "refused": 0, "last_error": None}
-        self.evidence = EvidenceStore(cfg.evidence.dir, cfg.evidence.max_files) if cfg.evidence.dir else None
+        ev = cfg.evidence
+        self.evidence = EvidenceStore(ev.dir, ev.max_files, raw=ev.raw) if ev.dir else None
+        self.ok_samples = (EvidenceStore(ev.dir / "ok", ev.max_files, overlay=False, raw=True)
+                           if ev.dir and ev.ok_every else None)
         pub = cfg.publish
         curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
         self.publisher = Publisher(pub.bind, sndhwm=pub.sndhwm, curve=curve)
@@ -216,6 +219,9 @@ class Daemon:
         stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
         if v.verdict == "NG" and self.evidence is not None:
             self.evidence.submit(v)
+        elif (v.verdict == "OK" and self.ok_samples is not None
+              and not stream.stats.verdicts["OK"] % self.cfg.evidence.ok_every):
+            self.ok_samples.submit(v)
 
     # -- status ---------------------------------------------------------------------------
     def status(self, name: str) -> dict:
@@ -227,6 +233,8 @@ class Daemon:
                     "in_flight": frames_in - dropped - s.judged()}
         if self.evidence is not None:
             counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
+        if self.ok_samples is not None:
+            counters.update(ok_samples_saved=self.ok_samples.saved, ok_samples_skipped=self.ok_samples.skipped)
         return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": stream.cfg.station, "t": time.time(),
                 "state": self._state, "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
                 "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
@@ -248,8 +256,7 @@ class Daemon:
         self.systemd.alive(summary(statuses))
 
     def _finish(self) -> None:
-        if self.evidence is not None:
-            self.evidence.close()
+        self._close_evidence()      # written out before the final status counts it
         self._state = "stopped"
         self.systemd.stopping(summary([self.status(name) for name in self.streams]))
         for name, stream in self.streams.items():
@@ -261,11 +268,15 @@ class Daemon:
                      final["latency_ms"]["p50"], final["latency_ms"]["p99"])
         self.close()
 
+    def _close_evidence(self) -> None:
+        for store in (self.evidence, self.ok_samples):
+            if store is not None:
+                store.close()
+
     def close(self) -> None:
         """Release the socket, the model, the metrics port and the evidence writer (after run,
         or instead of it)."""
-        if self.evidence is not None:
-            self.evidence.close()
+        self._close_evidence()
         self.publisher.close()
         self.backend.close()
         self.systemd.close()

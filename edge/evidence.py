@@ -1,4 +1,6 @@
-"""NG evidence: the frame with its heatmap and regions, saved to a size-bounded ring folder.
+"""Evidence: NG parts (the frame with its heatmap and regions, optionally the raw frame too) and a
+sample of OK parts (raw, to review and to recalibrate or retrain with), each in a size-bounded
+ring folder.
 
 Encoding a PNG costs milliseconds, so it happens on its own thread behind a small queue;
 when the disk cannot keep up, evidence is skipped (and counted), verdicts never wait.
@@ -9,7 +11,7 @@ import logging
 import queue
 import re
 import threading
-from collections import deque
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -42,15 +44,25 @@ def overlay(v: Verdict) -> np.ndarray:
 
 
 class EvidenceStore:
-    def __init__(self, folder: Path, max_files: int, queue_size: int = 16):
+    """One ring folder: per part, its overlay (``<part>.png``) and/or the judged image as it came
+    (``<part>_raw.png``, lossless: it can go into a training or calibration folder as it is).
+    ``max_files`` counts parts; the oldest part's files go together."""
+
+    def __init__(self, folder: Path, max_files: int, overlay: bool = True, raw: bool = False, queue_size: int = 16):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.max_files = max_files
+        self.overlay, self.raw = overlay, raw
         self.saved = 0
         self.skipped = 0
-        self._files = deque(sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime))
+        # A restart keeps the ring of the run before: the parts already there, oldest first.
+        # Keyed by name: a part saved again under its name (a restarted stream counts from 0) is
+        # the newest, not a second entry whose eviction would delete the new files.
+        self._parts: OrderedDict[str, list[Path]] = OrderedDict()
+        for path in sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime):
+            self._parts.setdefault(path.name.removesuffix(".png").removesuffix("_raw"), []).append(path)
         self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name="evidence", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"evidence-{self.folder.name}", daemon=True)
         self._thread.start()
 
     def submit(self, v: Verdict) -> None:
@@ -59,20 +71,33 @@ class EvidenceStore:
         except queue.Full:
             self.skipped += 1
 
+    def _images(self, v: Verdict) -> list[tuple[str, np.ndarray]]:
+        images = [("", overlay(v))] if self.overlay else []
+        return images + ([("_raw", cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR))] if self.raw else [])
+
     def _run(self) -> None:
         while (v := self._queue.get()) is not None:
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")
-            path = self.folder / f"{name}_{v.verdict}.png"
+            name = f"{name}_{v.verdict}"
+            written = []
             try:
-                cv2.imwrite(str(path), overlay(v))
+                for suffix, image in self._images(v):
+                    path = self.folder / f"{name}{suffix}.png"
+                    if not cv2.imwrite(str(path), image):
+                        raise OSError("cv2.imwrite failed (disk full or not writable?)")
+                    written.append(path)
             except (cv2.error, OSError) as e:
-                log.warning("evidence %s not saved: %s", path, e)
+                log.warning("evidence %s in %s not saved: %s", name, self.folder, e)
                 self.skipped += 1
+                for path in written:          # half a part's evidence is none
+                    path.unlink(missing_ok=True)
                 continue
             self.saved += 1
-            self._files.append(path)
-            while len(self._files) > self.max_files:
-                self._files.popleft().unlink(missing_ok=True)
+            self._parts.pop(name, None)
+            self._parts[name] = written
+            while len(self._parts) > self.max_files:
+                for path in self._parts.popitem(last=False)[1]:
+                    path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Write what is queued, then stop; closing again does nothing."""
