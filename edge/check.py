@@ -98,13 +98,19 @@ def describe_verdict(v: Verdict) -> str:
 
 
 def report(daemon: Daemon, checks: list[StreamCheck]) -> list[str]:
-    cal = daemon.bundle.calibration
-    backend = daemon.backend.describe()
-    runtime = backend.get("providers") or backend.get("engine")
-    lines = [f"bundle   {daemon.bundle.path} ({daemon.bundle.height}×{daemon.bundle.width} input), threshold "
-             f"{daemon.judge.threshold:.6g}" + (f" (calibrated on {cal.n} good parts)" if cal else ""),
-             f"backend  {backend['backend']} {backend.get('version', '')}: {runtime}",
-             f"publish  {daemon.publisher.endpoint} bound"]
+    lines = []
+    models = daemon.models()
+    for names in models.values():
+        streams = [daemon.streams[name] for name in names]
+        bundle, cal = streams[0].model.bundle, streams[0].model.bundle.calibration
+        backend = streams[0].model.backend.describe()
+        runtime = backend.get("providers") or backend.get("engine")
+        thresholds = ", ".join(dict.fromkeys(f"{s.judge.threshold:.6g}" for s in streams))
+        judged_by = f" for {', '.join(names)}" if len(models) > 1 else ""
+        lines += [f"bundle   {bundle.path} ({bundle.height}×{bundle.width} input){judged_by}, threshold {thresholds}"
+                  + (f" (calibrated on {cal.n} good parts)" if cal else ""),
+                  f"backend  {backend['backend']} {backend.get('version', '')}: {runtime}"]
+    lines.append(f"publish  {daemon.publisher.endpoint} bound")
     if daemon.cfg.metrics.bind:
         lines.append(f"metrics  {daemon.cfg.metrics.bind} bound")
     infer = f"; inference {daemon.infer_ms[-1]:.1f} ms for {daemon.batch_sizes[-1]}" if daemon.infer_ms else ""

@@ -96,12 +96,14 @@ class MetricsConfig:
 class StreamConfig:
     station: str                    # the stream's topic is "<line>/<station>"
     source: SourceConfig
+    bundle: Path | None = None      # this camera's model; after loading, the line's bundle when not given
+    k: float | None = None          # this camera's k; after loading, the line's k when not given
 
 
 @dataclass(slots=True)
 class LineConfig:
     line: str
-    bundle: Path | None = None      # required, except for edge-capture (a line without a model yet)
+    bundle: Path | None = None      # the streams' model unless they name their own; edge-capture needs none
     station: str | None = None      # one camera: station + source ...
     source: SourceConfig | None = None
     streams: list[StreamConfig] = field(default_factory=list)   # ... or several; after loading, always filled
@@ -197,13 +199,15 @@ _SOURCE = _Section(SourceConfig, tag="kind", variants=_SOURCE_VARIANTS, keys={
                                 "height": _Key(int, lo=1, nullable=True)}),
     "rotate": _Key(int, lo=0, hi=270),
 })
+_BUNDLE = _Key(Path, nullable=True, exists="directory")
+_STREAM = _Section(StreamConfig, keys={"station": _TOPIC_PART, "source": dataclasses.replace(_SOURCE, required=True),
+                                       "bundle": _BUNDLE, "k": _POSITIVE_OR_NULL})
 _LINE = _Section(LineConfig, required=True, keys={
     "line": _TOPIC_PART,
     "station": _STATION,
-    "bundle": _Key(Path, required=True, exists="directory"),
+    "bundle": _BUNDLE,
     "source": _SOURCE,
-    "streams": _List(_Section(StreamConfig, keys={"station": _TOPIC_PART,
-                                                  "source": dataclasses.replace(_SOURCE, required=True)})),
+    "streams": _List(_STREAM),
     "backend": _Key(str, choices=("auto", "onnxruntime", "tensorrt")),
     "gpu": _Key(int, lo=0),
     "k": _POSITIVE_OR_NULL,
@@ -361,8 +365,15 @@ def _resolve_streams(cfg: LineConfig, ctx: _Ctx) -> None:
                          fix=f"give each stream its own {what}")
 
 
-def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
+def _check_across_keys(cfg: LineConfig, ctx: _Ctx, need_bundle: bool) -> None:
     _resolve_streams(cfg, ctx)
+    for i, stream in enumerate(cfg.streams):
+        stream.bundle = stream.bundle or cfg.bundle
+        stream.k = cfg.k if stream.k is None else stream.k
+        if need_bundle and stream.bundle is None:
+            raise _error(ctx.where, "bundle" if cfg.source is not None else f"streams[{i}].bundle",
+                         "required key is missing", fix="add the bundle directory made by export-engine (with "
+                         "streams: one bundle for all, or a bundle in each entry)")
     for i, stream in enumerate(cfg.streams):
         source = stream.source
         where = "source" if len(cfg.streams) == 1 and cfg.source is not None else f"streams[{i}].source"
@@ -390,8 +401,11 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx) -> None:
                      fix="set both (make keys with edge-keys), or neither for a plain socket")
 
 
-# edge-capture records a line's cameras before it has a bundle.
-_LINE_WITHOUT_BUNDLE = dataclasses.replace(_LINE, keys={**_LINE.keys, "bundle": _Key(Path, nullable=True)})
+# edge-capture records a line's cameras before it has a bundle: bundles are neither needed nor checked.
+_UNCHECKED_BUNDLE = _Key(Path, nullable=True)
+_LINE_WITHOUT_BUNDLE = dataclasses.replace(_LINE, keys={
+    **_LINE.keys, "bundle": _UNCHECKED_BUNDLE,
+    "streams": _List(dataclasses.replace(_STREAM, keys={**_STREAM.keys, "bundle": _UNCHECKED_BUNDLE}))})
 
 
 def parse_config(data: object, path: Path | None = None, need_bundle: bool = True) -> LineConfig:
@@ -401,7 +415,7 @@ def parse_config(data: object, path: Path | None = None, need_bundle: bool = Tru
     ctx = _Ctx(where=str(path) if path is not None else "<config>",
                base=Path(path).resolve().parent if path is not None else Path.cwd())
     cfg = _build(_LINE if need_bundle else _LINE_WITHOUT_BUNDLE, data, "", ctx)
-    _check_across_keys(cfg, ctx)
+    _check_across_keys(cfg, ctx, need_bundle)
     cfg.path = Path(path) if path is not None else None
     return cfg
 

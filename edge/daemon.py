@@ -1,8 +1,9 @@
 """The line daemon: sources → bounded queue → batcher → backend → verdict → publisher.
 
-One grab thread per camera; the main loop batches frames of all cameras together into the
-shared model, judges them and publishes each verdict on its camera's topic (it owns the
-ZeroMQ socket, which is not thread-safe). Every frame that enters the queue ends as exactly
+One grab thread per camera; the main loop batches frames of all cameras together, infers
+them per model (a camera may have its own bundle; cameras of one bundle share it), judges them
+and publishes each verdict on its camera's topic (it owns the ZeroMQ socket, which is not
+thread-safe). Every frame that enters the queue ends as exactly
 one published verdict (OK, NG or ERROR) or a counted drop; each stream's status topic carries
 its counters so a PLC integrator can check that for themselves.
 """
@@ -13,10 +14,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from edge.backends import BackendError, load_backend
+from edge.backends import Backend, BackendError, load_backend
 from edge.batcher import FrameQueue
 from edge.bundle import Bundle, BundleError, load_bundle
 from edge.config import ConfigError, LineConfig, StreamConfig, load_config
@@ -44,8 +46,35 @@ def judge_for(bundle: Bundle, k: float | None) -> Judge:
 def summary(statuses: list[dict]) -> str:
     """One line for ``systemctl status``: the state and what the line judged, all streams together."""
     total = {key: sum(s["counters"][key] for s in statuses) for key in ("ok", "ng", "error", "dropped")}
+    models = ", ".join(sorted({s["model"] for s in statuses}))
     return (f"{statuses[0]['state']}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
-            f"{total['dropped']} dropped ({len(statuses)} stream(s), {statuses[0]['model']})")
+            f"{total['dropped']} dropped ({len(statuses)} stream(s), {models})")
+
+
+@dataclass(slots=True)
+class Model:
+    """A bundle on its backend; streams that name the same bundle share one."""
+    bundle: Bundle
+    backend: Backend
+
+
+def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
+    """Each stream's model and judge, by source name, every bundle loaded and checked once (files,
+    hashes, calibration, backend). On any failure, what was loaded is closed and nothing is kept."""
+    loaded: dict[Path, Model] = {}
+    try:
+        assigned = {}
+        for stream in cfg.streams:
+            if stream.bundle not in loaded:
+                bundle = load_bundle(stream.bundle)
+                loaded[stream.bundle] = Model(bundle, load_backend(bundle, cfg.backend, cfg.gpu))
+            model = loaded[stream.bundle]
+            assigned[stream.source.name] = model, judge_for(model.bundle, stream.k)
+        return assigned
+    except BaseException:
+        for model in loaded.values():
+            model.backend.close()
+        raise
 
 
 @dataclass(slots=True)
@@ -54,15 +83,16 @@ class Stream:
     source: Source
     topic: str
     stats: LineStats
+    model: Model
+    judge: Judge
 
 
 class Daemon:
     def __init__(self, cfg: LineConfig):
         self.cfg = cfg
-        self.bundle = load_bundle(cfg.bundle)
-        self.judge = judge_for(self.bundle, cfg.k)
-        self.backend = load_backend(self.bundle, cfg.backend, cfg.gpu)
-        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.topic(s), LineStats()) for s in cfg.streams}
+        assigned = load_models(cfg)
+        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.topic(s), LineStats(),
+                                              *assigned[s.source.name]) for s in cfg.streams}
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
         self.infer_ms: deque[float] = deque(maxlen=2048)       # per batch
         self.batch_sizes: deque[int] = deque(maxlen=2048)
@@ -98,28 +128,47 @@ class Daemon:
         """Load the config's bundle again and switch to it between two batches. Signal-safe."""
         self._reload.set()
 
+    def models(self) -> dict[str, list[str]]:
+        """What judges what: each bundle in use, by name, with its streams."""
+        by_model: dict[str, list[str]] = {}
+        for name, stream in self.streams.items():
+            by_model.setdefault(stream.model.bundle.name, []).append(name)
+        return by_model
+
     def _swap_model(self) -> None:
-        """Check the new bundle completely (config, files, hashes, calibration, backend) before
-        switching: a bad bundle is refused and the running one keeps judging."""
+        """Check every new bundle completely (config, files, hashes, calibration, backend) before
+        switching all streams at once: a bad one is refused and the running ones keep judging."""
         self.systemd.reloading()
+        running = ", ".join(self.models())
         try:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
-            bundle = load_bundle(cfg.bundle)
-            judge = judge_for(bundle, cfg.k)
-            backend = load_backend(bundle, cfg.backend, cfg.gpu)
+            cameras = sorted(s.source.name for s in cfg.streams)
+            if cameras != sorted(self.streams):
+                raise ConfigError(f"{cfg.path}: streams: a reload changes bundles and k, not cameras (running "
+                                  f"{', '.join(sorted(self.streams))}, the file has {', '.join(cameras)}); restart "
+                                  f"edge-run to change cameras")
+            assigned = load_models(cfg)
         except (ConfigError, BundleError, BackendError, OSError) as e:
             self.reloads["refused"] += 1
             self.reloads["last_error"] = str(e)
-            log.error("reload refused, still judging with %s: %s", self.bundle.name, e)
-            self.systemd.ready(f"reload refused, still judging with {self.bundle.name}: {e}")
+            log.error("reload refused, still judging with %s: %s", running, e)
+            self.systemd.ready(f"reload refused, still judging with {running}: {e}")
             return
-        old, self.backend = self.backend, backend
-        self.bundle, self.judge = bundle, judge
-        old.close()
+        old = self._loaded()
+        for name, stream in self.streams.items():
+            stream.model, stream.judge = assigned[name]
+        for model in old:
+            model.backend.close()
         self.reloads["ok"] += 1
         self.reloads["last_error"] = None
-        log.info("reloaded: now judging with %s, threshold %.6g", bundle.name, judge.threshold)
-        self.systemd.ready(f"reloaded: judging with {bundle.name}")
+        log.info("reloaded: now judging %s", self._judging())
+        self.systemd.ready(f"reloaded: judging {self._judging()}")
+
+    def _loaded(self) -> list[Model]:
+        return list({id(s.model): s.model for s in self.streams.values()}.values())
+
+    def _judging(self) -> str:
+        return "; ".join(f"{', '.join(names)} with {model}" for model, names in self.models().items())
 
     # -- the threads ------------------------------------------------------------------------
     def _grab(self, source: Source) -> None:
@@ -145,11 +194,11 @@ class Daemon:
         grabbers = [threading.Thread(target=self._grab, args=(s.source,), name=f"grab-{name}", daemon=True)
                     for name, s in self.streams.items()]
         self._state = "running"
-        log.info("judging %s with %s, publishing %s on %s", ", ".join(self.streams), self.bundle.name,
-                 ", ".join(s.topic for s in self.streams.values()), self.publisher.endpoint)
+        log.info("judging %s, publishing %s on %s", self._judging(), ", ".join(s.topic for s in self.streams.values()),
+                 self.publisher.endpoint)
         for g in grabbers:
             g.start()
-        self.systemd.ready(f"judging {', '.join(self.streams)} with {self.bundle.name}")
+        self.systemd.ready(f"judging {self._judging()}")
         next_heartbeat = time.monotonic()
         try:
             while True:
@@ -183,37 +232,41 @@ class Daemon:
         for the rest (inferred together; ``keep_maps``: OK verdicts keep their anomaly map too).
         Publishes nothing."""
         verdicts: list[Verdict | None] = [None] * len(frames)
-        good = []
+        by_model: dict[int, list[int]] = {}      # one inference per model, over its streams' frames
         for i, f in enumerate(frames):
+            stream = self.streams[f.stream]
             problem = frame_problem(f)
             if problem is None:
-                good.append(i)
+                by_model.setdefault(id(stream.model), []).append(i)
             else:
-                verdicts[i] = self.judge.error(f, problem)
-        if good:
-            for i, v in zip(good, self._infer([frames[i] for i in good], keep_maps)):
+                verdicts[i] = stream.judge.error(f, problem)
+        for group in by_model.values():
+            model = self.streams[frames[group[0]].stream].model
+            for i, v in zip(group, self._infer(model, [frames[i] for i in group], keep_maps)):
                 verdicts[i] = v
         return verdicts
 
-    def _infer(self, frames: list[Frame], keep_maps: bool) -> list[Verdict]:
-        h, w = self.bundle.height, self.bundle.width
+    def _infer(self, model: Model, frames: list[Frame], keep_maps: bool) -> list[Verdict]:
+        h, w = model.bundle.height, model.bundle.width
+        judges = [self.streams[f.stream].judge for f in frames]
         t0 = time.perf_counter()
         try:
-            maps, scores = self.backend.infer(to_input(frames, h, w))
+            maps, scores = model.backend.infer(to_input(frames, h, w))
             if maps.shape != (len(frames), 1, h, w) or scores.shape != (len(frames),):
                 raise RuntimeError(f"backend returned maps {maps.shape} / scores {scores.shape} "
                                    f"for a batch of {len(frames)}")
         except Exception as e:  # any failure of the runtime: these parts were not judged
             log.exception("inference failed for a batch of %d", len(frames))
-            return [self.judge.error(f, f"inference failed: {e}") for f in frames]
+            return [judge.error(f, f"inference failed: {e}") for judge, f in zip(judges, frames)]
         self.infer_ms.append((time.perf_counter() - t0) * 1000)
         self.batch_sizes.append(len(frames))
-        return [self.judge.judge(f, maps[i, 0], float(scores[i]), keep_maps) for i, f in enumerate(frames)]
+        return [judge.judge(f, amap[0], float(score), keep_maps)
+                for judge, f, amap, score in zip(judges, frames, maps, scores)]
 
     def _publish(self, v: Verdict) -> None:
         stream = self.streams[v.frame.stream]
         t_pub = time.time()
-        msg = verdict_message(v, self.cfg.line, stream.cfg.station, self.bundle.name, t_pub)
+        msg = verdict_message(v, self.cfg.line, stream.cfg.station, stream.model.bundle.name, t_pub)
         if not self.publisher.send(stream.topic, msg):
             stream.stats.publish_failed += 1
         stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
@@ -225,7 +278,8 @@ class Daemon:
 
     # -- status ---------------------------------------------------------------------------
     def status(self, name: str) -> dict:
-        stream, q, cal = self.streams[name], self.queue, self.bundle.calibration
+        stream, q = self.streams[name], self.queue
+        cal = stream.model.bundle.calibration
         s = stream.stats
         frames_in, dropped = q.frames_in[name], q.dropped[name]
         counters = {"frames_in": frames_in, "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
@@ -243,8 +297,8 @@ class Daemon:
                 "source": {"name": name, "state": stream.source.state, "reconnects": stream.source.reconnects,
                            "problem": stream.source.problem},
                 "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
-                "threshold": self.judge.threshold, "model": self.bundle.name, "reloads": dict(self.reloads),
-                "backend": self.backend.describe()}
+                "threshold": stream.judge.threshold, "model": stream.model.bundle.name, "reloads": dict(self.reloads),
+                "backend": stream.model.backend.describe()}
 
     def _heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
@@ -278,7 +332,8 @@ class Daemon:
         or instead of it)."""
         self._close_evidence()
         self.publisher.close()
-        self.backend.close()
+        for model in self._loaded():
+            model.backend.close()
         self.systemd.close()
         if self.metrics is not None:
             self.metrics.close()

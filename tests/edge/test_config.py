@@ -135,7 +135,7 @@ def test_good_config_round_trip(home: Path) -> None:
         publish=PublishConfig(bind="tcp://0.0.0.0:6000", heartbeat_s=0.5, sndhwm=10, wait_for_subscribers=2,
                               wait_timeout_s=3.0),
         evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5), path=path)
-    expected.streams = [StreamConfig(station="s2", source=expected.source)]
+    expected.streams = [StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0)]
     cfg = load_config(path)
     assert cfg == expected
     assert type(cfg.k) is float and type(cfg.batch.max_wait_ms) is float
