@@ -156,6 +156,8 @@ class Daemon:
             return
         old = self._loaded()
         for name, stream in self.streams.items():
+            if assigned[name][0].bundle.name != stream.model.bundle.name:
+                stream.stats.new_model()
             stream.model, stream.judge = assigned[name]
         for model in old:
             model.backend.close()

@@ -29,6 +29,10 @@ class LineStats:
         if v.verdict == "OK" and v.score is not None:
             self._ok_scores.append(v.score)
 
+    def new_model(self) -> None:
+        """Another model's scores are on another scale: the drift window starts again."""
+        self._ok_scores.clear()
+
     def judged(self) -> int:
         return sum(self.verdicts.values())
 

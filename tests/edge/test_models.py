@@ -11,8 +11,9 @@ import yaml
 from edge.config import ConfigError, load_config, parse_config
 from edge.daemon import Daemon
 from edge.listen import Listener
+from edge.types import Frame
 
-from .conftest import make_bundle
+from .conftest import make_bundle, part
 from .harness import EDGE_RUN, collect, pattern, start, write_config, write_video
 
 
@@ -71,9 +72,14 @@ def test_a_reload_switches_every_camera_or_none(tmp_path) -> None:
         daemon._swap_model()
 
     try:
+        frames = [Frame(name, 0, f"{name}:0", 0.0, part(40)) for name in ("top", "side")]
+        for v in daemon.judge_frames(frames):
+            daemon.streams[v.frame.stream].stats.count(v, 1.0)
         reload_with({"bundle": str(make_bundle(tmp_path / "side-bundle", height=16, width=16))})
         assert sorted(name.split("@")[0] for name in daemon.models()) == ["line-bundle", "side-bundle"]
         assert daemon.reloads == {"ok": 1, "refused": 0, "last_error": None}
+        # The drift window of OK scores starts again for the camera whose model changed, only.
+        assert (daemon.status("top")["score_drift"]["n"], daemon.status("side")["score_drift"]["n"]) == (1, 0)
 
         broken = make_bundle(tmp_path / "broken")
         (broken / "model.onnx").write_bytes(b"garbage")
