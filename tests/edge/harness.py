@@ -61,8 +61,11 @@ def start(config: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "EDGE_ORT_THREADS": "1"})
 
 
-def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60, streams: int = 1):
-    """Verdicts and statuses until the daemon's final status (state 'stopped') for every stream."""
+def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60, streams: int = 1,
+            on_status=None):
+    """Verdicts and statuses until the daemon's final status (state 'stopped') for every stream;
+    on_verdict(n, verdict) after the n-th verdict, on_status(n, status) after every status but
+    the final ones, n being the verdicts so far."""
     verdicts, statuses, stopped, deadline = [], [], 0, time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = listener.recv(1.0)
@@ -74,6 +77,8 @@ def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout
             stopped += msg.data["state"] == "stopped"
             if stopped == streams:
                 return verdicts, msg.data, statuses
+            if on_status and msg.data["state"] != "stopped":
+                on_status(len(verdicts), msg.data)
             continue
         verdicts.append(msg.data)
         if on_verdict:

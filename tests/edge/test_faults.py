@@ -78,7 +78,10 @@ def test_stalled_subscriber_does_not_stop_the_line(tmp_path):
     proc = start(config)
     try:
         with Listener(endpoint, "line3/") as listener:
-            verdicts, final, _ = collect(listener, proc, on_verdict=lambda k, _m: k == n and proc.send_signal(signal.SIGTERM))
+            # 30000 parts are CPU-bound work: some 15 s on an idle 2-core machine, three times that
+            # on a busy one; collect's default 60 s would fail a line that is only slow.
+            verdicts, final, _ = collect(listener, proc, timeout_s=300,
+                                         on_verdict=lambda k, _m: k == n and proc.send_signal(signal.SIGTERM))
         stalled_got = 0
         while stalled.poll(200):
             stalled.recv_multipart()

@@ -30,18 +30,25 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
                                     metrics={"bind": f"127.0.0.1:{port}"}, log_format="json")
     proc = start(config)
     scraped = {}
+    labels = 'line="line3",station="st1"'
+
+    def judged(samples: dict[str, float]) -> float:
+        return sum(samples.get(f'edge_verdicts_total{{{labels},verdict="{v}"}}', 0) for v in ("OK", "NG"))
 
     def scrape_then_stop(n, _msg):
         if n == 120:
-            time.sleep(0.5)                     # at least one heartbeat after 120 verdicts
-            scraped.update(scrape(port))
+            # The metrics move with the heartbeat (0.2 s), which a loaded machine can delay: wait
+            # for one that counts these 120 verdicts rather than sleeping a fixed time.
+            deadline = time.monotonic() + 20
+            while judged(samples := scrape(port)) < 120 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            scraped.update(samples)
             proc.send_signal(signal.SIGTERM)
 
     with Listener(endpoint, "line3/") as listener:
         verdicts, final, _ = collect(listener, proc, on_verdict=scrape_then_stop)
     assert proc.wait(20) == 0
     assert_accounted(verdicts, final)
-    labels = 'line="line3",station="st1"'
     ok, ng = scraped[f'edge_verdicts_total{{{labels},verdict="OK"}}'], scraped[f'edge_verdicts_total{{{labels},verdict="NG"}}']
     assert ok + ng >= 120 and ng > 0 and scraped[f"edge_source_up{{{labels}}}"] == 1
     assert scraped[f'edge_latency_ms{{{labels},quantile="0.99"}}'] > 0

@@ -4,6 +4,7 @@ datagram socket bound where $NOTIFY_SOCKET points, as systemd binds it."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -22,24 +23,47 @@ from .harness import EDGE_RUN, pattern, run_to_the_end, write_config, write_vide
 
 
 class FakeSystemd:
-    """The listening end of $NOTIFY_SOCKET: every datagram the service sent, as dicts."""
+    """The listening end of $NOTIFY_SOCKET: every datagram the service sent, as dicts.
+
+    It reads all along, as systemd does: Linux queues only net.unix.max_dgram_qlen datagrams
+    (10 by default) on a socket nobody reads, and past that the sender blocks, so a run a loaded
+    machine stretches over a few more heartbeats would hang the daemon in its watchdog ping."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.settimeout(0.05)
+        self.sock.setblocking(False)
+        self._got: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def messages(self) -> list[dict[str, str]]:
-        got = []
+    def _drain(self) -> None:
         while True:
             try:
                 data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                return got
-            got.append(dict(line.split("=", 1) for line in data.splitlines()))
+            except BlockingIOError:
+                return
+            self._got.append(dict(line.split("=", 1) for line in data.splitlines()))
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            select.select([self.sock], [], [], 0.05)
+            with self._lock:
+                self._drain()
+
+    def messages(self) -> list[dict[str, str]]:
+        """What came since the last call: everything sent before this call."""
+        with self._lock:
+            self._drain()
+            got, self._got = self._got, []
+        return got
 
     def close(self) -> None:
+        self._closing.set()
+        self._reader.join(5)
         self.sock.close()
 
 
@@ -104,6 +128,7 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
         while time.monotonic() < deadline:
             if any("WATCHDOG" in m for m in systemd.messages()):
                 return True
+            time.sleep(0.01)
         return False
 
     backend.infer = held
