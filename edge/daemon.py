@@ -125,7 +125,7 @@ class Daemon:
         self.stop_event.set()
 
     def request_reload(self) -> None:
-        """Load the config's bundle again and switch to it between two batches. Signal-safe."""
+        """Load the config's bundles again and switch to them between two batches. Signal-safe."""
         self._reload.set()
 
     def models(self) -> dict[str, list[str]]:
