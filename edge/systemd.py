@@ -48,8 +48,10 @@ class SystemdNotifier:
         if self._socket is None:
             return
         try:
-            self._socket.sendto(message.encode(), self._address)
-        except OSError as e:  # systemd gone or restarting: the line judges on regardless
+            # Never waits: Linux queues only a few datagrams on a socket systemd is slow to read, and
+            # a blocked send would hold the loop that judges.
+            self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
+        except OSError as e:  # systemd gone, restarting or behind: the line judges on regardless
             log.debug("sd_notify to %r failed: %s", self._address, e)
 
     def close(self) -> None:

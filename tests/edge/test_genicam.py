@@ -263,18 +263,19 @@ def test_the_producer_folder_variable_stands_for_cti(tmp_path: Path, monkeypatch
 
 
 def test_check_says_when_an_open_camera_sends_nothing(tmp_path: Path) -> None:
-    # At 1 frame/s the virtual camera's first frame comes after a second: for a --check that waits
-    # 0.6 s it is open and silent, as a triggered camera is between two parts.
+    # At 1 frame/s (its slowest) the virtual camera's first frame comes a second after it opened:
+    # for a --check that waits 0.95 s it is open and silent, as a triggered camera is between two
+    # parts. The opening takes 0.2 s on an idle machine and 0.65 s on a very busy one.
     config = tmp_path / "line.yaml"
     config.write_text(yaml.safe_dump({
         "line": "line3", "station": "st1", "bundle": str(make_bundle(tmp_path / "bundle")),
         "source": {"kind": "genicam", "name": "slow", "cti": str(VIKY), "features": {"AcquisitionFrameRate": 1.0}},
         "publish": {"bind": f"tcp://127.0.0.1:{free_port()}"}}))
-    result = subprocess.run([*EDGE_RUN, "--config", str(config), "--check", "--check-timeout", "0.6"],
+    result = subprocess.run([*EDGE_RUN, "--config", str(config), "--check", "--check-timeout", "0.95"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     line = next(line for line in result.stdout.splitlines() if line.startswith("slow "))
-    assert ("no frame within 0.6 s (source streaming, 0 reconnects; the camera is open but sent nothing: "
+    assert ("no frame within 0.95 s (source streaming, 0 reconnects; the camera is open but sent nothing: "
             "is it waiting for a trigger?)") in line
 
 

@@ -113,6 +113,7 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
                              {"kind": "video", "path": str(video), "loop": True, "fps": 50},
                              publish={"wait_for_subscribers": 0, "heartbeat_s": 0.1})
     daemon = Daemon(load_config(config))
+    runner = threading.Thread(target=daemon.run)
     # No runtime hangs on demand, so one is made to: the real backend, held inside its call.
     backend = daemon.streams["cam0"].model.backend
     hang, hung, release, infer = threading.Event(), threading.Event(), threading.Event(), backend.infer
@@ -131,10 +132,9 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
             time.sleep(0.01)
         return False
 
-    backend.infer = held
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
     try:
+        backend.infer = held
+        runner.start()
         # Deadlines, not sleeps: on a loaded machine the first batch or the one that hangs can be
         # seconds late, and a fixed sleep would then look at the wrong moment.
         assert pinged_within(20), "no pings while judging"
@@ -149,8 +149,28 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
     finally:
         release.set()
         daemon.stop()
+        if runner.ident is None:      # failed before it ran: run() would have closed the socket
+            daemon.close()
         runner.join(20)
     assert not runner.is_alive()
+
+
+def test_a_systemd_that_does_not_read_never_holds_the_line(tmp_path) -> None:
+    """Linux queues some 10 datagrams on a socket nobody reads; 50 heartbeats' pings later the
+    daemon must still be judging, the pings that did not fit dropped."""
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(tmp_path / "notify"))
+    video = write_video(tmp_path / "v.avi", pattern(50))
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
+                                    {"kind": "video", "path": str(video), "fps": 50}, publish={"heartbeat_s": 0.02})
+    proc = subprocess.Popen(EDGE_RUN + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
+                                            "EDGE_ORT_THREADS": "1"})
+    try:
+        verdicts, final, _ = run_to_the_end(proc, endpoint)
+    finally:
+        deaf.close()
+    assert len(verdicts) == 50 and final["counters"]["error"] == 0
 
 
 def test_the_abstract_namespace_and_no_systemd(monkeypatch, tmp_path) -> None:
