@@ -34,6 +34,14 @@ def render(statuses: list[dict]) -> str:
     base = [f'line="{s["line"]}",station="{s["station"]}"' for s in statuses]
     for name, kind, text, read in _METRICS:
         family(name, kind, text, [(b, read(s)) for b, s in zip(base, statuses)])
+    # The model as a label of its own series (value 1), the Prometheus way to carry a name: a
+    # reload to another bundle starts a new series instead of renaming every other metric's.
+    family("edge_model_info", "gauge", "The bundle judging this stream",
+           [(f'{b},model="{s["model"]}"', 1) for b, s in zip(base, statuses)])
+    for key, text in (("evidence", "NG parts"), ("ok_samples", "OK samples")):
+        for outcome in ("saved", "skipped"):
+            family(f"edge_{key}_{outcome}_total", "counter", f"{text} {outcome} by the evidence writer (daemon-wide)",
+                   [(b, s["counters"].get(f"{key}_{outcome}")) for b, s in zip(base, statuses)])
     family("edge_verdicts_total", "counter", "Verdicts published, by kind",
            [(f'{b},verdict="{v}"', s["counters"][v.lower()]) for b, s in zip(base, statuses) for v in ("OK", "NG", "ERROR")])
     for key, text in (("latency_ms", "Grab to publish latency, ms"), ("infer_ms", "Backend time per batch, ms")):

@@ -27,7 +27,8 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
     video = write_video(tmp_path / "v.avi", pattern(30))
     config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
                                     {"kind": "video", "path": str(video), "loop": True, "fps": 200},
-                                    metrics={"bind": f"127.0.0.1:{port}"}, log_format="json")
+                                    metrics={"bind": f"127.0.0.1:{port}"}, log_format="json",
+                                    evidence={"dir": str(tmp_path / "evidence"), "ok_every": 10})
     proc = start(config)
     scraped = {}
     labels = 'line="line3",station="st1"'
@@ -53,5 +54,9 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
     assert ok + ng >= 120 and ng > 0 and scraped[f"edge_source_up{{{labels}}}"] == 1
     assert scraped[f'edge_latency_ms{{{labels},quantile="0.99"}}'] > 0
     assert scraped[f"edge_frames_in_total{{{labels}}}"] >= ok + ng
+    assert [(k, v) for k, v in scraped.items() if k.startswith("edge_model_info")] == [
+        (f'edge_model_info{{{labels},model="{final["model"]}"}}', 1)]
+    assert scraped[f"edge_evidence_saved_total{{{labels}}}"] <= ng       # the writer may lag, never lead
+    assert scraped[f"edge_ok_samples_saved_total{{{labels}}}"] <= ok // 10
     logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
     assert any("stopped" in e["msg"] for e in logs) and all({"t", "level", "logger", "msg"} <= set(e) for e in logs)
