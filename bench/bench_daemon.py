@@ -7,6 +7,9 @@ Rows:
   daemon-max     edge-run on the video, unthrottled, blocking queue: the daemon's throughput
   daemon-paced   edge-run with the source paced at half the backend's rate: the latency a part
                  sees on a line that is not saturated (grab → verdict published)
+  daemon-evidence  daemon-max saving evidence for every part (NG overlay + raw frame, every OK
+                 part raw: evidence.raw, ok_every 1), the worst case for the disk: whether
+                 writing holds up verdicts, and how much of it the writer had to skip
 Without --bundle/--video it builds the embedded demo bundle first (needs the train extra).
 """
 from __future__ import annotations
@@ -68,7 +71,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: float | None, workdir: Path) -> dict:
+def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: float | None, workdir: Path,
+                 evidence: bool = False) -> dict:
     port = free_port()
     cfg = {"line": "bench", "station": "s1", "bundle": str(bundle_dir.resolve()),
            "source": {"kind": "video", "path": str(video.resolve()), "loop": True, "fps": fps},
@@ -76,6 +80,8 @@ def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: 
            "queue": {"size": 64, "overflow": "block" if fps is None else "drop_oldest"},
            "publish": {"bind": f"tcp://127.0.0.1:{port}", "heartbeat_s": 1.0, "wait_for_subscribers": 1},
            "log_level": "WARNING"}
+    if evidence:
+        cfg["evidence"] = {"dir": str(workdir / f"evidence-{port}"), "raw": True, "ok_every": 1}
     path = workdir / f"bench-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen(EDGE_RUN + ["--config", str(path)])
@@ -98,9 +104,13 @@ def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: 
         proc.wait(30)
     warm = received[batch * 2:]                       # skip warm-up batches
     span = warm[-1][1] - warm[0][1]
+    c = final["counters"]
+    saved = {key: c[f"{key}_saved"] for key in ("evidence", "ok_samples") if f"{key}_saved" in c}
+    skipped = {key: c[f"{key}_skipped"] for key in ("evidence", "ok_samples") if f"{key}_skipped" in c}
     return {"fps": (len(warm) - 1) / span, "lat": percentiles([(p - g) * 1000 for g, p in warm]),
-            "n": len(received), "what": "grab→publish", "dropped": final["counters"]["dropped"],
-            "accounted": final["counters"]["frames_in"] == len(received) + final["counters"]["dropped"]}
+            "n": len(received), "what": "grab→publish", "dropped": c["dropped"],
+            "evidence": f"{sum(saved.values())} saved, {sum(skipped.values())} skipped" if saved else "-",
+            "accounted": c["frames_in"] == len(received) + c["dropped"]}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -134,17 +144,18 @@ def main() -> None:
         rows = {name: median_run(r) for name, r in runs.items()}
         rows["daemon-paced"] = bench_daemon(bundle, video, args.batch, args.frames // 2,
                                             rows["backend"]["fps"] / 2, workdir)
+        rows["daemon-evidence"] = bench_daemon(bundle, video, args.batch, args.frames, None, workdir, evidence=True)
     base = rows["backend"]["fps"]
     print(f"\nbundle {load_bundle(bundle).name}, batch {args.batch}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; "
           f"backend and daemon-max: median of {args.rounds} alternating rounds "
           f"(images/s per round: backend {[round(r['fps'], 1) for r in runs['backend']]}, "
           f"daemon {[round(r['fps'], 1) for r in runs['daemon-max']]})")
-    print(f"| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped | evidence |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['n']} | {r['fps']:.1f} | {100 * r['fps'] / base:.0f}% | {r['lat']['p50']:.1f} | "
-              f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} |")
+              f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} | {r.get('evidence', '-')} |")
     for name, r in rows.items():
         if "accounted" in r and not r["accounted"]:
             raise SystemExit(f"{name}: frames_in != verdicts + dropped")
