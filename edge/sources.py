@@ -28,6 +28,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # how late a stop request can be noticed (OpenCV's FFmpeg default is 30 s).
 _NETWORK_TIMEOUTS_MS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
 
+_WHOLE_FRAME = RoiConfig()
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -72,7 +73,7 @@ class Source:
         return self._emit_rgb(frame_id, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), error)
 
     def _emit_rgb(self, frame_id: str, rgb: np.ndarray | None, error: str | None = None) -> Frame:
-        if rgb is not None and (self.roi != RoiConfig() or self.rotate):
+        if rgb is not None and (self.rotate or self.roi != _WHOLE_FRAME):
             try:
                 rgb = crop_and_rotate(rgb, self.roi, self.rotate)
             except ValueError as e:
