@@ -47,6 +47,13 @@ class FrameQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def forget(self, stream: str) -> None:
+        """Drop the counters of a stream that was removed once its last frame was judged, so a
+        camera added again later under its name counts from 0, as its new statistics do."""
+        with self._cond:
+            self.frames_in.pop(stream, None)
+            self.dropped.pop(stream, None)
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -88,7 +88,7 @@ def run_main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: (log.info("%s: stopping", signal.Signals(signum).name),
                                                   daemon.stop()))
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: (log.info("SIGHUP: reloading the bundle"),
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: (log.info("SIGHUP: reloading the config"),
                                                          daemon.request_reload()))
     return daemon.run()
 

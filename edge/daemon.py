@@ -9,11 +9,13 @@ its counters so a PLC integrator can check that for themselves.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from edge.evidence import EvidenceStore
 from edge.metrics import MetricsServer
 from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
-from edge.sources import Source, open_source
+from edge.sources import Source, SourceError, open_source
 from edge.stats import LineStats, percentiles
 from edge.systemd import SystemdNotifier
 from edge.types import Batch, Frame, Verdict
@@ -41,6 +43,26 @@ def judge_for(bundle: Bundle, k: float | None) -> Judge:
         raise BundleError(f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
                           f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR")
     return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
+
+
+# What a reload cannot change in a running daemon: its socket, ports, queue, evidence writers and
+# logging are set up once. A reload that changes one keeps the running value and says so.
+AT_RESTART = ("publish.bind", "publish.sndhwm", "publish.curve_secret_key", "publish.curve_allowed_clients",
+              "queue.size", "queue.overflow", "evidence.dir", "evidence.max_files", "evidence.raw",
+              "evidence.ok_every", "metrics.bind", "log_level", "log_format")
+
+
+def keep_for_restart(running: LineConfig, new: LineConfig) -> list[str]:
+    """Puts the running values of the AT_RESTART keys back into ``new``; returns the ones the
+    file changed, as ``key (running → in the file)``."""
+    changed = []
+    for key in AT_RESTART:
+        *parents, leaf = key.split(".")
+        section, running_section = (functools.reduce(getattr, parents, cfg) for cfg in (new, running))
+        if getattr(section, leaf) != getattr(running_section, leaf):
+            changed.append(f"{key} ({getattr(running_section, leaf)} → {getattr(section, leaf)})")
+            setattr(section, leaf, getattr(running_section, leaf))
+    return changed
 
 
 def summary(statuses: list[dict]) -> str:
@@ -58,6 +80,15 @@ class Model:
     backend: Backend
 
 
+def distinct(models: Iterable[Model]) -> list[Model]:
+    return list({id(m): m for m in models}.values())
+
+
+def close_models(models: Iterable[Model]) -> None:
+    for model in distinct(models):
+        model.backend.close()
+
+
 def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
     """Each stream's model and judge, by source name, every bundle loaded and checked once (files,
     hashes, calibration, backend). On any failure, what was loaded is closed and nothing is kept."""
@@ -72,8 +103,7 @@ def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
             assigned[stream.source.name] = model, judge_for(model.bundle, stream.k)
         return assigned
     except BaseException:
-        for model in loaded.values():
-            model.backend.close()
+        close_models(loaded.values())
         raise
 
 
@@ -85,6 +115,9 @@ class Stream:
     stats: LineStats
     model: Model
     judge: Judge
+    halt: threading.Event = field(default_factory=threading.Event)   # stops this camera's grabber alone
+    grabber: threading.Thread | None = None
+    removed: bool = False      # by a reload: still judged until its last queued frame, then gone
 
 
 class Daemon:
@@ -98,7 +131,7 @@ class Daemon:
         self.batch_sizes: deque[int] = deque(maxlen=2048)
         self.stop_event = threading.Event()
         self._reload = threading.Event()
-        self.reloads = {"ok": 0, "refused": 0, "last_error": None}
+        self.reloads: dict = {"ok": 0, "refused": 0, "last_error": None, "at_restart": []}
         ev = cfg.evidence
         self.evidence = EvidenceStore(ev.dir, ev.max_files, raw=ev.raw) if ev.dir else None
         self.ok_samples = (EvidenceStore(ev.dir / "ok", ev.max_files, overlay=False, raw=True)
@@ -110,7 +143,8 @@ class Daemon:
         if cfg.metrics.bind:
             host, port = cfg.metrics.bind.rsplit(":", 1)
             self.metrics = MetricsServer(host, int(port))
-        self._grabbing = len(self.streams)
+        self._grabbers: list[threading.Thread] = []
+        self._grabbing = 0          # grab threads not yet ended; the last one to end closes the queue
         self._grabbing_lock = threading.Lock()
         self._t_start = time.time()
         self._state = "starting"
@@ -123,60 +157,138 @@ class Daemon:
     def stop(self) -> None:
         """Stop grabbing; frames already queued are still judged and published. Signal-safe."""
         self.stop_event.set()
+        for stream in list(self.streams.values()):
+            stream.halt.set()
 
     def request_reload(self) -> None:
-        """Load the config's bundles again and switch to them between two batches. Signal-safe."""
+        """Read the config again and apply it between two batches (``_reload_config``). Signal-safe."""
         self._reload.set()
 
     def models(self) -> dict[str, list[str]]:
         """What judges what: each bundle in use, by name, with its streams."""
         by_model: dict[str, list[str]] = {}
         for name, stream in self.streams.items():
-            by_model.setdefault(stream.model.bundle.name, []).append(name)
+            if not stream.removed:
+                by_model.setdefault(stream.model.bundle.name, []).append(name)
         return by_model
 
-    def _swap_model(self) -> None:
-        """Check every new bundle completely (config, files, hashes, calibration, backend) before
-        switching all streams at once: a bad one is refused and the running ones keep judging."""
+    def _reload_config(self) -> None:
+        """Read the config file again and apply it between two batches. Every bundle is checked
+        completely (files, hashes, calibration, backend) and every new camera source made before
+        anything switches: a bad one is refused, and the line goes on judging as it was. Then all
+        cameras switch at once: a camera whose source settings changed is reopened (once its old
+        session has ended; seq goes on), a new one starts, a removed one stops grabbing and goes
+        after its last queued frame is judged, a new station or line moves it to its new topic.
+        What only a restart can change (AT_RESTART) keeps its running value and is reported."""
         self.systemd.reloading()
-        running = ", ".join(self.models())
+        running = self._judging()
+        assigned: dict[str, tuple[Model, Judge]] = {}
         try:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
-            cameras = sorted(s.source.name for s in cfg.streams)
-            if cameras != sorted(self.streams):
-                raise ConfigError(f"{cfg.path}: streams: a reload changes bundles and k, not cameras (running "
-                                  f"{', '.join(sorted(self.streams))}, the file has {', '.join(cameras)}); restart "
-                                  f"edge-run to change cameras")
             assigned = load_models(cfg)
-        except (ConfigError, BundleError, BackendError, OSError) as e:
+            sources = {s.source.name: open_source(s.source) for s in cfg.streams if self._reopens(s)}
+        except Exception as e:      # whatever the new files hold, the running line must not die of it
+            close_models(model for model, _ in assigned.values())
             self.reloads["refused"] += 1
             self.reloads["last_error"] = str(e)
-            log.error("reload refused, still judging with %s: %s", running, e)
-            self.systemd.ready(f"reload refused, still judging with {running}: {e}")
+            expected = isinstance(e, (ConfigError, BundleError, BackendError, SourceError, OSError))
+            log.error("reload refused, still judging %s: %s", running, e, exc_info=not expected)
+            self.systemd.ready(f"reload refused, still judging {running}: {e}")
             return
+        at_restart = keep_for_restart(self.cfg, cfg)
         old = self._loaded()
-        for name, stream in self.streams.items():
-            if assigned[name][0].bundle.name != stream.model.bundle.name:
-                stream.stats.new_model()
-            stream.model, stream.judge = assigned[name]
-        for model in old:
-            model.backend.close()
-        self.reloads["ok"] += 1
-        self.reloads["last_error"] = None
-        log.info("reloaded: now judging %s", self._judging())
+        live = self._state == "running"      # grabbers run (not before run(), as in --check)
+        changes = [self._apply(new, *assigned[new.source.name], cfg.topic(new), sources.get(new.source.name), live)
+                   for new in cfg.streams]
+        for name in sorted(set(self.streams) - {s.source.name for s in cfg.streams}):
+            stream = self.streams[name]
+            if not stream.removed:
+                stream.removed = True
+                stream.halt.set()
+                changes.append(f"{name} removed (goes once its queued frames are judged)")
+        self.cfg = cfg
+        close_models(m for m in old if all(m is not s.model for s in self.streams.values()))
+        self._retire_removed()
+        self.reloads.update(ok=self.reloads["ok"] + 1, last_error=None, at_restart=at_restart)
+        log.info("reloaded: now judging %s%s", self._judging(), "".join(f"; {c}" for c in changes if c))
+        if at_restart:
+            log.warning("reload: %s changed in %s but only take(s) effect when edge-run restarts; still running "
+                        "with the old value(s)", ", ".join(at_restart), cfg.path)
         self.systemd.ready(f"reloaded: judging {self._judging()}")
 
+    def _reopens(self, new: StreamConfig) -> bool:
+        """Whether a reload to ``new`` needs a new source for that camera."""
+        stream = self.streams.get(new.source.name)
+        return stream is None or stream.removed or stream.cfg.source != new.source
+
+    def _apply(self, new: StreamConfig, model: Model, judge: Judge, topic: str, source: Source | None,
+               live: bool) -> str:
+        """Switches one camera to its new config (``source``: its new source, when it needs one);
+        returns what changed besides the model, for the log."""
+        name = new.source.name
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = self.streams[name] = Stream(new, source, topic, LineStats(), model, judge)
+            if live:
+                self._start_grabber(stream)
+            return f"{name} added"
+        changes = []
+        if model.bundle.name != stream.model.bundle.name:
+            stream.stats.new_model()
+        if topic != stream.topic:
+            self._final_status(name)        # subscribers of the old topic hear that it ends
+            changes.append(f"{name} moved from {stream.topic} to {topic}")
+            stream.topic = topic
+        stream.cfg, stream.model, stream.judge = new, model, judge
+        if source is not None:
+            old_session = stream.grabber, stream.source
+            old_halt, stream.source, stream.removed = stream.halt, source, False
+            if live:
+                self._start_grabber(stream, after=old_session)
+            old_halt.set()
+            changes.append(f"{name} reopened with its new source settings")
+        return "; ".join(changes)
+
+    def _retire_removed(self) -> None:
+        """Streams a reload removed go once their grabber has ended and their last frame is judged:
+        their final status, then their counters, and their model when no other camera uses it."""
+        for name, stream in list(self.streams.items()):
+            if stream.removed and not (stream.grabber and stream.grabber.is_alive()) and not self._in_flight(name):
+                self._final_status(name)
+                del self.streams[name]
+                self.queue.forget(name)
+                if all(stream.model is not s.model for s in self.streams.values()):
+                    stream.model.backend.close()
+
     def _loaded(self) -> list[Model]:
-        return list({id(s.model): s.model for s in self.streams.values()}.values())
+        return distinct(s.model for s in self.streams.values())
 
     def _judging(self) -> str:
         return "; ".join(f"{', '.join(names)} with {model}" for model, names in self.models().items())
 
     # -- the threads ------------------------------------------------------------------------
-    def _grab(self, source: Source) -> None:
+    def _start_grabber(self, stream: Stream, after: tuple[threading.Thread | None, Source] | None = None) -> None:
+        """Starts a grab thread for the stream's source. ``after``: the session it replaces, whose
+        thread it waits for first, so that the device is free and seq goes on from there."""
+        stream.halt = threading.Event()
+        if self.stop_event.is_set():
+            stream.halt.set()
+        with self._grabbing_lock:
+            self._grabbing += 1
+        stream.grabber = threading.Thread(target=self._grab, args=(stream.source, stream.halt, after),
+                                          name=f"grab-{stream.source.name}", daemon=True)
+        self._grabbers = [g for g in self._grabbers if g.is_alive()] + [stream.grabber]
+        stream.grabber.start()
+
+    def _grab(self, source: Source, halt: threading.Event, after: tuple[threading.Thread | None, Source] | None) -> None:
         try:
-            for frame in source.frames(self.stop_event):
-                if not self.queue.put(frame, self.stop_event):
+            if after is not None:
+                thread, previous = after
+                if thread is not None:
+                    thread.join()
+                source.continue_from(previous)
+            for frame in source.frames(halt):
+                if not self.queue.put(frame, halt):
                     break
         except Exception:  # a source bug must not leave the line judging nothing in silence
             log.exception("source %s failed", source.name)
@@ -193,33 +305,33 @@ class Daemon:
                      pub.wait_for_subscribers, self.publisher.endpoint)
             if not self.publisher.wait_for_subscribers(pub.wait_for_subscribers, pub.wait_timeout_s, self.stop_event):
                 log.warning("starting without the %d subscriber(s) asked for", pub.wait_for_subscribers)
-        grabbers = [threading.Thread(target=self._grab, args=(s.source,), name=f"grab-{name}", daemon=True)
-                    for name, s in self.streams.items()]
         self._state = "running"
         log.info("judging %s, publishing %s on %s", self._judging(), ", ".join(s.topic for s in self.streams.values()),
                  self.publisher.endpoint)
-        for g in grabbers:
-            g.start()
+        for stream in list(self.streams.values()):
+            self._start_grabber(stream)
         self.systemd.ready(f"judging {self._judging()}")
         next_heartbeat = time.monotonic()
         try:
             while True:
+                # self.cfg, not pub: a reload may change the batching and the heartbeat
                 batch = self.queue.next_batch(self.cfg.batch.max_batch, self.cfg.batch.max_wait_ms / 1000,
-                                              idle_timeout_s=pub.heartbeat_s)
+                                              idle_timeout_s=self.cfg.publish.heartbeat_s)
                 if self._reload.is_set():
                     self._reload.clear()
-                    self._swap_model()
+                    self._reload_config()
                 if batch is not None:
                     self._process(batch)
                 elif self.queue.closed and not len(self.queue):
                     break
+                self._retire_removed()
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat()
-                    next_heartbeat = time.monotonic() + pub.heartbeat_s
+                    next_heartbeat = time.monotonic() + self.cfg.publish.heartbeat_s
         finally:
             self._state = "stopping"
-            self.stop_event.set()
-            for g in grabbers:
+            self.stop()
+            for g in self._grabbers:
                 g.join(timeout=5)
             self._finish()
         return 0
@@ -279,20 +391,23 @@ class Daemon:
             self.ok_samples.submit(v)
 
     # -- status ---------------------------------------------------------------------------
-    def status(self, name: str) -> dict:
+    def _in_flight(self, name: str) -> int:
+        """Frames of the stream that entered and have neither a verdict nor a drop yet."""
+        return self.queue.frames_in[name] - self.queue.dropped[name] - self.streams[name].stats.judged()
+
+    def status(self, name: str, state: str | None = None) -> dict:
         stream, q = self.streams[name], self.queue
         cal = stream.model.bundle.calibration
         s = stream.stats
-        frames_in, dropped = q.frames_in[name], q.dropped[name]
-        counters = {"frames_in": frames_in, "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
-                    "error": s.verdicts["ERROR"], "dropped": dropped, "publish_failed": s.publish_failed,
-                    "in_flight": frames_in - dropped - s.judged()}
+        counters = {"frames_in": q.frames_in[name], "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
+                    "error": s.verdicts["ERROR"], "dropped": q.dropped[name], "publish_failed": s.publish_failed,
+                    "in_flight": self._in_flight(name)}
         if self.evidence is not None:
             counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
         if self.ok_samples is not None:
             counters.update(ok_samples_saved=self.ok_samples.saved, ok_samples_skipped=self.ok_samples.skipped)
         return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": stream.cfg.station, "t": time.time(),
-                "state": self._state, "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
+                "state": state or ("stopping" if stream.removed else self._state), "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
                 "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
                 "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
                 "queue_depth": len(q), "streams": len(self.streams),
@@ -315,14 +430,19 @@ class Daemon:
         self._close_evidence()      # written out before the final status counts it
         self._state = "stopped"
         self.systemd.stopping(summary([self.status(name) for name in self.streams]))
-        for name, stream in self.streams.items():
-            final = self.status(name)
-            self.publisher.send(f"{stream.topic}/status", final)
-            c = final["counters"]
-            log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
-                     stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
-                     final["latency_ms"]["p50"], final["latency_ms"]["p99"])
+        for name in self.streams:
+            self._final_status(name)
         self.close()
+
+    def _final_status(self, name: str) -> None:
+        """The last status on the stream's topic, state 'stopped', and its totals in the log."""
+        stream = self.streams[name]
+        final = self.status(name, state="stopped")
+        self.publisher.send(f"{stream.topic}/status", final)
+        c = final["counters"]
+        log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
+                 stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
+                 final["latency_ms"]["p50"], final["latency_ms"]["p99"])
 
     def _close_evidence(self) -> None:
         for store in (self.evidence, self.ok_samples):

@@ -68,6 +68,12 @@ class Source:
         """Yields frames until the stream ends or ``stop`` is set."""
         raise NotImplementedError
 
+    def continue_from(self, previous: Source) -> None:
+        """Take over from the source this one replaces (a reload changed the camera's settings):
+        its stream goes on numbering and counting reconnects where the old one stopped, so seq
+        never repeats within a run. Call once the old source's frames have ended."""
+        self._seq, self.reconnects = previous._seq, previous.reconnects
+
     def _emit(self, frame_id: str, bgr: np.ndarray | None, error: str | None = None) -> Frame:
         """Wraps what OpenCV just read; call it right after the read so t_grab is the grab time."""
         return self._emit_rgb(frame_id, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), error)

@@ -1,0 +1,155 @@
+"""A reload (SIGHUP) applies the config file again: cameras whose source settings changed are
+reopened, new cameras start, removed ones stop after their last queued frame, a renamed station
+moves to its new topic; what only a restart can change keeps its running value and is reported.
+On the real daemon, over ZeroMQ, with every frame accounted for."""
+from __future__ import annotations
+
+import signal
+
+import yaml
+
+from edge.config import load_config
+from edge.daemon import Daemon
+from edge.listen import Listener
+
+from .conftest import make_bundle, part
+from .harness import collect, start, write_config, write_video
+
+
+def looping(path, name: str = "cam0") -> dict:
+    return {"kind": "video", "name": name, "path": str(path), "loop": True, "fps": 50}
+
+
+def rewrite(config, change) -> None:
+    data = yaml.safe_load(config.read_text())
+    change(data)
+    config.write_text(yaml.safe_dump(data))
+
+
+def test_a_changed_source_is_reopened_and_a_renamed_station_moves_topic(tmp_path) -> None:
+    good = write_video(tmp_path / "good.avi", [part(40, (48, 64)) for _ in range(10)])
+    bad = write_video(tmp_path / "bad.avi", [part(40, (48, 64), spot=(10, 10, 12)) for _ in range(10)])
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(good))
+    proc = start(config)
+
+    def drive(n: int, verdict: dict) -> None:
+        if n == 10:
+            def to_bad_camera_on_st2(data):
+                data["source"]["path"], data["station"] = str(bad), "st2"
+            rewrite(config, to_bad_camera_on_st2)
+            proc.send_signal(signal.SIGHUP)
+        elif verdict["station"] == "st2" and verdict["verdict"] == "NG" and drive.ng_on_st2 == 9:
+            proc.send_signal(signal.SIGTERM)
+        drive.ng_on_st2 += verdict["station"] == "st2" and verdict["verdict"] == "NG"
+    drive.ng_on_st2 = 0
+
+    with Listener(endpoint, "line3/") as listener:      # both topics: the old one's last status, then st2
+        verdicts, final, statuses = collect(listener, proc, on_verdict=drive, streams=2)
+    assert proc.wait(20) == 0
+
+    stations = [v["station"] for v in verdicts]
+    switch = stations.index("st2")
+    assert set(stations[:switch]) == {"st1"} and set(stations[switch:]) == {"st2"}, "one move, never back"
+    assert {v["verdict"] for v in verdicts[:switch]} == {"OK"}, "the good camera's parts, before the reload"
+    after = [v["verdict"] for v in verdicts[switch:]]
+    first_ng = after.index("NG")
+    assert set(after[:first_ng]) <= {"OK"} and set(after[first_ng:]) == {"NG"}, \
+        "the frames the old camera had queued, then only the new camera's"
+    # One stream throughout: the new session numbers on from the old one, nothing repeated or lost.
+    assert [v["seq"] for v in verdicts] == list(range(len(verdicts)))
+    old_topic_end = next(s for s in statuses if s["station"] == "st1" and s["state"] == "stopped")
+    assert old_topic_end["counters"]["frames_in"] >= switch
+    assert final["station"] == "st2" and final["reloads"]["ok"] == 1 and final["reloads"]["at_restart"] == []
+    c = final["counters"]
+    assert (c["in_flight"], c["dropped"], c["error"]) == (0, 0, 0)
+    assert c["frames_in"] == c["ok"] + c["ng"] == len(verdicts)
+
+
+def test_a_reload_adds_and_removes_cameras(tmp_path) -> None:
+    video = write_video(tmp_path / "v.avi", [part(40, (48, 64)) for _ in range(10)])
+    streams = [{"station": name, "source": looping(video, name)} for name in ("a", "b")]
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), None, streams=streams)
+    proc = start(config)
+    seen: dict[str, int] = {}
+
+    def drive(_n: int, verdict: dict) -> None:
+        seen[verdict["station"]] = seen.get(verdict["station"], 0) + 1
+        if seen.get("a", 0) >= 5 and seen.get("b", 0) >= 5 and not drive.reloaded:
+            drive.reloaded = True
+            rewrite(config, lambda data: data["streams"].__setitem__(1, {"station": "c", "source": looping(video, "c")}))
+            proc.send_signal(signal.SIGHUP)
+        if seen.get("c", 0) == 10:
+            proc.send_signal(signal.SIGTERM)
+    drive.reloaded = False
+
+    with Listener(endpoint, "line3/") as listener:
+        verdicts, _, statuses = collect(listener, proc, on_verdict=drive, streams=3)
+    assert proc.wait(20) == 0
+
+    ends = {s["station"]: s for s in statuses if s["state"] == "stopped"}
+    assert sorted(ends) == ["a", "b", "c"]
+    for station, end in ends.items():
+        mine = [v for v in verdicts if v["station"] == station]
+        c = end["counters"]
+        assert c["in_flight"] == 0 and c["frames_in"] == len(mine) + c["dropped"], station
+        assert [v["seq"] for v in mine] == list(range(len(mine))), station
+    # b ends before c starts judging is not promised (they overlap); b's end is its last message.
+    b_end = statuses.index(ends["b"])
+    assert all(s["station"] != "b" for s in statuses[b_end + 1:])
+    assert ends["a"]["reloads"]["ok"] == 1 and len([v for v in verdicts if v["station"] == "c"]) >= 10
+
+
+def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
+    video = write_video(tmp_path / "v.avi", [part(40)])
+    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video),
+                             evidence={"dir": str(tmp_path / "ev"), "ok_every": 5})
+    daemon = Daemon(load_config(config))
+    try:
+        def edit(data):
+            data["publish"]["sndhwm"] = 50
+            data["evidence"]["ok_every"] = 0        # would divide by zero if it were taken while running
+            data["batch"]["max_batch"] = 2          # applies at once
+        rewrite(config, edit)
+        daemon._reload_config()
+        assert daemon.reloads["ok"] == 1
+        assert daemon.reloads["at_restart"] == ["publish.sndhwm (1000 → 50)", "evidence.ok_every (5 → 0)"]
+        assert (daemon.cfg.publish.sndhwm, daemon.cfg.evidence.ok_every, daemon.cfg.batch.max_batch) == (1000, 5, 2)
+    finally:
+        daemon.close()
+
+
+def test_a_refused_reload_leaves_the_cameras_as_they_were(tmp_path) -> None:
+    video = write_video(tmp_path / "v.avi", [part(40)])
+    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video))
+    daemon = Daemon(load_config(config))
+    try:
+        source = daemon.streams["cam0"].source
+        broken = make_bundle(tmp_path / "broken")
+        (broken / "model.onnx").write_bytes(b"garbage")
+
+        def elsewhere_with_a_broken_bundle(data):
+            data["bundle"], data["source"]["fps"] = str(broken), 10
+        rewrite(config, elsewhere_with_a_broken_bundle)
+        daemon._reload_config()
+        assert daemon.reloads["refused"] == 1 and "broken" in daemon.reloads["last_error"]
+        assert daemon.streams["cam0"].source is source and daemon.streams["cam0"].cfg.source.fps == 50
+    finally:
+        daemon.close()
+
+
+def test_a_reload_onto_a_malformed_bundle_yaml_is_refused(tmp_path) -> None:
+    """Whatever a new bundle.yaml holds, a reload refuses it and the line keeps judging."""
+    video = write_video(tmp_path / "v.avi", [part(40)])
+    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video))
+    daemon = Daemon(load_config(config))
+    try:
+        odd = make_bundle(tmp_path / "odd")
+        meta = yaml.safe_load((odd / "bundle.yaml").read_text())
+        meta["files"] = {name: None for name in meta["files"]}
+        (odd / "bundle.yaml").write_text(yaml.safe_dump(meta))
+        rewrite(config, lambda data: data.__setitem__("bundle", str(odd)))
+        daemon._reload_config()
+        assert daemon.reloads["refused"] == 1 and daemon.models().keys() == {daemon.streams["cam0"].model.bundle.name}
+        assert daemon.streams["cam0"].model.bundle.path == (tmp_path / "bundle").resolve()
+    finally:
+        daemon.close()
