@@ -77,27 +77,36 @@ class EvidenceStore:
 
     def _run(self) -> None:
         while (v := self._queue.get()) is not None:
-            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")
-            name = f"{name}_{v.verdict}"
-            written = []
             try:
-                for suffix, image in self._images(v):
-                    path = self.folder / f"{name}{suffix}.png"
-                    if not cv2.imwrite(str(path), image):
-                        raise OSError("cv2.imwrite failed (disk full or not writable?)")
-                    written.append(path)
-            except (cv2.error, OSError) as e:
-                log.warning("evidence %s in %s not saved: %s", name, self.folder, e)
+                self._save(v)
+            except Exception as e:    # one part that cannot be saved must not end the evidence of the run
+                log.warning("evidence of %s in %s not saved: %s", v.frame.frame_id, self.folder, e)
                 self.skipped += 1
-                for path in written:          # half a part's evidence is none
-                    path.unlink(missing_ok=True)
-                continue
-            self.saved += 1
-            self._parts.pop(name, None)
-            self._parts[name] = written
-            while len(self._parts) > self.max_files:
-                for path in self._parts.popitem(last=False)[1]:
-                    path.unlink(missing_ok=True)
+
+    def _save(self, v: Verdict) -> None:
+        # stream and seq make the name unique; the frame id (an image file's name, say) only helps a
+        # person find the part, and is cut so that the name stays within a file system's 255 bytes.
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")[:200]
+        name = f"{name}_{v.verdict}"
+        # Made again if someone cleared it away while the line runs (cleaning up the disk, say).
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        try:
+            for suffix, image in self._images(v):
+                path = self.folder / f"{name}{suffix}.png"
+                if not cv2.imwrite(str(path), image):
+                    raise OSError(f"cv2.imwrite could not write {path.name} (disk full or not writable?)")
+                written.append(path)
+        except BaseException:
+            for path in written:          # half a part's evidence is none
+                path.unlink(missing_ok=True)
+            raise
+        self.saved += 1
+        self._parts.pop(name, None)
+        self._parts[name] = written
+        while len(self._parts) > self.max_files:
+            for path in self._parts.popitem(last=False)[1]:
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Write what is queued, then stop; closing again does nothing."""

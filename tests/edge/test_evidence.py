@@ -2,14 +2,19 @@
 each in a ring folder bounded in parts, counted in the status, kept across a restart."""
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 
 from edge.config import ConfigError, parse_config
+from edge.evidence import EvidenceStore
+from edge.types import Frame, Verdict
 
 from .conftest import make_bundle
 from .harness import pattern, run_to_the_end, start, write_config, write_video
+from .test_sources import wait_until
 
 
 def run(tmp_path, video, **evidence) -> dict:
@@ -61,3 +66,30 @@ def test_raw_and_ok_samples_need_a_folder(tmp_path, evidence: dict) -> None:
             "source": {"kind": "video", "path": "parts.mp4"}, "evidence": evidence}
     with pytest.raises(ConfigError, match=r"line.yaml: evidence.dir: required by evidence.raw and evidence.ok_every"):
         parse_config(data, tmp_path / "line.yaml")
+
+
+def ng(seq: int, frame_id: str | None = None, anomaly_map: np.ndarray | None = None) -> Verdict:
+    frame = Frame("cam0", seq, frame_id or f"cam0:{seq}", 0.0, np.full((24, 32, 3), 90, np.uint8))
+    amap = np.zeros((8, 8), np.float32) if anomaly_map is None else anomaly_map
+    return Verdict(frame, "NG", 1.0, 0.5, anomaly_map=amap)
+
+
+def test_the_writer_outlives_a_cleared_folder_a_long_name_and_a_part_it_cannot_draw(tmp_path) -> None:
+    """Evidence goes on being saved, for the whole run, whatever one part or an operator did."""
+    folder = tmp_path / "evidence"
+    store = EvidenceStore(folder, max_files=10)
+    try:
+        store.submit(ng(0))
+        wait_until(lambda: store.saved == 1)
+        shutil.rmtree(folder)                                   # someone cleans the disk up
+        store.submit(ng(1))
+        store.submit(ng(2, frame_id="x" * 400))                 # an image file's very long name
+        store.submit(ng(3, anomaly_map=np.zeros((8, 8, 3, 2), np.float32)))   # no map OpenCV can resize
+        store.submit(ng(4))
+        wait_until(lambda: store.saved + store.skipped == 5)
+    finally:
+        store.close()
+    assert (store.saved, store.skipped) == (4, 1)
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert [n[:14] for n in names] == ["cam0_00000001_", "cam0_00000002_", "cam0_00000004_"]
+    assert max(len(n.encode()) for n in names) <= 255
