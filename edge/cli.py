@@ -4,15 +4,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.backends import BackendError
 from edge.bundle import BundleError
 from edge.config import ConfigError, load_config
 from edge.listen import Listener, format_status, format_verdict
 from edge.sources import SourceError
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
 
 log = logging.getLogger("edge")
 
@@ -48,8 +54,9 @@ def run_main(argv: list[str] | None = None) -> int:
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
                     "bundle, judge each part against its calibrated threshold and publish verdicts over "
                     "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-                    "grabbed and exits 0. SIGHUP loads the config's bundle again and switches to it "
-                    "between two batches if it checks out (a bad bundle is refused; the running one stays).",
+                    "grabbed and exits 0. SIGHUP applies the config again (bundles, k, cameras) once it has "
+                    "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
+                    "runs on as it was).",
         epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)")
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -85,12 +92,43 @@ def run_main(argv: list[str] | None = None) -> int:
         finally:
             daemon.close()
         return 0 if passed(checks) else 1
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: (log.info("%s: stopping", signal.Signals(signum).name),
-                                                  daemon.stop()))
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: (log.info("SIGHUP: reloading the config"),
-                                                         daemon.request_reload()))
-    return daemon.run()
+    take_signals(daemon)
+    try:
+        return daemon.run()
+    finally:
+        # Stopped: more of them must not kill the clean exit under way (as Python exits, it puts
+        # the default handlers back, except where a signal is ignored).
+        for signum in LINE_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+LINE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def take_signals(daemon: Daemon) -> None:
+    """SIGINT/SIGTERM stop the daemon, SIGHUP reloads it: acted on one at a time by a thread of
+    their own, never inside a signal handler. A handler interrupts whatever the main thread is doing,
+    itself included, and a burst of signals then hangs the daemon on a lock the interrupted code
+    holds, or overflows the stack with nested handlers (test_a_burst_of_signals_never_hangs_the_line).
+    So the handlers do nothing; Python's own C-level handler writes each signal's number into the
+    wakeup pipe (from whichever thread the signal reached), which the thread reads."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)       # a burst that fills the pipe loses repeats, never blocks
+    for signum in LINE_SIGNALS:
+        signal.signal(signum, lambda _signum, _frame: None)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def act() -> None:
+        while True:
+            for signum in os.read(read_end, 512):
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading the config")
+                    daemon.request_reload()
+                else:
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    daemon.stop()
+
+    threading.Thread(target=act, name="signals", daemon=True).start()
 
 
 def listen_main(argv: list[str] | None = None) -> int:

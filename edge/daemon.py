@@ -108,6 +108,14 @@ def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
 
 
 @dataclass(slots=True)
+class PreparedReload:
+    """What a reload loaded and checked, ready to switch to."""
+    cfg: LineConfig
+    assigned: dict[str, tuple[Model, Judge]]     # by source name
+    sources: dict[str, Source]                   # new sources for the cameras that need one
+
+
+@dataclass(slots=True)
 class Stream:
     cfg: StreamConfig
     source: Source
@@ -131,6 +139,8 @@ class Daemon:
         self.batch_sizes: deque[int] = deque(maxlen=2048)
         self.stop_event = threading.Event()
         self._reload = threading.Event()
+        self._preparing: threading.Thread | None = None     # a reload loading on its own thread
+        self._prepared: PreparedReload | Exception | None = None
         self.reloads: dict = {"ok": 0, "refused": 0, "last_error": None, "at_restart": []}
         ev = cfg.evidence
         self.evidence = EvidenceStore(ev.dir, ev.max_files, raw=ev.raw) if ev.dir else None
@@ -155,13 +165,13 @@ class Daemon:
                         "heartbeats or more", self.systemd.watchdog_s, cfg.publish.heartbeat_s)
 
     def stop(self) -> None:
-        """Stop grabbing; frames already queued are still judged and published. Signal-safe."""
+        """Stop grabbing; frames already queued are still judged and published. From any thread."""
         self.stop_event.set()
         for stream in list(self.streams.values()):
             stream.halt.set()
 
     def request_reload(self) -> None:
-        """Read the config again and apply it between two batches (``_reload_config``). Signal-safe."""
+        """Read the config again and apply it between two batches (``_reload_when_ready``). From any thread."""
         self._reload.set()
 
     def models(self) -> dict[str, list[str]]:
@@ -173,28 +183,42 @@ class Daemon:
         return by_model
 
     def _reload_config(self) -> None:
-        """Read the config file again and apply it between two batches. Every bundle is checked
-        completely (files, hashes, calibration, backend) and every new camera source made before
-        anything switches: a bad one is refused, and the line goes on judging as it was. Then all
-        cameras switch at once: a camera whose source settings changed is reopened (once its old
-        session has ended; seq goes on), a new one starts, a removed one stops grabbing and goes
-        after its last queued frame is judged, a new station or line moves it to its new topic.
-        What only a restart can change (AT_RESTART) keeps its running value and is reported."""
+        """Read the config file again and apply it now (the running daemon does the loading on a
+        thread of its own instead, see run: judging goes on meanwhile)."""
         self.systemd.reloading()
-        running = self._judging()
+        self._apply_reload(self._prepare_reload())
+
+    def _prepare_reload(self) -> PreparedReload | Exception:
+        """The slow half of a reload, which touches nothing the line uses: the config read again,
+        every bundle loaded and checked completely (files, hashes, calibration, backend), and a new
+        source made for each camera that needs one. Returns what went wrong instead of raising."""
         assigned: dict[str, tuple[Model, Judge]] = {}
         try:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
             assigned = load_models(cfg)
             sources = {s.source.name: open_source(s.source) for s in cfg.streams if self._reopens(s)}
+            return PreparedReload(cfg, assigned, sources)
         except Exception as e:      # whatever the new files hold, the running line must not die of it
             close_models(model for model, _ in assigned.values())
+            return e
+
+    def _apply_reload(self, prepared: PreparedReload | Exception) -> None:
+        """Switches every camera at once to what ``_prepare_reload`` made, between two batches; a
+        failed one is refused, and the line goes on judging as it was. A camera whose source
+        settings changed is reopened (once its old session has ended; seq goes on), a new one
+        starts, a removed one stops grabbing and goes after its last queued frame is judged, a new
+        station or line moves it to its new topic. What only a restart can change (AT_RESTART)
+        keeps its running value and is reported."""
+        if isinstance(prepared, Exception):
+            e = prepared
+            running = self._judging()
             self.reloads["refused"] += 1
             self.reloads["last_error"] = str(e)
             expected = isinstance(e, (ConfigError, BundleError, BackendError, SourceError, OSError))
-            log.error("reload refused, still judging %s: %s", running, e, exc_info=not expected)
+            log.error("reload refused, still judging %s: %s", running, e, exc_info=e if not expected else None)
             self.systemd.ready(f"reload refused, still judging {running}: {e}")
             return
+        cfg, assigned, sources = prepared.cfg, prepared.assigned, prepared.sources
         at_restart = keep_for_restart(self.cfg, cfg)
         old = self._loaded()
         live = self._state == "running"      # grabbers run (not before run(), as in --check)
@@ -317,9 +341,7 @@ class Daemon:
                 # self.cfg, not pub: a reload may change the batching and the heartbeat
                 batch = self.queue.next_batch(self.cfg.batch.max_batch, self.cfg.batch.max_wait_ms / 1000,
                                               idle_timeout_s=self.cfg.publish.heartbeat_s)
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self._reload_config()
+                self._reload_when_ready()
                 if batch is not None:
                     self._process(batch)
                 elif self.queue.closed and not len(self.queue):
@@ -333,8 +355,32 @@ class Daemon:
             self.stop()
             for g in self._grabbers:
                 g.join(timeout=5)
+            self._drop_pending_reload()
             self._finish()
         return 0
+
+    def _reload_when_ready(self) -> None:
+        """Between two batches: starts loading an asked-for reload on its own thread (bundles and
+        TensorRT engines can take seconds to load, and the line must judge meanwhile), and
+        switches to it once it is loaded. A SIGHUP during the loading is one more reload after it."""
+        if self._preparing is None and self._reload.is_set():
+            self._reload.clear()
+            self.systemd.reloading()
+            self._preparing = threading.Thread(target=self._prepare_in_background, name="reload", daemon=True)
+            self._preparing.start()
+        elif self._preparing is not None and not self._preparing.is_alive():
+            prepared, self._preparing, self._prepared = self._prepared, None, None
+            self._apply_reload(prepared)
+
+    def _prepare_in_background(self) -> None:
+        self._prepared = self._prepare_reload()
+
+    def _drop_pending_reload(self) -> None:
+        """Stopping while a reload loads: it is not applied, and what it loaded is closed."""
+        if self._preparing is not None:
+            self._preparing.join(timeout=60)
+            if isinstance(self._prepared, PreparedReload):
+                close_models(model for model, _ in self._prepared.assigned.values())
 
     # -- per batch ----------------------------------------------------------------------
     def _process(self, batch: Batch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
 
 import yaml
 
@@ -73,3 +75,32 @@ def test_uncalibrated_bundle_is_refused_with_the_fix(tmp_path):
                                     "source": {"kind": "video", "path": str(video)}}))
     r = subprocess.run(EDGE_RUN + ["--config", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "edge-calibrate --bundle" in r.stderr
+
+
+def test_a_burst_of_signals_never_hangs_the_line(tmp_path):
+    """Signals come in bursts (Ctrl-C pressed twice, systemd's SIGTERM after a reload, a script that
+    reloads in a loop). Each is taken in turn: none may catch the daemon halfway through handling
+    another (a signal handler that sets an Event while the code it interrupted holds that Event's
+    lock hangs the process for good)."""
+    video = write_video(tmp_path / "parts.avi", pattern(30))
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
+                                    {"kind": "video", "path": str(video), "loop": True, "fps": 200},
+                                    queue={"overflow": "drop_oldest"},
+                                    log_level="WARNING")   # thousands of reload lines would fill start()'s pipe
+    proc = start(config)
+
+    def signals() -> None:
+        for signum, seconds in ((signal.SIGHUP, 3.0), (signal.SIGTERM, 1.0)):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and proc.poll() is None:
+                proc.send_signal(signum)
+                time.sleep(0.0005)
+
+    sender = threading.Thread(target=signals)
+    with Listener(endpoint, "line3/") as listener:
+        verdicts, final, _ = collect(listener, proc, on_verdict=lambda n, _m: n == 20 and sender.start(),
+                                     timeout_s=60)
+    sender.join()
+    assert proc.wait(20) == 0
+    assert_accounted(verdicts, final)
+    assert final["reloads"]["ok"] >= 1

@@ -4,7 +4,9 @@ moves to its new topic; what only a restart can change keeps its running value a
 On the real daemon, over ZeroMQ, with every frame accounted for."""
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 import yaml
 
@@ -78,7 +80,7 @@ def test_a_reload_adds_and_removes_cameras(tmp_path) -> None:
             drive.reloaded = True
             rewrite(config, lambda data: data["streams"].__setitem__(1, {"station": "c", "source": looping(video, "c")}))
             proc.send_signal(signal.SIGHUP)
-        if seen.get("c", 0) == 10:
+        if verdict["station"] == "c" and seen["c"] == 10:
             proc.send_signal(signal.SIGTERM)
     drive.reloaded = False
 
@@ -97,6 +99,51 @@ def test_a_reload_adds_and_removes_cameras(tmp_path) -> None:
     b_end = statuses.index(ends["b"])
     assert all(s["station"] != "b" for s in statuses[b_end + 1:])
     assert ends["a"]["reloads"]["ok"] == 1 and len([v for v in verdicts if v["station"] == "c"]) >= 10
+
+
+def test_the_line_judges_on_while_a_reload_loads(tmp_path) -> None:
+    """The reload's loading runs beside the line: here the config file is a named pipe, so reading
+    it blocks until the test writes it, long after the SIGHUP; parts are judged all the while."""
+    video = write_video(tmp_path / "v.avi", [part(40, (48, 64)) for _ in range(10)])
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "first"), looping(video))
+    text = config.read_text().replace(str(tmp_path / "first"), str(make_bundle(tmp_path / "second", 16, 16)))
+    proc = start(config)
+    judged_while_loading = []
+
+    def write_the_config() -> None:
+        with open(config, "w") as pipe:       # blocks until the daemon opens it to read
+            pipe.write(text)
+
+    writer = threading.Thread(target=write_the_config, daemon=True)
+    # Should the line not judge while loading, the pipe is written anyway so the test ends.
+    backstop = threading.Timer(20, lambda: writer.is_alive() or writer.start())
+
+    def drive(n: int, verdict: dict) -> None:
+        if n == 10:
+            config.unlink()
+            os.mkfifo(config)
+            proc.send_signal(signal.SIGHUP)
+            backstop.start()
+        elif n > 10 and not writer.is_alive() and not judged_while_loading:
+            if n == 40:
+                judged_while_loading.append(n - 10)
+                writer.start()
+        elif verdict["model"].startswith("second@") and drive.on_second == 9:
+            proc.send_signal(signal.SIGTERM)
+        drive.on_second += verdict["model"].startswith("second@")
+    drive.on_second = 0
+
+    try:
+        with Listener(endpoint, "line3/") as listener:
+            verdicts, final, _ = collect(listener, proc, on_verdict=drive)
+    finally:
+        backstop.cancel()
+    assert proc.wait(20) == 0
+    assert judged_while_loading == [30], "30 parts judged after the SIGHUP, before the reload could read its file"
+    models = [v["model"].split("@")[0] for v in verdicts]
+    switch = models.index("second")
+    assert switch >= 40 and set(models[:switch]) == {"first"} and set(models[switch:]) == {"second"}
+    assert final["reloads"]["ok"] == 1 and final["counters"]["in_flight"] == 0
 
 
 def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
