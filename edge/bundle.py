@@ -7,11 +7,14 @@ so a bad deployment fails at start-up, not deep inside an inference runtime.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from edge.config import yaml_problem
 
 SCHEMA_VERSION = 1
 CALIBRATION_SCHEMA_VERSION = 1
@@ -71,16 +74,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, fix: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; is this a bundle directory written by export-engine?") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read it ({e.strerror or e}); check the file and its permissions") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path}: not UTF-8 text; {fix}") from None
     except yaml.YAMLError as e:
-        raise BundleError(f"{path}: not valid YAML ({e}); re-export the bundle") from None
+        where, problem = yaml_problem(e)
+        raise BundleError(f"{path}: not valid YAML ({where}: {problem}); {fix}") from None
     if not isinstance(data, dict):
-        raise BundleError(f"{path}: expected a mapping at the top level; re-export the bundle")
+        raise BundleError(f"{path}: expected a mapping at the top level; {fix}")
     return data
+
+
+def _is_file_record(name: object, info: object) -> bool:
+    """A ``files`` entry as export-engine writes it: a file of the bundle directory itself, its
+    sha256 and its size."""
+    return (isinstance(name, str) and Path(name).name == name and isinstance(info, dict)
+            and isinstance(info.get("sha256"), str) and isinstance(info.get("bytes"), int))
 
 
 def _check_files(root: Path, files: dict[str, dict]) -> None:
@@ -88,49 +103,70 @@ def _check_files(root: Path, files: dict[str, dict]) -> None:
         p = root / name
         if not p.is_file():
             raise BundleError(f"{p}: listed in {BUNDLE_FILE} but missing; copy the whole bundle directory")
-        if p.stat().st_size != info.get("bytes", p.stat().st_size) or sha256_file(p) != info.get("sha256"):
+        if p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
             raise BundleError(f"{p}: content differs from the hash in {BUNDLE_FILE} (altered or truncated); "
                               "copy the bundle again or re-export it")
+
+
+# edge-calibrate loads the bundle too, and refuses a calibration.yaml it cannot trust just as the line does.
+_RECALIBRATE = "delete it and run edge-calibrate again"
+# The values the judge computes with: a threshold of inf would pass every part, one of nan
+# none, and a negative sigma would turn a config's k upside down.
+_CALIBRATED = {"mu": -math.inf, "sigma": 0.0, "k": -math.inf, "threshold": -math.inf, "pixel_threshold": -math.inf}
 
 
 def read_calibration(root: Path) -> Calibration | None:
     path = root / CALIBRATION_FILE
     if not path.exists():
         return None
-    data = _read_yaml(path)
+    data = _read_yaml(path, _RECALIBRATE)
     if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
         raise BundleError(f"{path}: schema_version {data.get('schema_version')!r}, this edge reads "
-                          f"{CALIBRATION_SCHEMA_VERSION}; run edge-calibrate again")
+                          f"{CALIBRATION_SCHEMA_VERSION}; {_RECALIBRATE}")
     try:
-        return Calibration(mu=float(data["mu"]), sigma=float(data["sigma"]), k=float(data["k"]),
-                           threshold=float(data["threshold"]), pixel_threshold=float(data["pixel_threshold"]),
-                           n=int(data["n"]), raw=data)
+        cal = Calibration(mu=float(data["mu"]), sigma=float(data["sigma"]), k=float(data["k"]),
+                          threshold=float(data["threshold"]), pixel_threshold=float(data["pixel_threshold"]),
+                          n=int(data["n"]), raw=data)
     except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{path}: missing or bad field {e}; run edge-calibrate again") from None
+        raise BundleError(f"{path}: missing or bad field {e}; {_RECALIBRATE}") from None
+    for key, lowest in _CALIBRATED.items():
+        value = getattr(cal, key)
+        if not math.isfinite(value) or value < lowest:
+            raise BundleError(f"{path}: {key} is {value}, not a finite number"
+                              + (f" >= {lowest:g}" if lowest > -math.inf else "") + f"; {_RECALIBRATE}")
+    return cal
 
 
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory; give the bundle directory written by export-engine")
-    meta = _read_yaml(root / BUNDLE_FILE)
+    meta_path = root / BUNDLE_FILE
+    meta = _read_yaml(meta_path, "re-export the bundle")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BundleError(f"{root / BUNDLE_FILE}: schema_version {version!r}, this edge reads {SCHEMA_VERSION}; "
+        raise BundleError(f"{meta_path}: schema_version {version!r}, this edge reads {SCHEMA_VERSION}; "
                           "re-export the bundle with a matching export-engine")
+    files = meta.get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files or \
+            not all(_is_file_record(name, info) for name, info in files.items()):
+        raise BundleError(f"{meta_path}: files must map model.onnx and every other file of the bundle to its "
+                          "sha256 and bytes; re-export the bundle")
     try:
-        files = meta["files"]
-        onnx_info = files["model.onnx"]
         inp = meta["input"]
         height, width = int(inp["height"]), int(inp["width"])
         method = str(meta["method"])
     except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{root / BUNDLE_FILE}: missing or bad field {e}; re-export the bundle") from None
+        raise BundleError(f"{meta_path}: missing or bad field {e}; re-export the bundle") from None
+    if height < 1 or width < 1:
+        raise BundleError(f"{meta_path}: input is {height}x{width} pixels (height x width); re-export the bundle")
+    if not isinstance(meta.get("precision") or {}, dict):
+        raise BundleError(f"{meta_path}: precision must be a mapping (fp16, why); re-export the bundle")
     if inp.get("dtype") != "uint8" or inp.get("layout") != "NHWC" or inp.get("colour") != "RGB":
-        raise BundleError(f"{root / BUNDLE_FILE}: input must be uint8 NHWC RGB (the engine contract), "
+        raise BundleError(f"{meta_path}: input must be uint8 NHWC RGB (the engine contract), "
                           f"got {inp.get('dtype')} {inp.get('layout')} {inp.get('colour')}")
     if verify_hashes:
         _check_files(root, files)
     return Bundle(path=root.resolve(), method=method, height=height, width=width,
-                  onnx_path=root / "model.onnx", sha256=str(onnx_info["sha256"]), meta=meta,
+                  onnx_path=root / "model.onnx", sha256=files["model.onnx"]["sha256"], meta=meta,
                   calibration=read_calibration(root))

@@ -32,7 +32,11 @@ class Capture:
     folder: Path
     saved: int = 0
     unreadable: int = 0
-    last_frame: float = 0.0            # time.monotonic() of the last frame seen, saved or not
+    # time.monotonic() of the last frame with an image, saved or not: a camera that only sends
+    # frames that cannot be saved (an roi that does not fit them) times out like a silent one.
+    last_frame: float = 0.0
+    problem: str | None = None         # why the frames since the last usable one were not saved
+    warned: set[str | None] = field(default_factory=set)   # problems already logged: each once, not per frame
     stop: threading.Event = field(default_factory=threading.Event)
     gave_up: str | None = None         # why this stream stopped short
 
@@ -50,11 +54,15 @@ def capture_stream(c: Capture, count: int, interval_s: float) -> None:
     last_saved = -math.inf
     first = next_number(c.folder)
     for frame in c.source.frames(c.stop):
-        c.last_frame = time.monotonic()
         if frame.image is None:
             c.unreadable += 1
-            log.warning("%s: frame %s not saved: %s", c.source.name, frame.frame_id, frame.error)
+            c.problem = frame.error
+            if frame.error not in c.warned:
+                c.warned.add(frame.error)
+                log.warning("%s: frame %s not saved: %s (further frames with this problem are only counted)",
+                            c.source.name, frame.frame_id, frame.error)
             continue
+        c.last_frame, c.problem = time.monotonic(), None
         if c.last_frame - last_saved < interval_s:
             continue
         c.folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +83,7 @@ def capture_stream(c: Capture, count: int, interval_s: float) -> None:
 def capture(cfg: LineConfig, out: Path, count: int, interval_s: float, timeout_s: float,
             streams: list[str] | None = None) -> list[Capture]:
     """Capture every configured stream (or those named) at once into ``out/<stream name>/``;
-    a stream that gives no frame for ``timeout_s`` is given up. Ctrl-C stops all, keeping what
+    a stream that gives no usable frame for ``timeout_s`` is given up. Ctrl-C stops all, keeping what
     was saved."""
     chosen = [s for s in cfg.streams if streams is None or s.source.name in streams]
     captures = [Capture(open_source(s.source), out / s.source.name, last_frame=time.monotonic()) for s in chosen]
@@ -88,8 +96,8 @@ def capture(cfg: LineConfig, out: Path, count: int, interval_s: float, timeout_s
             time.sleep(0.1)
             for c, thread in zip(captures, threads):
                 if thread.is_alive() and time.monotonic() - c.last_frame > timeout_s:
-                    c.gave_up = (f"no frame for {timeout_s:g} s (source {c.source.state}"
-                                 + (f"; {c.source.problem}" if c.source.problem else "") + ")")
+                    c.gave_up = (f"no usable frame for {timeout_s:g} s (source {c.source.state}"
+                                 + "".join(f"; {p}" for p in (c.source.problem, c.problem) if p) + ")")
                     c.stop.set()
     except KeyboardInterrupt:
         for c in captures:
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="at least this many seconds between saved frames of a stream, so that a free-running "
                         "camera does not save the same part many times (default %(default)s: every frame)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                   help="give a stream up after this many seconds without a frame (default %(default)s)")
+                   help="give a stream up after this many seconds without a usable frame (default %(default)s)")
     p.add_argument("--stream", action="append", metavar="NAME",
                    help="capture only this source name (repeatable; default: every stream of the config)")
     args = p.parse_args(argv)

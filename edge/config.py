@@ -171,7 +171,8 @@ _repr.maxstring = _repr.maxother = 60
 # line and station form the ZeroMQ topic "<line>/<station>", and subscribers filter by prefix.
 _TOPIC_PART = _Key(str, required=True, pattern=r"[^/\s]+",
                    pattern_text="a non-empty name without '/' or whitespace")
-_STATION = _Key(str, pattern=_TOPIC_PART.pattern, pattern_text=_TOPIC_PART.pattern_text)
+# A station named "status" would publish its verdicts on "<line>/status", which reads as a status topic.
+_STATION = _Key(str, pattern=r"(?!status$)[^/\s]+", pattern_text=_TOPIC_PART.pattern_text + ", other than 'status'")
 _POSITIVE = _Key(float, lo=0, above=True)
 _POSITIVE_OR_NULL = _Key(float, lo=0, above=True, nullable=True)
 _FILE_KEYS = {"loop": _Key(bool), "fps": _POSITIVE_OR_NULL}
@@ -200,7 +201,8 @@ _SOURCE = _Section(SourceConfig, tag="kind", variants=_SOURCE_VARIANTS, keys={
     "rotate": _Key(int, lo=0, hi=270),
 })
 _BUNDLE = _Key(Path, nullable=True, exists="directory")
-_STREAM = _Section(StreamConfig, keys={"station": _TOPIC_PART, "source": dataclasses.replace(_SOURCE, required=True),
+_STREAM = _Section(StreamConfig, keys={"station": dataclasses.replace(_STATION, required=True),
+                                       "source": dataclasses.replace(_SOURCE, required=True),
                                        "bundle": _BUNDLE, "k": _POSITIVE_OR_NULL})
 _LINE = _Section(LineConfig, required=True, keys={
     "line": _TOPIC_PART,
@@ -420,6 +422,13 @@ def parse_config(data: object, path: Path | None = None, need_bundle: bool = Tru
     return cfg
 
 
+def yaml_problem(e: yaml.YAMLError) -> tuple[str, str]:
+    """Where a YAML parse failed and why, without the multi-line excerpt str(e) carries."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+    return where, getattr(e, "problem", None) or " ".join(str(e).split())
+
+
 def load_config(path: str | Path, need_bundle: bool = True) -> LineConfig:
     """Reads, parses and validates a line config; every mistake is one ConfigError line."""
     path = Path(path)
@@ -433,9 +442,7 @@ def load_config(path: str | Path, need_bundle: bool = True) -> LineConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(e, "problem", None) or str(e)
+        where, problem = yaml_problem(e)
         raise _error(str(path), where, f"YAML syntax error: {problem}",
                      fix="check the indentation, the ':' after each key and the quotes") from e
     return parse_config(data, path, need_bundle)

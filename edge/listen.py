@@ -16,7 +16,9 @@ class Message:
 
     @property
     def is_status(self) -> bool:
-        return self.topic.endswith("/status")
+        # "<line>/<station>/status"; a verdict's "<line>/<station>" has one '/' (names hold none),
+        # so a station named "status" (refused since, maybe still on an older daemon) is no status.
+        return self.topic.count("/") == 2 and self.topic.endswith("/status")
 
 
 class Listener:

@@ -24,6 +24,13 @@ _METRICS = [
 ]
 
 
+def _label(name: str, value: object) -> str:
+    """One label as the text exposition format wants it: inside the quotes, backslash, double
+    quote and newline are escaped (a station or bundle name may hold any of them)."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{name}="{text}"'
+
+
 def render(statuses: list[dict]) -> str:
     lines = []
 
@@ -31,13 +38,13 @@ def render(statuses: list[dict]) -> str:
         lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
         lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples if value is not None)
 
-    base = [f'line="{s["line"]}",station="{s["station"]}"' for s in statuses]
+    base = [f'{_label("line", s["line"])},{_label("station", s["station"])}' for s in statuses]
     for name, kind, text, read in _METRICS:
         family(name, kind, text, [(b, read(s)) for b, s in zip(base, statuses)])
     # The model as a label of its own series (value 1), the Prometheus way to carry a name: a
     # reload to another bundle starts a new series instead of renaming every other metric's.
     family("edge_model_info", "gauge", "The bundle judging this stream",
-           [(f'{b},model="{s["model"]}"', 1) for b, s in zip(base, statuses)])
+           [(f'{b},{_label("model", s["model"])}', 1) for b, s in zip(base, statuses)])
     for key, text in (("evidence", "NG parts"), ("ok_samples", "OK samples")):
         for outcome in ("saved", "skipped"):
             family(f"edge_{key}_{outcome}_total", "counter", f"{text} {outcome} by the evidence writer (daemon-wide)",

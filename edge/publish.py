@@ -1,8 +1,9 @@
 """Verdicts and status out over ZeroMQ: multipart [topic, json], schema in README.md.
 
 An XPUB socket (a PUB that also hears subscriptions) so the daemon can wait for its PLC
-subscribers before the first part; sends never block: a slow subscriber loses messages at
-its high-water mark (counted), inference never waits for it.
+subscribers before the first part; sends never block, so inference never waits for a slow
+subscriber: beyond its high-water mark XPUB drops that subscriber's messages without telling
+the sender, so they are not counted here; the subscriber sees them as gaps in ``seq``.
 """
 from __future__ import annotations
 
@@ -99,9 +100,13 @@ class Publisher:
         return True
 
     def send(self, topic: str, payload: dict) -> bool:
+        """False (counted in ``failed``) when the socket refuses the message outright; True does
+        not mean every subscriber got it (see the module docstring)."""
+        # allow_nan=False: NaN and Infinity are not JSON, and a PLC's parser may reject the
+        # whole message; every field is finite or null at its source, so this only catches a bug.
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         try:
-            self._sock.send_multipart([topic.encode(), json.dumps(payload, separators=(",", ":")).encode()],
-                                      flags=zmq.NOBLOCK)
+            self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.failed += 1

@@ -29,18 +29,28 @@ class Judge:
             return Verdict(frame=frame, verdict="OK", score=score, threshold=self.threshold,
                            anomaly_map=amap if keep_map else None)
         fh, fw = frame.image.shape[:2]
-        regions = self.regions(amap, sx=fw / amap.shape[1], sy=fh / amap.shape[0])
+        regions = self.regions(amap, fw, fh)
         return Verdict(frame=frame, verdict="NG", score=score, threshold=self.threshold,
                        regions=regions, anomaly_map=amap)
 
-    def regions(self, amap: np.ndarray, sx: float, sy: float) -> list[Region]:
+    def regions(self, amap: np.ndarray, fw: int, fh: int) -> list[Region]:
+        """Regions of the map scaled to a judged image of fw x fh pixels."""
         mask = (amap > self.pixel_threshold).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        mh, mw = amap.shape
         found = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
             peak = float(amap[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i].max())
-            found.append(Region(bbox=(round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))),
-                                area_px=round(area * sx * sy), peak=peak))
+            (x0, x1), (y0, y1) = _span(x, w, fw, mw), _span(y, h, fh, mh)
+            found.append(Region(bbox=(x0, y0, x1 - x0, y1 - y0), area_px=round(area * fw * fh / (mw * mh)),
+                                peak=peak))
         found.sort(key=lambda r: r.peak, reverse=True)
         return found[: self.max_regions]
+
+
+def _span(start: int, length: int, size: int, model_size: int) -> tuple[int, int]:
+    """Map pixels [start, start + length) scaled to an image ``size`` pixels across: ends
+    rounded outwards, in integers, so the box covers the region and never ends past the image
+    (rounding the start and the length each on its own could end 1 px beyond it)."""
+    return start * size // model_size, -(-(start + length) * size // model_size)

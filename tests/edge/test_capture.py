@@ -2,6 +2,7 @@
 and the genicam package's virtual GenTL camera, through the edge-capture command."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,21 @@ def test_a_short_or_dead_stream_is_reported_and_fails_the_run(tmp_path: Path) ->
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0] == f"short: 3 of 5 frames saved in {tmp_path / 'out' / 'short'} (the source ended)"
-    assert lines[1].startswith(f"gone: 0 of 5 frames saved in {tmp_path / 'out' / 'gone'} (no frame for 1 s "
+    assert lines[1].startswith(f"gone: 0 of 5 frames saved in {tmp_path / 'out' / 'gone'} (no usable frame for 1 s "
                                f"(source reconnecting; cannot open it))")
     assert not (tmp_path / "out" / "gone").exists()
+
+
+def test_a_stream_of_only_unusable_frames_times_out_with_the_reason(tmp_path: Path) -> None:
+    """Frames keep coming but none can be saved (the roi does not fit them): the stream is dead
+    for the capture, after --timeout, with one warning rather than one per frame."""
+    stream = video_stream("top", write_video(tmp_path / "top.avi", pattern(5)))
+    stream["source"].update(loop=True, fps=50, roi={"x": 0, "y": 0, "width": 640, "height": 480})
+    result = run_capture(write_line(tmp_path, [stream]), tmp_path / "out", "--count", "3", "--timeout", "1")
+    assert result.returncode == 1
+    assert re.fullmatch(r"top: 0 of 3 frames saved in \S+ \(\d+ unreadable, no usable frame for 1 s \(source "
+                        r"streaming; the \d+×\d+ frame does not contain source.roi .*\)\)\n", result.stdout)
+    assert result.stderr.count("not saved") == 1
 
 
 def test_only_the_streams_asked_for_and_a_wrong_name_says_the_right_ones(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ BAD = [
     ({"bundel": "bundle"}, "bundel", "did you mean 'bundle'?"),
     ({"line": DELETE}, "line", "required key is missing"),
     ({"station": "cam top"}, "station", "without '/' or whitespace"),
+    ({"station": "status"}, "station", "other than 'status' (got 'status')"),
     ({"line": "a/b"}, "line", "(got 'a/b')"),
     ({"line": ""}, "line", "(got '')"),
     ({"line": 3}, "line", "(got 3)"),
@@ -160,6 +161,8 @@ def test_several_streams(home: Path) -> None:
                   {"station": "b", "source": {"kind": "camera", "index": 1}}]}, r"streams\[\]\.source\.name",
      "must differ"),
     ({"streams": [{"station": "a", "source": {"kind": "camera"}}]}, r"streams\[0\]\.source", "exactly one of"),
+    ({"streams": [{"station": "status", "source": {"kind": "camera", "index": 0}}]}, r"streams\[0\]\.station",
+     "other than 'status'"),
     ({}, "station", "station: and source:"),
 ])
 def test_bad_streams(home: Path, data: dict, key: str, says: str) -> None:

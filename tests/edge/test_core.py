@@ -40,7 +40,15 @@ def test_bundle_refuses_altered_model(tiny_bundle):
 @pytest.mark.parametrize("edit, match", [
     (lambda m: m.update(schema_version=99), "schema_version 99"),
     (lambda m: m["input"].update(layout="NCHW"), "uint8 NHWC RGB"),
-    (lambda m: m.pop("files"), "missing or bad field"),
+    (lambda m: m.pop("input"), "missing or bad field"),
+    (lambda m: m["input"].update(height=0), "input is 0x32 pixels"),
+    (lambda m: m.pop("files"), "files must map model.onnx"),
+    (lambda m: m.update(files=["model.onnx"]), "files must map model.onnx"),
+    (lambda m: m["files"].update({"model.onnx": None}), "files must map model.onnx"),
+    (lambda m: m["files"]["model.onnx"].pop("sha256"), "files must map model.onnx"),
+    (lambda m: m["files"]["model.onnx"].update(bytes="many"), "files must map model.onnx"),
+    (lambda m: m["files"].update({"../model.onnx": m["files"]["model.onnx"]}), "files must map model.onnx"),
+    (lambda m: m.update(precision=["fp16"]), "precision must be a mapping"),
 ])
 def test_bundle_refuses_bad_meta(tiny_bundle, edit, match):
     meta = yaml.safe_load((tiny_bundle / "bundle.yaml").read_text())
@@ -48,6 +56,41 @@ def test_bundle_refuses_bad_meta(tiny_bundle, edit, match):
     (tiny_bundle / "bundle.yaml").write_text(yaml.safe_dump(meta))
     with pytest.raises(BundleError, match=match):
         load_bundle(tiny_bundle)
+
+
+@pytest.mark.parametrize("name, fix", [("bundle.yaml", "re-export the bundle"),
+                                       ("calibration.yaml", "run edge-calibrate again")])
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage", b"a: [\n", b"- 1\n- 2\n"],
+                         ids=["not-utf8", "not-yaml", "not-a-mapping"])
+def test_unreadable_yaml_is_one_line_naming_the_file_and_the_fix(tiny_bundle, name, fix, content):
+    (tiny_bundle / name).write_bytes(content)
+    with pytest.raises(BundleError) as caught:
+        load_bundle(tiny_bundle)
+    message = str(caught.value)
+    assert message.startswith(f"{tiny_bundle / name}: ") and message.endswith(fix) and "\n" not in message
+
+
+@pytest.mark.parametrize("key, value, must_be", [
+    ("threshold", float("inf"), "a finite number"),        # every part would be OK
+    ("threshold", float("nan"), "a finite number"),
+    ("mu", float("nan"), "a finite number"),
+    ("k", float("inf"), "a finite number"),
+    ("pixel_threshold", float("nan"), "a finite number"),
+    ("sigma", float("inf"), "a finite number >= 0"),
+    ("sigma", -1.0, "a finite number >= 0"),
+])
+def test_calibration_values_must_be_finite(tiny_bundle, key, value, must_be):
+    path = tiny_bundle / "calibration.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), key: value}))
+    with pytest.raises(BundleError) as caught:
+        load_bundle(tiny_bundle)
+    assert str(caught.value) == f"{path}: {key} is {value}, not {must_be}; delete it and run edge-calibrate again"
+
+
+def test_calibration_on_a_single_image_has_sigma_zero(tiny_bundle):
+    path = tiny_bundle / "calibration.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "sigma": 0.0, "n": 1}))
+    assert load_bundle(tiny_bundle).calibration.threshold_for(3.0) == pytest.approx(0.4)
 
 
 def test_bundle_missing_dir_is_clear(tmp_path):
@@ -132,6 +175,19 @@ def test_judge_ok_ng_and_regions_in_frame_pixels():
     top = v.regions[0]
     assert top.bbox == (64, 16, 32, 8) and top.area_px == 32 * 8 and top.peak == pytest.approx(0.9)
     assert judge.judge(f, np.zeros((32, 32), np.float32), 0.5).verdict == "OK"   # at threshold: OK
+
+
+@pytest.mark.parametrize("model, image", [((288, 288), (480, 654)), ((256, 256), (480, 643)), ((64, 64), (100, 67))])
+def test_region_bboxes_cover_the_region_inside_the_judged_image(model, image):
+    (mh, mw), (fh, fw) = model, image
+    amap = np.zeros(model, np.float32)
+    amap[mh // 2:, mw // 2:] = 1.0          # touches the right and bottom edges
+    amap[3:7, 5:9] = 1.0
+    v = Judge(0.5, 0.5).judge(frame(0, np.zeros((fh, fw, 3), np.uint8)), amap, 1.0)
+    boxes = sorted(r.bbox for r in v.regions)
+    assert boxes[1][0] + boxes[1][2] == fw and boxes[1][1] + boxes[1][3] == fh
+    x, y, w, h = boxes[0]
+    assert x <= 5 * fw / mw and x + w >= 9 * fw / mw and y <= 3 * fh / mh and y + h >= 7 * fh / mh
 
 
 def test_judge_never_ok_on_nan():

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import urllib.request
 
 from edge.listen import Listener
+from edge.metrics import render
 
 from .conftest import make_bundle
 from .harness import assert_accounted, collect, free_port, pattern, start, write_config, write_video
@@ -60,3 +62,23 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
     assert scraped[f"edge_ok_samples_saved_total{{{labels}}}"] <= ok // 10
     logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
     assert any("stopped" in e["msg"] for e in logs) and all({"t", "level", "logger", "msg"} <= set(e) for e in logs)
+
+
+# The text exposition format: a label value is quoted, with backslash, double quote and newline escaped.
+_LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
+_SAMPLE = re.compile(rf'[a-zA-Z_:][a-zA-Z0-9_:]*\{{{_LABEL}(?:,{_LABEL})*\}} \S+')
+
+
+def test_metric_labels_are_escaped():
+    station, model = 'cam\\top"1', 'bundle "new"\nline@0123456789ab'
+    status = {"line": "line3", "station": station, "model": model,
+              "counters": {"frames_in": 1, "dropped": 0, "in_flight": 0, "ok": 1, "ng": 0, "error": 0},
+              "queue_depth": 0, "source": {"state": "streaming", "reconnects": 0}, "threshold": 0.5,
+              "score_drift": {"z": 0.1}, "latency_ms": {"p50": 1.0, "p99": 2.0}, "infer_ms": {"p50": 1.0, "p99": 2.0}}
+    samples = [line for line in render([status]).splitlines() if not line.startswith("#")]
+    assert samples and [line for line in samples if not _SAMPLE.fullmatch(line)] == []
+    unescape = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+    info = next(line for line in samples if line.startswith("edge_model_info"))
+    labels = {name: re.sub(r'\\[\\"n]', lambda m: unescape[m.group()], value)
+              for name, value in re.findall(_LABEL, info)}
+    assert labels == {"line": "line3", "station": station, "model": model}
