@@ -1,6 +1,7 @@
 """edge-calibrate: set a bundle's threshold from good parts."""
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +12,21 @@ from edge.bundle import BundleError, load_bundle
 from edge.cli import Parser
 
 log = logging.getLogger("calibration")
+
+
+class _AtLeastOne(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value < 1:
+            parser.error(f"{option_string} must be >= 1 (got {value})")
+        setattr(namespace, self.dest, value)
+
+
+def add_scoring_arguments(p: Parser) -> None:
+    """--backend, --gpu, --batch: edge-calibrate and edge-eval score on the line's backend alike."""
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
+    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
+    p.add_argument("--batch", type=int, default=8, action=_AtLeastOne,
+                   help="images per inference call (default %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--holdout", action="store_true",
                      help="use the good images export-engine held out of training (listed in bundle.yaml)")
     p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
-    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
-    p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
+    add_scoring_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.k <= 0:
@@ -40,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             if not files:
                 raise CalibrationError(f"{args.bundle}: bundle.yaml lists no held-out images; "
                                        "export with --holdout or give --data")
+            missing = [f for f in files if not f.is_file()]
+            if missing:
+                raise CalibrationError(f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
+                                       f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
+                                       "another?); use --data GOOD_DIR with good parts here")
             source = f"holdout of {bundle.meta['training'].get('data')}"
         else:
             files = list_images(Path(args.data))

@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+from calibration.calibrate import CalibrationError
+from calibration.cli import add_scoring_arguments
 from calibration.evaluate import AUROC_DROP_BUDGET_POINTS, COMPARED, DatasetError, EvalResult, Metrics, evaluate
 from calibration.reference import ReferenceError, compare_with_reference, load_reference
 from edge.backends import BackendError, load_backend
@@ -65,20 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
-    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
-    p.add_argument("--batch", type=int, default=8, help="images per inference call (default %(default)s)")
+    add_scoring_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if args.batch < 1:
-        print(f"edge-eval: --batch must be >= 1 (got {args.batch})", file=sys.stderr)
-        return 2
     try:
         bundle = load_bundle(args.bundle)
         reference = load_reference(bundle)   # a damaged one is reported before the scoring, not after
         result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu), Path(args.data), args.batch)
         result.comparison = compare_with_reference(bundle, result, reference)
-    except (BundleError, BackendError, DatasetError, ReferenceError) as e:
+    except (BundleError, BackendError, CalibrationError, DatasetError, ReferenceError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)
         return 2
     from calibration.report import write_report   # matplotlib only once there is something to plot

@@ -105,14 +105,15 @@ def to_grid(maps: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 
 def load_masks(items: list[Item], grid: tuple[int, int]) -> np.ndarray:
-    """bool [N, h, w]; nearest neighbour keeps the masks binary and thin defects present."""
+    """bool [N, h, w]; nearest neighbour keeps the masks binary and thin defects present. Masks
+    are 0/255 as in MVTec AD, or label images of 0/1."""
     masks = np.zeros((len(items), *grid), bool)
     for mask, item in zip(masks, items):
         if item.mask is not None:
             m = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
             if m is None:
                 raise DatasetError(f"{item.mask}: unreadable mask")
-            mask[...] = cv2.resize(m, grid[::-1], interpolation=cv2.INTER_NEAREST) > 127
+            mask[...] = cv2.resize(m, grid[::-1], interpolation=cv2.INTER_NEAREST) > (0 if m.max() == 1 else 127)
     return masks
 
 
@@ -228,11 +229,16 @@ def evaluate_outputs(items: list[Item], maps: np.ndarray, scores: np.ndarray,
             per_type[t] = on(~labels | (defects == t))
             bar.update()
     return EvalResult(items=list(items), scores=scores, maps=maps, masks=masks, calibration=calibration,
-                      overall=overall, per_type=per_type, notes=_notes(overall, calibration))
+                      overall=overall, per_type=per_type, notes=_notes(items, masks, overall, calibration))
 
 
-def _notes(overall: Metrics, calibration: Calibration | None) -> list[str]:
+def _notes(items: list[Item], masks: np.ndarray, overall: Metrics, calibration: Calibration | None) -> list[str]:
     notes = []
+    unmarked = [i.name for i, m in zip(items, masks) if i.is_defect and not m.any()]
+    if unmarked:
+        notes.append(f"{len(unmarked)} of {overall.n_defect} defect images have no defect pixels in their mask on "
+                     f"the {masks.shape[1]}x{masks.shape[2]} pixel grid (e.g. {unmarked[0]}): the pixel metrics "
+                     "find nothing to detect there; masks should be 0/255 (or 0/1) with the defect marked")
     if calibration is None:
         notes.append("no calibration.yaml in the bundle: no verdicts at a calibrated threshold "
                      "(run edge-calibrate on held-out good parts first)")

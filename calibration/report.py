@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve
 from calibration.calibrate import read_rgb
 from calibration.evaluate import COMPARED, EvalResult, Item, Metrics, load_masks
 from calibration.metrics import AUPRO_FPR_LIMIT, pro_curve, wilson_interval
+from edge.evidence import heat_overlay   # the line's own NG evidence scale: the report reads like it
 
 GOOD_COLOUR, DEFECT_COLOUR, THRESHOLD_COLOUR, F1_COLOUR = "#4c72b0", "#dd8452", "#c44e52", "#555555"
 TILE = 224            # gallery tile side in px (shown smaller: sharp on high-DPI screens)
@@ -79,17 +80,6 @@ def jpeg_uri(bgr: np.ndarray) -> str:
     # Photos of parts as JPEG: a tenth of a PNG's size, so a report with 30 parts stays a few MB.
     _, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 88])
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode()
-
-
-def heat_overlay(rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
-    """BGR: the part with its anomaly map in JET, on edge.evidence's scale (the threshold
-    mid-colourmap: blue is normal, red is past it), so it reads like the line's NG evidence.
-    edge.evidence.overlay itself needs a Verdict and stamps "NG score > threshold" on the
-    image, which would be false on a passed part; the caption says the verdict here."""
-    amap = cv2.resize(amap, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-    norm = np.clip(amap / (2 * threshold), 0, 1) if threshold > 0 else amap / max(float(amap.max()), 1e-12)
-    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
 
 
 def outlined(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -259,8 +249,9 @@ def gallery(result: EvalResult) -> str:
             typical.append(caught[len(caught) // 2])
     n_fa = int((result.scores[defects] <= thr).sum())
     n_fr = int((result.scores[goods] > thr).sum())
-    legend = (f'<p class="legend">Each part: the image · its anomaly map (blue normal, red beyond the '
-              f'{which} threshold {num(thr)}) · the ground truth outlined in green.</p>')
+    legend = (f'<p class="legend">Each part: the image · its anomaly map (blue at its lowest score, red at '
+              f'its peak or at the {which} threshold {num(thr)}, whichever is higher) · the ground truth '
+              f'outlined in green.</p>')
     return (legend
             + f"<h3>False accepts: {n_fa or 'none'} · the defects with the lowest scores</h3>"
             + parts(defects[:max(GALLERY_N, min(n_fa, 2 * GALLERY_N))], defect_label)

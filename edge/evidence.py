@@ -22,18 +22,22 @@ from edge.types import Verdict
 log = logging.getLogger(__name__)
 
 
-def overlay(v: Verdict) -> np.ndarray:
-    """BGR image: the frame, its anomaly map as a JET heatmap on top, NG regions boxed, the
-    verdict and score against the threshold written in the corner."""
-    img = cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR)
-    amap = cv2.resize(v.anomaly_map, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-    # From this part's lowest value up to its peak, or to the threshold when the peak stays
-    # below it: an NG part's colours show how its anomaly spreads (red = its peak; the boxes say
-    # where the threshold is crossed), an OK part's stay short of red.
-    lo, hi = float(amap.min()), max(float(amap.max()), v.threshold)
-    norm = (amap - lo) / max(hi - lo, 1e-12)
+def heat_overlay(rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
+    """BGR: the part with its anomaly map as a JET heatmap on top. The colours run from this part's
+    lowest value up to its peak, or to the threshold when the peak stays below it: an NG part's
+    show how its anomaly spreads (red = its peak), an OK part's stay short of red, whatever the
+    sign of the scores (SimpleNet's and GLASS's are negative)."""
+    amap = cv2.resize(amap, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    lo, hi = float(amap.min()), max(float(amap.max()), threshold)
+    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = cv2.addWeighted(img, 0.55, heat, 0.45, 0)
+    return cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
+
+
+def overlay(v: Verdict) -> np.ndarray:
+    """BGR image: the frame under its heatmap (``heat_overlay``), NG regions boxed (where the
+    threshold is crossed), the verdict and score against the threshold written in the corner."""
+    out = heat_overlay(v.frame.image, v.anomaly_map, v.threshold)
     for r in v.regions:
         x, y, w, h = r.bbox
         cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 2)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import calibration.eval_cli
 from calibration.cli import main as calibrate_main
 from calibration.eval_cli import main
 from calibration.evaluate import (DatasetError, compare, evaluate, evaluate_outputs, find_items, pixel_grid,
@@ -175,6 +176,37 @@ def test_without_calibration_still_measures_and_reports(tmp_path, category):
     assert any("no calibration.yaml" in n for n in r.notes)
     page = write_report(r, tmp_path / "r.html").read_text()
     assert "F1-max threshold" in page and "false accepts</th>" not in page
+
+
+def test_unreadable_or_non_finite_test_parts_are_data_errors(tmp_path, category, capsys, overflowing):
+    bundle = make_bundle(tmp_path / "b")
+    (category / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert main(["--bundle", str(bundle), "--data", str(category)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]          # after the progress bar
+    assert err.startswith("edge-eval: ") and "good/._000.png: unreadable image" in err
+    (category / "test" / "good" / "._000.png").unlink()
+    overflowing(calibration.eval_cli, GOOD_VALUES[2], "score")
+    assert main(["--bundle", str(bundle), "--data", str(category)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("edge-eval: ") and "1 of 10 images" in err and "test/good/002.png" in err
+    assert "not finite" in err
+    assert not (bundle / "eval").exists()
+
+
+def test_masks_stored_as_0_1_count_as_0_255(tmp_path, category):
+    bundle = make_bundle(tmp_path / "b")
+    standard = run(bundle, category)
+    for path in (category / "ground_truth").rglob("*_mask.png"):
+        cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) // 255)
+    labels = run(bundle, category)
+    np.testing.assert_array_equal(labels.masks, standard.masks)
+    assert labels.overall == standard.overall and not any("mask" in n for n in labels.notes)
+
+
+def test_defect_without_defect_pixels_is_noted(tmp_path, category):
+    write_png(category / "ground_truth" / "spot" / "001_mask.png", np.zeros((64, 64), np.uint8))
+    r = run(make_bundle(tmp_path / "b"), category)
+    assert any("1 of 5 defect images have no defect pixels" in n and "spot/001.png" in n for n in r.notes), r.notes
 
 
 BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec" / "bottle"
