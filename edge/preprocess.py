@@ -22,6 +22,14 @@ def frame_problem(frame: Frame) -> str | None:
     return None
 
 
+def resize(image: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """``image`` at the model's size, written into ``dst`` when given. export-engine trains on
+    images resized by this same function: a model must learn from the pixels the line feeds it."""
+    # INTER_AREA when shrinking avoids aliasing that would look like texture defects.
+    shrink = image.shape[0] > height or image.shape[1] > width
+    return cv2.resize(image, (width, height), dst=dst, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def to_input(frames: list[Frame], height: int, width: int) -> np.ndarray:
     """Stack already-checked frames into one contiguous batch at the model's size."""
     out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
@@ -30,7 +38,5 @@ def to_input(frames: list[Frame], height: int, width: int) -> np.ndarray:
         if img.shape[:2] == (height, width):
             out[i] = img
         else:
-            # INTER_AREA when shrinking avoids aliasing that would look like texture defects.
-            shrink = img.shape[0] > height or img.shape[1] > width
-            cv2.resize(img, (width, height), dst=out[i], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            resize(img, height, width, dst=out[i])
     return out

@@ -30,7 +30,7 @@ from .data import TrainingSplit
 from .graph import AnomalyGraph, ImageInput
 from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
                       train)
-from .training import RunOptions, TrainResult, seed_everything
+from .training import RunOptions, TrainResult, run_identity, seed_everything
 
 METHOD = "autoencoder"
 # Measured (BENCHMARKS.md, "fp16 accuracy"): fp16 rounding in every layer is of the order of the
@@ -47,6 +47,7 @@ SCORES = ("residual", "uncertainty")
 DROPOUT_RATES = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
 UNIT_MEAN, UNIT_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)   # the network sees pixels in [0, 1]
 VALIDATION_STREAM = 2 ** 31        # epoch_rng "epoch" of the fixed validation stains: never a real epoch
+AFTER_TRAINING = ("score", "mc_passes")   # the graph's, not the network's: a finished run resumes into either score
 
 
 @dataclass(slots=True)
@@ -234,7 +235,8 @@ def fit_autoencoder(images: np.ndarray, validation: np.ndarray, config: Autoenco
                   for i in range(0, len(val_clean), 16)]
         return -float(sum(errors)) / val_clean.numel()
 
-    result = train({"aesc": ae}, {"adam": optimizer}, folder, config, steps, n_steps, validate, METHOD)
+    result = train({"aesc": ae}, {"adam": optimizer}, folder, config, steps, n_steps, validate, METHOD,
+                   run_identity(METHOD, config, AFTER_TRAINING))
     return ae.eval(), result
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,17 +220,46 @@ def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, A
         raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
-    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(defaults))
+    types = {f.name: t for f, t in zip(dataclasses.fields(config_cls), field_types(config_cls))}
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(defaults))}")
+                         f"allowed: {', '.join(sorted(types))}")
     for key, value in values.items():
-        expected = type(defaults[key])
-        fits = isinstance(value, expected) or (expected is float and isinstance(value, int))
-        if defaults[key] is not None and value is not None and not fits:
-            raise UsageError(f"--config {path}: {key}: {value!r} should be of type {expected.__name__}")
+        if not any(_fits(value, t) for t in types[key]):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types[key])
+            raise UsageError(f"--config {path}: {key}: {value!r} should be of type {expected}")
     return values
+
+
+def field_types(config_cls: type) -> list[tuple[type, ...]]:
+    """Per field of ``config_cls``, the types its annotation allows (``X | None``: X and NoneType)."""
+    hints = typing.get_type_hints(config_cls)
+    return [typing.get_args(hints[f.name]) or (hints[f.name],) for f in dataclasses.fields(config_cls)]
+
+
+def _fits(value: Any, expected: type) -> bool:
+    # YAML writes 1 for 1.0, so an int is a float; but true is not a number, nor 1 a bool.
+    if isinstance(value, bool) or expected is bool:
+        return isinstance(value, bool) and expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    if expected is Path:
+        return isinstance(value, str)
+    return isinstance(value, expected)
+
+
+def check_method_options(parser: argparse.ArgumentParser, methods: dict[str, Method], args: argparse.Namespace) -> None:
+    """Refuse options given for another method than ``args.method``: they would be ignored."""
+    takes = {name: {f.name for f in dataclasses.fields(m.config)} for name, m in methods.items()}
+    foreign = []
+    for action in parser._actions:
+        users = sorted(name for name, fields in takes.items() if action.dest in fields)
+        if users and args.method not in users and getattr(args, action.dest) is not None:
+            foreign.append(f"{max(action.option_strings, key=len)} (only {', '.join(users)})")
+    if foreign:
+        raise UsageError(f"{args.method} does not take {', '.join(sorted(foreign))}: "
+                         f"drop {'them' if len(foreign) > 1 else 'it'}")
 
 
 def make_config(config_cls: type, file_values: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -243,12 +273,14 @@ def make_config(config_cls: type, file_values: dict[str, Any], args: argparse.Na
 
 def main(argv: Sequence[str] | None = None) -> int:
     methods = _methods()
-    args = build_parser(methods).parse_args(argv)
+    parser = build_parser(methods)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     method = methods[args.method]
     start = time.perf_counter()
     try:
+        check_method_options(parser, methods, args)
         config = make_config(method.config, load_config(method.config, args.config, args.method), args)
         if args.build_engine:
             check_can_build(args)
@@ -267,8 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        # The training loop has already saved its last whole epoch.
-        print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        if "resume" in {f.name for f in dataclasses.fields(method.config)}:
+            # The training loop has already saved its last whole epoch.
+            print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        else:
+            print(f"export-engine: interrupted; {args.method} keeps nothing of an unfinished run: run the command "
+                  f"again to start over", file=sys.stderr)
         return 130
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     if args.build_engine:

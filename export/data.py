@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.preprocess import resize
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
 
@@ -59,8 +61,10 @@ class EvalSample:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files directly inside ``folder``, sorted by name. Hidden files are not
+    images: macOS leaves a ``._<name>`` AppleDouble file beside every image it copies."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def training_images(data: Path) -> list[Path]:
@@ -74,7 +78,9 @@ def training_images(data: Path) -> list[Path]:
     if not files:
         raise DataError(f"training data {data}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                         f"in it or in its train/good/")
-    return [f.resolve() for f in files]
+    # Not resolved: an image or a train/good linked from elsewhere keeps its name under
+    # ``data``, which the fingerprint and the bundle's file list are relative to.
+    return [f.absolute() for f in files]
 
 
 def mvtec_test_samples(category: Path) -> list[EvalSample]:
@@ -108,20 +114,11 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     return image
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = image.shape[0] * image.shape[1] > height * width
-    # INTER_AREA averages the pixels a target pixel covers; the other filters alias when shrinking.
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """An image file as ``uint8 [H, W, 3]`` RGB at ``size`` = (H, W); grayscale becomes
     three equal channels, alpha is dropped, 16-bit is scaled to 8-bit."""
     bgr = _decode(Path(path), cv2.IMREAD_COLOR)
-    return _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+    return resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), *size)
 
 
 def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:

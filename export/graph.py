@@ -43,9 +43,23 @@ class ImageInput(nn.Module):
         return image.float().permute(0, 3, 1, 2) * self.scale + self.shift
 
 
+def smoothing_radius(sigma: float) -> int:
+    """``round(4σ)``, scipy.ndimage's default truncation of a Gaussian."""
+    return int(4.0 * sigma + 0.5)
+
+
+def check_size(size: int) -> None:
+    """Refuse a model input that the anomaly map's smoothing does not fit (its reflect padding
+    needs more pixels than the kernel's radius): in the config, not after hours of training."""
+    radius = smoothing_radius(SMOOTHING_SIGMA)
+    if size <= radius:
+        raise ValueError(f"size {size}: must be ≥ {radius + 1} px, or the anomaly map's smoothing "
+                         f"(σ {SMOOTHING_SIGMA:g}, radius {radius} px) does not fit")
+
+
 def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ``round(4σ)``, scipy.ndimage's default truncation."""
-    radius = int(4.0 * sigma + 0.5)
+    """Normalised 1-D Gaussian of radius ``smoothing_radius(sigma)``."""
+    radius = smoothing_radius(sigma)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     return (kernel / kernel.sum()).float()

@@ -22,7 +22,7 @@ from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
-from .graph import AnomalyGraph, ImageInput
+from .graph import AnomalyGraph, ImageInput, check_size
 from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class PatchCoreConfig:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
         if self.size % FEATURE_STRIDES[-1]:
             raise ValueError(f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)")
-        for name in ("size", "projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
+        check_size(self.size)
+        for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
         if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:

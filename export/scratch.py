@@ -18,7 +18,7 @@ import torch
 
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, TrainingSplit, iter_batches, split_training_data
-from .graph import AnomalyGraph
+from .graph import AnomalyGraph, check_size
 from .training import LAST, RUN_ONLY, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ class ScratchConfig(Protocol):
 
 
 def check_run_options(config: ScratchConfig) -> None:
-    for name in ("size", "epochs", "batch_size", "checkpoint_every"):
+    check_size(config.size)
+    for name in ("epochs", "batch_size", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} {getattr(config, name)}: must be ≥ 1")
     if config.patience is not None and config.patience < 1:
@@ -93,11 +94,12 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarra
 
 def train(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer], folder: Path,
           config: ScratchConfig, steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int,
-          validate: Callable[[], float], desc: str) -> TrainResult:
+          validate: Callable[[], float], desc: str, identity: dict[str, Any]) -> TrainResult:
     """Run the shared Trainer over ``config.epochs`` with model selection by ``validate``
-    (higher is better; it must not look at the test set); resume first if asked."""
+    (higher is better; it must not look at the test set); resume first if asked, from a
+    checkpoint of the same ``identity`` (export.training.run_identity) only."""
     trainer = Trainer(modules, optimizers, folder, every=config.checkpoint_every, validate=validate,
-                      patience=config.patience, desc=desc)
+                      patience=config.patience, desc=desc, identity=identity)
     if config.resume and not trainer.resume():
         log.info("%s: nothing to resume in %s, starting from epoch 1", desc, folder)
     start = time.perf_counter()

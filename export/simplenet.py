@@ -36,9 +36,10 @@ from .anomaly_synthesis import TextureSource, local_anomaly, patch_labels
 from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, iter_batches, load_mask, split_training_data
-from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead
+from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
 from .patchcore import feature_extractor
-from .training import RUN_ONLY, RunOptions, TrainResult, Trainer, seed_everything
+from .scratch import checkpoint_dir as checkpoint_folder
+from .training import RUN_ONLY, RunOptions, TrainResult, Trainer, run_identity, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class DiscriminatorConfig(RunOptions):
             raise ValueError(f"backbone {self.backbone!r}: choose from {', '.join(NOISE_STD)}")
         if self.size % FEATURE_STRIDES[-1]:
             raise ValueError(f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)")
-        for name in ("size", "pretrain_dim", "target_dim", "hidden_dim", "epochs", "batch_size",
+        check_size(self.size)
+        for name in ("pretrain_dim", "target_dim", "hidden_dim", "epochs", "batch_size",
                      "validate_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
@@ -348,14 +350,16 @@ def train(scorer: PatchScorer, optimizers: dict[str, torch.optim.Optimizer],
           steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int,
           validation: SyntheticValidation | None, config: DiscriminatorConfig,
           checkpoint_dir: Path | None, desc: str) -> TrainResult:
-    """The shared Trainer around ``steps``; selects the epoch with the best validation."""
+    """The shared Trainer around ``steps``; selects the epoch with the best validation.
+    ``desc``: the method's name, also what its checkpoints record (run_identity)."""
     with ExitStack() as stack:
         # Model selection restores the best epoch from its checkpoint: without a folder to
         # keep, one lives for the run.
         directory = checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{desc}-")))
         trainer = Trainer({"adaptor": scorer.adaptor, "discriminator": scorer.discriminator}, optimizers, directory,
                           every=config.checkpoint_every, validate=None if validation is None else lambda: validation(scorer),
-                          validate_every=config.validate_every, patience=config.patience, desc=desc)
+                          validate_every=config.validate_every, patience=config.patience, desc=desc,
+                          identity=run_identity(desc, config))
         if config.resume and not trainer.resume():
             log.warning("--resume: no checkpoint in %s; starting from epoch 1", directory)
         return trainer.fit(config.epochs, steps, steps_per_epoch)
@@ -434,19 +438,14 @@ def fit_simplenet(files: Sequence[Path], holdout: Sequence[Path], config: Simple
 
 # --- export ------------------------------------------------------------------------------------
 
-def default_checkpoint_dir(out: Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".checkpoints")
-
-
 def export_trained(method: str, fit: Callable[..., DiscriminatorModel], data: Path, out: Path,
                    config: DiscriminatorConfig) -> Path:
     """Train ``fit`` on the good images of ``data`` minus the hold-out, write the bundle
-    ``out``; checkpoints go to ``config.checkpoint_dir`` or ``<out>.checkpoints``."""
+    ``out``; checkpoints go where export.scratch.checkpoint_dir says."""
     out = Path(out)
     check_out_dir(out)
+    checkpoints = checkpoint_folder(out, config)
     split = split_training_data(Path(data), config.holdout, config.seed)
-    checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else default_checkpoint_dir(out)
     log.info("%s on %d images of %s (%d held out), checkpoints in %s: %s", method, len(split.train), split.root,
              len(split.holdout), checkpoints, config)
     model = fit(split.train, split.holdout, config, checkpoint_dir=checkpoints)

@@ -25,13 +25,13 @@ from torch import nn
 
 from .augment import colour_jitter, cutpaste, scar_cutpaste
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
-from .data import DataError, TrainingSplit
+from .data import TrainingSplit
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
 from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
                       train)
-from .training import RunOptions, TrainResult, seed_everything
+from .training import RunOptions, TrainResult, run_identity, seed_everything
 from .wavelet import WAVELETS, wavelet_downsampling
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 # they always keep their native width (3×3 mean per level, levels concatenated).
 NATIVE_WIDTH = 1024
 VALIDATION_STREAM = 2 ** 31       # epoch_rng "epoch" of the fixed validation views: never a real epoch
+# Read only by stage 2: a finished stage 1 resumes into any of them (its checkpoint holds stage 1 alone).
+STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size")
 
 
 @dataclass(slots=True)
@@ -180,15 +182,8 @@ def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig
         logits = torch.cat([classify(model, normalise, val_views[i:i + 48]) for i in range(0, len(val_views), 48)])
         return -F.cross_entropy(logits, torch.from_numpy(val_labels)).item()
 
-    try:
-        result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
-                       f"{METHOD} stage 1")
-    except RuntimeError as exc:          # load_state_dict's, on --resume: keys or shapes that differ
-        if "loading state_dict" not in str(exc):
-            raise
-        raise DataError(f"the checkpoints in {folder} hold another network than this run's (levels "
-                        f"{config.levels!r}, downsample {config.downsample!r}): resume with the options of the run "
-                        f"that wrote them, or start over in another --checkpoint-dir") from exc
+    result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
+                   f"{METHOD} stage 1", run_identity(METHOD, config, STAGE_2))
     return net.eval(), result
 
 

@@ -12,12 +12,15 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from .data import DataError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,15 @@ def seed_everything(seed: int) -> None:
 
 
 RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume", "reference")   # how to run, not what the model is: kept out of bundles
+
+
+def run_identity(method: str, config: Any, after_training: Iterable[str] = ()) -> dict[str, Any]:
+    """What a checkpoint records of the run that wrote it, so that ``--resume`` continues only
+    that run: the method and its config, less what a resumption may change: RUN_ONLY, the
+    ``epochs`` (a finished run may go on for more) and the fields the method reads only after
+    training, ``after_training`` (the trained weights do not depend on them)."""
+    skip = {*RUN_ONLY, "epochs", *after_training}
+    return {"method": method, **{k: v for k, v in asdict(config).items() if k not in skip}}
 
 
 @dataclass(slots=True)
@@ -57,6 +69,7 @@ class TrainResult:
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
+    stopped_early: bool = False        # patience ran out: the run is finished, --resume trains no further
 
 
 class Trainer:
@@ -65,21 +78,25 @@ class Trainer:
     modules / optimizers: everything whose state must survive a checkpoint, by name.
     validate: optional, higher is better; the best epoch's weights are kept and restored at the end.
     patience: stop after this many validations without improvement (None: run all epochs).
+    identity: the run's ``run_identity``, written into checkpoints; ``resume`` refuses one that
+    records another.
     """
 
     def __init__(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                  checkpoint_dir: Path | None, *, every: int = 10, validate: Callable[[], float] | None = None,
-                 validate_every: int = 1, patience: int | None = None, desc: str = "train"):
+                 validate_every: int = 1, patience: int | None = None, desc: str = "train",
+                 identity: dict[str, Any] | None = None):
         self.modules, self.optimizers = modules, optimizers
         self.dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.every, self.validate, self.validate_every, self.patience = every, validate, validate_every, patience
-        self.desc = desc
+        self.desc, self.identity = desc, identity
         self.result = TrainResult(0, None, None)
         self._snapshot: dict | None = None     # the state at the end of the last whole epoch
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+        return {"identity": self.identity,
+                "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "result": self.result,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
@@ -97,8 +114,17 @@ class Trainer:
 
     def _load(self, path: Path, with_rng: bool) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        for k, m in self.modules.items():
-            m.load_state_dict(state["modules"][k])
+        if with_rng:
+            self._check_identity(state.get("identity"))
+        try:
+            for k, m in self.modules.items():
+                m.load_state_dict(state["modules"][k])
+        except RuntimeError as exc:      # keys or shapes that differ, in a checkpoint that records no identity
+            if "loading state_dict" not in str(exc):
+                raise
+            raise DataError(f"checkpoint folder {self.dir} holds another network than this run's: resume with "
+                            f"the options of the run that wrote it, or start this one in another --checkpoint-dir"
+                            ) from exc
         if with_rng:
             for k, o in self.optimizers.items():
                 o.load_state_dict(state["optimizers"][k])
@@ -106,6 +132,19 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             np.random.set_state(state["rng"]["numpy"])
             random.setstate(state["rng"]["python"])
+
+    def _check_identity(self, written: dict[str, Any] | None) -> None:
+        if self.identity is None or written is None or written == self.identity:
+            return
+        theirs, ours = written["method"], self.identity["method"]
+        if theirs != ours:
+            raise DataError(f"checkpoint folder {self.dir} holds a {theirs} run, not a {ours} one: resume it with "
+                            f"--method {theirs}, or start this one in another --checkpoint-dir")
+        keys = sorted(written.keys() | self.identity.keys())
+        differs = ", ".join(f"{k} {self.identity.get(k)!r} (the checkpoint's: {written.get(k)!r})"
+                            for k in keys if written.get(k) != self.identity.get(k))
+        raise DataError(f"checkpoint folder {self.dir} holds a run with other options: {differs}; resume with that "
+                        f"run's options, or start this one in another --checkpoint-dir")
 
     def resume(self) -> bool:
         """Continue from the last checkpoint if there is one; False when starting fresh."""
@@ -119,8 +158,9 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------
     def fit(self, epochs: int, steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int) -> TrainResult:
         r = self.result
+        last_epoch = r.epochs_run if r.stopped_early else epochs
         try:
-            for epoch in range(r.epochs_run + 1, epochs + 1):
+            for epoch in range(r.epochs_run + 1, last_epoch + 1):
                 for m in self.modules.values():
                     m.train()
                 sums: dict[str, float] = {}
@@ -147,16 +187,17 @@ class Trainer:
                         r.best_epoch, r.best_score = epoch, score
                         line += " (best)"
                 r.history.append({"epoch": epoch, **means})
+                since_best = 0 if r.best_epoch is None else epoch - r.best_epoch
+                r.stopped_early = self.patience is not None and since_best >= self.patience * self.validate_every
                 self._snapshot = copy.deepcopy(self._state())
                 if r.best_epoch == epoch:
                     self.save(BEST)
                 log.info(line)
                 if epoch % self.every == 0:
                     self.save(LAST)
-                if (self.patience is not None and r.best_epoch is not None
-                        and epoch - r.best_epoch >= self.patience * self.validate_every):
+                if r.stopped_early:
                     log.info("%s: no better validation for %d epochs, stopping early at epoch %d (best: epoch %d)",
-                             self.desc, epoch - r.best_epoch, epoch, r.best_epoch)
+                             self.desc, since_best, epoch, r.best_epoch)
                     break
         except KeyboardInterrupt:
             r.interrupted = True

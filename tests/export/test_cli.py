@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from export.cli import CONFIG_DIR, _methods, main
+from export.cli import CONFIG_DIR, UsageError, _methods, load_config, main
 from export.data import fingerprint
 from export.patchcore import PatchCoreConfig
 from tests.export.helpers import session
@@ -140,6 +140,7 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
 def test_shipped_config_matches_the_code_defaults(method: str) -> None:
     shipped = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
     assert shipped == dataclasses.asdict(METHODS[method].config())
+    assert load_config(METHODS[method].config, None, method) == shipped     # every value of its field's type
 
 
 @pytest.mark.parametrize("method, bad, needle", [
@@ -174,3 +175,62 @@ def test_help_explains_options_and_lists_only_implemented_methods(capsys) -> Non
     with pytest.raises(SystemExit) as exit_:
         main(["--method", "fastflow", "--data", "d", "--out", "o"])
     assert exit_.value.code == 2
+
+
+def test_options_of_other_methods_are_refused_before_training(tmp_path: Path, write_images, capsys) -> None:
+    write_images(tmp_path / "good", 2)
+    common = ["--data", str(tmp_path / "good"), "--out", str(tmp_path / "b"), "--size", "64"]
+    code, stderr = run_cli(capsys, "--method", "patchcore", *common, "--epochs", "5", "--margin", "3", "--resume")
+    assert code == 2 and not (tmp_path / "b").exists()
+    [line] = error_lines(stderr)
+    assert ("patchcore does not take --epochs (only autoencoder, glass, simplenet, ssl), --margin (only simplenet), "
+            "--resume (only autoencoder, glass, simplenet, ssl)") in line
+    code, stderr = run_cli(capsys, "--method", "ssl", *common, "--backbone", "wide_resnet50_2")
+    assert code == 2 and "--backbone (only glass, patchcore, simplenet)" in error_lines(stderr)[0]
+
+
+@pytest.mark.parametrize("method, resumable", [("patchcore", False), ("ssl", True)])
+def test_ctrl_c_offers_resume_only_where_there_is_one(tmp_path: Path, write_images, capsys, monkeypatch,
+                                                      method: str, resumable: bool) -> None:
+    import export.patchcore
+    import export.ssl
+
+    def interrupted(*_args) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.patchcore, "export_patchcore", interrupted)
+    monkeypatch.setattr(export.ssl, "export_ssl", interrupted)
+    write_images(tmp_path / "good", 2)
+    code, stderr = run_cli(capsys, "--method", method, "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b"))
+    assert code == 130 and "interrupted" in stderr and ("--resume" in stderr) == resumable
+
+
+@pytest.mark.parametrize("method, text, needle", [
+    ("simplenet", "noise_std: abc", "noise_std: 'abc' should be of type float or null"),
+    ("simplenet", "textures: 5", "textures: 5 should be of type str or null"),
+    ("simplenet", "patience: 1.5", "patience: 1.5 should be of type int or null"),
+    ("glass", "images_per_epoch: yes", "images_per_epoch: True should be of type int or null"),
+    ("autoencoder", "epochs: true", "epochs: True should be of type int"),
+    ("ssl", "reference: 1", "reference: 1 should be of type bool"),
+    ("patchcore", "size: null", "size: None should be of type int"),
+])
+def test_config_values_are_checked_against_the_field_types(tmp_path: Path, method: str, text: str,
+                                                           needle: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError) as error:
+        load_config(METHODS[method].config, path, method)
+    assert str(error.value) == f"--config {path}: {needle}"
+
+
+def test_config_values_of_a_wider_type_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("lr: 1\nnoise_std: 2\npatience: null\ntextures: /data/dtd\n")
+    assert load_config(METHODS["simplenet"].config, path, "simplenet") == {"lr": 1, "noise_std": 2, "patience": None,
+                                                                         "textures": "/data/dtd"}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_size_too_small_for_the_smoothing_is_refused_up_front(method: str) -> None:
+    with pytest.raises(ValueError, match=r"size 16: must be ≥ 17 .*smoothing"):
+        METHODS[method].config(size=16)

@@ -133,3 +133,40 @@ def test_training_split_fingerprints_what_the_model_sees(tmp_path: Path, write_i
     assert len(split.train) == 8 and len(split.holdout) == 2
     assert all(p.is_absolute() for p in split.train + split.holdout)
     assert split.fingerprint == fingerprint(split.train, split.root)
+
+
+def test_symlinks_out_of_the_data_folder_keep_their_names_inside_it(tmp_path: Path, write_images) -> None:
+    # Datasets often link their images, or a whole train/good, from a shared pool elsewhere.
+    pool = write_images(tmp_path / "pool", 3)
+    (tmp_path / "cat" / "train").mkdir(parents=True)
+    (tmp_path / "cat" / "train" / "good").symlink_to(tmp_path / "pool")
+    (tmp_path / "plain").mkdir()
+    for path in pool:
+        (tmp_path / "plain" / path.name).symlink_to(path)
+    copy = shutil.copytree(tmp_path / "pool", tmp_path / "copy" / "train" / "good")
+    for data, unlinked in ((tmp_path / "cat", fingerprint(sorted(copy.iterdir()), tmp_path / "copy")),
+                           (tmp_path / "plain", fingerprint(pool))):
+        split = split_training_data(data, 0.0, seed=0)
+        assert [p.name for p in split.train] == [p.name for p in pool]
+        assert all(p.is_relative_to(split.root) for p in split.train)
+        assert split.fingerprint == unlinked
+
+
+def test_hidden_files_are_not_images(tmp_path: Path, write_images) -> None:
+    files = write_images(tmp_path, 2)
+    (tmp_path / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(100))   # macOS AppleDouble
+    shutil.copy(files[0], tmp_path / ".thumbnail.png")
+    assert [p.name for p in training_images(tmp_path)] == ["000.png", "001.png"]
+
+
+def test_training_resizes_exactly_as_the_line(tmp_path: Path) -> None:
+    from edge.preprocess import to_input
+    from edge.types import Frame
+
+    # 200×300 → 256²: the height grows and the width shrinks, where the two used to pick
+    # different filters.
+    rgb = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    line = to_input([Frame(stream="s", seq=0, frame_id="wide.png", t_grab=0.0, image=rgb)], 256, 256)[0]
+    assert np.array_equal(load_image(path, (256, 256)), line)

@@ -154,6 +154,36 @@ def test_cli_export_checkpoints_and_resume(tmp_path: Path, write_images, capsys,
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("method", ["simplenet", "glass"])
+def test_a_fresh_run_keeps_off_an_earlier_runs_checkpoints(tmp_path: Path, write_images, capsys,
+                                                          method: str) -> None:
+    write_images(tmp_path / "good", 2, size=(TINY, TINY))
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "last.pt").write_bytes(b"hours of training")
+    code = main(["--method", method, "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b"), "--size",
+                 str(TINY), "--epochs", "1", "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert code == 2 and "--resume" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert (tmp_path / "ckpt" / "last.pt").read_bytes() == b"hours of training"
+
+
+def test_resume_refuses_another_methods_or_another_networks_checkpoint(tmp_path: Path, write_images, capsys,
+                                                                       one_thread) -> None:
+    write_images(tmp_path / "good", 4, size=(TINY, TINY))
+    common = ["--data", str(tmp_path / "good"), "--size", str(TINY), "--epochs", "1", "--batch-size", "4",
+              "--holdout", "0", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert main(["--method", "simplenet", *common, "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    config = tmp_path / "narrow.yaml"
+    config.write_text("hidden_dim: 64\n")
+    for argv, needle in ((["--method", "glass"], "holds a simplenet run, not a glass one"),
+                         (["--method", "simplenet", "--config", str(config)],
+                          "hidden_dim 64 (the checkpoint's: 1024)")):
+        assert main([*argv, *common, "--resume", "--out", str(tmp_path / "b")]) == 2
+        [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+        assert needle in line and str(tmp_path / "ckpt") in line and "--checkpoint-dir" in line
+        assert not (tmp_path / "b").exists()
+
+
 # --- end to end on MVTec bottle ----------------------------------------------------------------
 
 @pytest.mark.mvtec

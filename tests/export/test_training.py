@@ -1,10 +1,14 @@
 """The shared training loop: losses go down, checkpoints and --resume reproduce an uninterrupted run."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from export.training import BEST, LAST, Trainer, seed_everything
+from export.data import DataError
+from export.simplenet import SimpleNetConfig
+from export.training import BEST, LAST, Trainer, run_identity, seed_everything
 
 X = torch.linspace(-1, 1, 64).unsqueeze(1)
 Y = 3 * X + 0.5
@@ -74,3 +78,50 @@ def test_diverging_loss_is_a_clear_error():
 
     with pytest.raises(FloatingPointError, match="loss became"):
         Trainer({"m": model}, {"o": opt}, None).fit(2, steps, 1)
+
+
+def test_an_early_stopped_run_resumed_trains_no_further(tmp_path):
+    model, opt, steps = setup()
+    scores = iter([1.0, 0.5])
+    result = Trainer({"m": model}, {"o": opt}, tmp_path, validate=lambda: next(scores), patience=1).fit(10, steps, 4)
+    assert (result.epochs_run, result.best_epoch, result.stopped_early) == (2, 1, True)
+    kept = model.weight.item()
+
+    model, opt, steps = setup(seed=1)
+    validations = []
+    trainer = Trainer({"m": model}, {"o": opt}, tmp_path, validate=lambda: validations.append(1) or 2.0, patience=1)
+    assert trainer.resume()
+    again = trainer.fit(10, steps, 4)
+    assert again.epochs_run == 2 and again.history == result.history and not validations
+    assert model.weight.item() == kept
+
+
+def test_resume_refuses_the_checkpoint_of_another_run(tmp_path):
+    model, opt, steps = setup()
+    written = {"method": "simplenet", "hidden_dim": 1024, "lr": 0.1}
+    Trainer({"m": model}, {"o": opt}, tmp_path, identity=written).fit(1, steps, 4)
+    for identity, needle in (({"method": "glass", "mode": "manifold"}, "holds a simplenet run, not a glass one"),
+                             ({**written, "hidden_dim": 512}, "hidden_dim 512 (the checkpoint's: 1024)")):
+        with pytest.raises(DataError, match=re.escape(needle)) as error:
+            Trainer({"m": model}, {"o": opt}, tmp_path, identity=identity).resume()
+        assert str(tmp_path) in str(error.value) and "--checkpoint-dir" in str(error.value)
+    assert Trainer({"m": model}, {"o": opt}, tmp_path, identity=dict(written)).resume()
+
+
+def test_a_run_is_identified_by_what_it_trains_not_how_or_how_long():
+    base = run_identity("simplenet", SimpleNetConfig())
+    assert base == run_identity("simplenet", SimpleNetConfig(epochs=3, resume=True, checkpoint_dir="c",
+                                                             checkpoint_every=1, reference=True))
+    assert base["method"] == "simplenet" and base["hidden_dim"] == 1024 and "resume" not in base
+    assert base != run_identity("simplenet", SimpleNetConfig(hidden_dim=512))
+    assert base != run_identity("glass", SimpleNetConfig())
+
+
+def test_resume_refuses_another_network_in_a_checkpoint_without_identity(tmp_path):
+    model, opt, steps = setup()
+    Trainer({"m": model}, {"o": opt}, tmp_path).fit(1, steps, 4)      # as written before checkpoints had one
+    wider = torch.nn.Linear(2, 1)
+    with pytest.raises(DataError, match="holds another network than this run's") as error:
+        Trainer({"m": wider}, {"o": torch.optim.SGD(wider.parameters(), lr=0.1)}, tmp_path,
+                identity={"method": "simplenet"}).resume()
+    assert str(tmp_path) in str(error.value)
