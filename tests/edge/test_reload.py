@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from contextlib import contextmanager
 
+import pytest
 import yaml
 
 from edge.config import load_config
@@ -146,12 +148,20 @@ def test_the_line_judges_on_while_a_reload_loads(tmp_path) -> None:
     assert final["reloads"]["ok"] == 1 and final["counters"]["in_flight"] == 0
 
 
-def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
+@contextmanager
+def daemon_not_running(tmp_path, **sections):
+    """A daemon made from a config on disk, reloaded by calling it (no grab threads): (daemon, config)."""
     video = write_video(tmp_path / "v.avi", [part(40)])
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video),
-                             evidence={"dir": str(tmp_path / "ev"), "ok_every": 5})
+    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video), **sections)
     daemon = Daemon(load_config(config))
     try:
+        yield daemon, config
+    finally:
+        daemon.close()
+
+
+def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
+    with daemon_not_running(tmp_path, evidence={"dir": str(tmp_path / "ev"), "ok_every": 5}) as (daemon, config):
         def edit(data):
             data["publish"]["sndhwm"] = 50
             data["evidence"]["ok_every"] = 0        # would divide by zero if it were taken while running
@@ -161,42 +171,30 @@ def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
         assert daemon.reloads["ok"] == 1
         assert daemon.reloads["at_restart"] == ["publish.sndhwm (1000 → 50)", "evidence.ok_every (5 → 0)"]
         assert (daemon.cfg.publish.sndhwm, daemon.cfg.evidence.ok_every, daemon.cfg.batch.max_batch) == (1000, 5, 2)
-    finally:
-        daemon.close()
 
 
-def test_a_refused_reload_leaves_the_cameras_as_they_were(tmp_path) -> None:
-    video = write_video(tmp_path / "v.avi", [part(40)])
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video))
-    daemon = Daemon(load_config(config))
-    try:
-        source = daemon.streams["cam0"].source
-        broken = make_bundle(tmp_path / "broken")
-        (broken / "model.onnx").write_bytes(b"garbage")
+def garbage_model(bundle) -> None:
+    (bundle / "model.onnx").write_bytes(b"garbage")
 
-        def elsewhere_with_a_broken_bundle(data):
-            data["bundle"], data["source"]["fps"] = str(broken), 10
-        rewrite(config, elsewhere_with_a_broken_bundle)
+
+def records_of_nothing(bundle) -> None:
+    meta = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    meta["files"] = {name: None for name in meta["files"]}
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(meta))
+
+
+@pytest.mark.parametrize("spoil", [garbage_model, records_of_nothing])
+def test_a_refused_reload_leaves_the_line_as_it_was(tmp_path, spoil) -> None:
+    """Whatever a new bundle holds, a reload refuses it and the line judges on with what it had."""
+    with daemon_not_running(tmp_path) as (daemon, config):
+        stream = daemon.streams["cam0"]
+        source, model = stream.source, stream.model
+        spoil(make_bundle(tmp_path / "spoilt"))
+
+        def elsewhere_with_the_spoilt_bundle(data):
+            data["bundle"], data["source"]["fps"] = str(tmp_path / "spoilt"), 10
+        rewrite(config, elsewhere_with_the_spoilt_bundle)
         daemon._reload_config()
-        assert daemon.reloads["refused"] == 1 and "broken" in daemon.reloads["last_error"]
-        assert daemon.streams["cam0"].source is source and daemon.streams["cam0"].cfg.source.fps == 50
-    finally:
-        daemon.close()
-
-
-def test_a_reload_onto_a_malformed_bundle_yaml_is_refused(tmp_path) -> None:
-    """Whatever a new bundle.yaml holds, a reload refuses it and the line keeps judging."""
-    video = write_video(tmp_path / "v.avi", [part(40)])
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), looping(video))
-    daemon = Daemon(load_config(config))
-    try:
-        odd = make_bundle(tmp_path / "odd")
-        meta = yaml.safe_load((odd / "bundle.yaml").read_text())
-        meta["files"] = {name: None for name in meta["files"]}
-        (odd / "bundle.yaml").write_text(yaml.safe_dump(meta))
-        rewrite(config, lambda data: data.__setitem__("bundle", str(odd)))
-        daemon._reload_config()
-        assert daemon.reloads["refused"] == 1 and daemon.models().keys() == {daemon.streams["cam0"].model.bundle.name}
-        assert daemon.streams["cam0"].model.bundle.path == (tmp_path / "bundle").resolve()
-    finally:
-        daemon.close()
+        assert daemon.reloads["refused"] == 1 and "spoilt" in daemon.reloads["last_error"]
+        assert (stream.source, stream.model, stream.cfg.source.fps) == (source, model, 50)
+        assert daemon.streams == {"cam0": stream}
