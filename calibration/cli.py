@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             files = list_images(Path(args.data))
             source = str(Path(args.data).resolve())
-        backend = load_backend(bundle, args.backend, args.gpu)
+        backend = load_backend(bundle, args.backend, args.gpu, args.batch)
         result = calibrate(bundle, backend, files, args.k, source, args.batch)
     except (BundleError, BackendError, CalibrationError) as e:
         print(f"edge-calibrate: {e}", file=sys.stderr)

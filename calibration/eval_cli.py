@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = load_bundle(args.bundle)
         reference = load_reference(bundle)   # a damaged one is reported before the scoring, not after
-        result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu), Path(args.data), args.batch)
+        result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu, args.batch), Path(args.data), args.batch)
         result.comparison = compare_with_reference(bundle, result, reference)
     except (BundleError, BackendError, CalibrationError, DatasetError, ReferenceError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)

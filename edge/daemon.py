@@ -98,7 +98,7 @@ def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
         for stream in cfg.streams:
             if stream.bundle not in loaded:
                 bundle = load_bundle(stream.bundle)
-                loaded[stream.bundle] = Model(bundle, load_backend(bundle, cfg.backend, cfg.gpu))
+                loaded[stream.bundle] = Model(bundle, load_backend(bundle, cfg.backend, cfg.gpu, cfg.batch.max_batch))
             model = loaded[stream.bundle]
             assigned[stream.source.name] = model, judge_for(model.bundle, stream.k)
         return assigned

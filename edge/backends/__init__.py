@@ -49,10 +49,10 @@ def _choose(bundle: Bundle, kind: str, gpu: int) -> Choice:
     return Choice("tensorrt", "configured", require_engine(bundle, platform.gpu_name, platform.trt_version))
 
 
-def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0) -> Backend:
+def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0, max_batch: int = 8) -> Backend:
     """Open the bundle's model on the runtime `kind` asks for, on CUDA device `gpu` where it
-    runs on one, logging the choice and why. A configured "tensorrt" with no fitting engine
-    is a StaleEngineError (a BundleError)."""
+    runs on one, for batches of up to `max_batch`, logging the choice and why. A configured
+    "tensorrt" with no fitting engine is a StaleEngineError (a BundleError)."""
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is unknown; use one of {', '.join(KINDS)}")
     choice = _choose(bundle, kind, gpu)
@@ -60,6 +60,6 @@ def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0) -> Backend:
         backend: Backend = TensorRTBackend(bundle, choice.engine, gpu)
     else:
         from edge.backends.onnxruntime import OnnxRuntimeBackend
-        backend = OnnxRuntimeBackend(bundle, gpu=gpu)
+        backend = OnnxRuntimeBackend(bundle, gpu=gpu, max_batch=max_batch)
     log.info("backend %s → %s (%s): %s", kind, choice.kind, choice.reason, backend.describe())
     return backend

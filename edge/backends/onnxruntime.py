@@ -21,16 +21,48 @@ def choose_providers(available: list[str]) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
-def on_gpu(providers: list[str], gpu: int) -> list[str | tuple[str, dict[str, str]]]:
-    """``providers`` as InferenceSession takes them, the GPU ones on CUDA device ``gpu``."""
-    return [p if p == "CPUExecutionProvider" else (p, {"device_id": str(gpu)}) for p in providers]
+ORT_TRT_CACHE = "ort-trt-cache"    # in the bundle: the TensorRT provider's engines and tactic timings
+
+
+def provider_options(providers: list[str], bundle: Bundle, gpu: int, max_batch: int,
+                     trt_cache: bool = True) -> list[str | tuple[str, dict[str, str]]]:
+    """``providers`` as InferenceSession takes them, the GPU ones on CUDA device ``gpu``. The
+    TensorRT provider's defaults do not suit a line: it would build fp32, build again at every
+    start and reload (minutes, inside the first batch), and again whenever a batch is larger than
+    any before. So: fp16 unless the bundle advises against it, engines and timings cached in the
+    bundle (``trt_cache``; built once per GPU), one profile for batches 1 to ``max_batch``."""
+    out: list[str | tuple[str, dict[str, str]]] = []
+    for p in providers:
+        if p == "CPUExecutionProvider":
+            out.append(p)
+            continue
+        opts = {"device_id": str(gpu)}
+        if p == "TensorrtExecutionProvider":
+            shape = f"x{bundle.height}x{bundle.width}x3"
+            opts.update(trt_fp16_enable=str(bundle.fp16_caution is None), trt_profile_min_shapes=f"image:1{shape}",
+                        trt_profile_opt_shapes=f"image:{max_batch}{shape}",
+                        trt_profile_max_shapes=f"image:{max_batch}{shape}")
+            if trt_cache:
+                cache = str(bundle.path / ORT_TRT_CACHE)
+                opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache,
+                            trt_timing_cache_enable="True", trt_timing_cache_path=cache)
+        out.append((p, opts))
+    return out
+
+
+def elsewhere(session_options: dict[str, dict[str, str]], gpu: int) -> bool:
+    """Whether a session's GPU provider runs on another CUDA device than ``gpu``: ONNX Runtime,
+    when the TensorRT provider fails to load, retries on CUDA without the options given (so on
+    device 0)."""
+    cuda = session_options.get("CUDAExecutionProvider")
+    return cuda is not None and cuda.get("device_id", "0") != str(gpu)
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
-                 gpu: int = 0):
+                 gpu: int = 0, max_batch: int = 8):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -44,16 +76,36 @@ class OnnxRuntimeBackend:
         if threads:
             opts.intra_op_num_threads = threads
         self.providers = providers or choose_providers(ort.get_available_providers())
+        trt_cache = "TensorrtExecutionProvider" in self.providers and self._cache_folder()
+
+        def session(providers: list[str]):
+            return ort.InferenceSession(str(bundle.onnx_path), sess_options=opts,
+                                        providers=provider_options(providers, bundle, gpu, max_batch, trt_cache))
         try:
-            self.session = ort.InferenceSession(str(bundle.onnx_path), sess_options=opts,
-                                                providers=on_gpu(self.providers, gpu))
+            self.session = session(self.providers)
+            if elsewhere(self.session.get_provider_options(), gpu):
+                log.warning("%s: ONNX Runtime's TensorRT provider failed to load (see its message above) and it "
+                            "fell back to CUDA device 0; loading it again on CUDA device %d", bundle.name, gpu)
+                self.session = session(["CUDAExecutionProvider", "CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types per failure; all mean the same here
             raise BackendError(f"{bundle.onnx_path}: ONNX Runtime could not load it ({e}); re-export the bundle") from None
+        # A run that fails on the GPU raises (those parts are judged ERROR, the next batch tries again)
+        # instead of ONNX Runtime quietly moving the model to device 0 or the CPU for good.
+        self.session.disable_fallback()
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != ["image"] or not {"anomaly_map", "score"} <= set(outputs):
             raise BackendError(f"{bundle.onnx_path}: inputs {inputs} / outputs {outputs} do not follow the "
                                "engine contract (image → anomaly_map, score); re-export the bundle")
+
+    def _cache_folder(self) -> bool:
+        try:
+            (self.bundle.path / ORT_TRT_CACHE).mkdir(exist_ok=True)
+            return True
+        except OSError as e:
+            log.warning("%s: cannot keep the TensorRT provider's engines in the bundle (%s): it builds them again "
+                        "at every start; make the bundle folder writable", self.bundle.name, e)
+            return False
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps, scores = self.session.run(["anomaly_map", "score"], {"image": images})

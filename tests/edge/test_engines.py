@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edge.backends import BackendError, choose_backend, load_backend
-from edge.backends.onnxruntime import on_gpu
+from edge.backends.onnxruntime import ORT_TRT_CACHE, elsewhere, provider_options
 from edge.backends.tensorrt import Platform, probe_platform
 from edge.bundle import load_bundle
 from edge.engines import StaleEngineError, engine_file_name, engine_record, find_engine, require_engine
@@ -193,10 +193,29 @@ def test_build_engine_refuses_opt_batch_above_max(tiny_bundle, capsys):
     assert "opt batch <= max batch" in capsys.readouterr().err
 
 
-def test_onnxruntime_gpu_providers_run_on_the_configured_gpu():
+def test_onnxruntime_gpu_providers_run_on_the_configured_gpu(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert on_gpu(providers, 1) == [("TensorrtExecutionProvider", {"device_id": "1"}),
-                                    ("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
+    trt, cuda, cpu = provider_options(providers, bundle, gpu=1, max_batch=8)
+    cache = str(bundle.path / ORT_TRT_CACHE)
+    assert trt == ("TensorrtExecutionProvider", {
+        "device_id": "1", "trt_fp16_enable": "True", "trt_profile_min_shapes": "image:1x32x32x3",
+        "trt_profile_opt_shapes": "image:8x32x32x3", "trt_profile_max_shapes": "image:8x32x32x3",
+        "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache})
+    assert (cuda, cpu) == (("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider")
+
+
+def test_the_tensorrt_provider_follows_the_bundles_fp16_advice_and_may_go_without_a_cache(tiny_bundle):
+    advise_fp32(tiny_bundle)
+    (_, opts), = provider_options(["TensorrtExecutionProvider"], load_bundle(tiny_bundle), 0, 4, trt_cache=False)
+    assert opts["trt_fp16_enable"] == "False" and not any("cache" in key for key in opts)
+
+
+def test_a_session_that_fell_back_to_another_gpu_is_noticed():
+    assert elsewhere({"CUDAExecutionProvider": {"device_id": "0"}, "CPUExecutionProvider": {}}, gpu=1)
+    assert not elsewhere({"CUDAExecutionProvider": {"device_id": "1"}}, gpu=1)
+    assert not elsewhere({"CPUExecutionProvider": {}}, gpu=1)
 
 
 @pytest.mark.skipif(PLATFORM.problem is None or "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
