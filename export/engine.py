@@ -77,12 +77,20 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch:
         ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
     except cuda.Error as e:
         raise EngineBuildError(f"CUDA GPU {device} ({platform.gpu_name}): cannot create a context ({e})") from None
+    failed = None
     try:
         plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch,
                           workspace_gb=workspace_gb)
+    except Exception as e:
+        # Kept as text: the exception's traceback holds _serialize's frames, and with them TensorRT's
+        # builder, network and parser, which must be freed while their CUDA context is current.
+        failed = str(e) if isinstance(e, EngineBuildError) else \
+            f"{bundle.onnx_path}: TensorRT {platform.trt_version} failed while building ({type(e).__name__}: {e})"
     finally:
         ctx.pop()
         ctx.detach()
+    if failed is not None:
+        raise EngineBuildError(failed)
     path = bundle.path / engine_file_name(platform.gpu_name, platform.trt_version, precision)
     _write_atomic(path, plan)
     record = engine_record(bundle, path, gpu=platform.gpu_name, compute_capability=platform.compute_capability,
