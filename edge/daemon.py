@@ -25,8 +25,8 @@ from edge.batcher import FrameQueue
 from edge.bundle import Bundle, BundleError, load_bundle
 from edge.config import ConfigError, LineConfig, StreamConfig, load_config
 from edge.evidence import EvidenceStore
+from edge.inspector import judge_batch, judge_for
 from edge.metrics import MetricsServer
-from edge.preprocess import frame_problem, to_input
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, SourceError, open_source
 from edge.stats import LineStats, percentiles
@@ -35,14 +35,6 @@ from edge.types import Batch, Frame, Verdict
 from edge.verdict import Judge
 
 log = logging.getLogger(__name__)
-
-
-def judge_for(bundle: Bundle, k: float | None) -> Judge:
-    cal = bundle.calibration
-    if cal is None:
-        raise BundleError(f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
-                          f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR")
-    return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
 
 
 # What a reload cannot change in a running daemon: its socket, ports, queue, evidence writers and
@@ -65,11 +57,11 @@ def keep_for_restart(running: LineConfig, new: LineConfig) -> list[str]:
     return changed
 
 
-def summary(statuses: list[dict]) -> str:
+def summary(state: str, statuses: list[dict]) -> str:
     """One line for ``systemctl status``: the state and what the line judged, all streams together."""
     total = {key: sum(s["counters"][key] for s in statuses) for key in ("ok", "ng", "error", "dropped")}
     models = ", ".join(sorted({s["model"] for s in statuses}))
-    return (f"{statuses[0]['state']}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
+    return (f"{state}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
             f"{total['dropped']} dropped ({len(statuses)} stream(s), {models})")
 
 
@@ -119,6 +111,7 @@ class PreparedReload:
 class Stream:
     cfg: StreamConfig
     source: Source
+    line: str                  # kept per stream: a removed one drains under the line it ran on
     topic: str
     stats: LineStats
     model: Model
@@ -132,7 +125,7 @@ class Daemon:
     def __init__(self, cfg: LineConfig):
         self.cfg = cfg
         assigned = load_models(cfg)
-        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.topic(s), LineStats(),
+        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.line, cfg.topic(s), LineStats(),
                                               *assigned[s.source.name]) for s in cfg.streams}
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
         self.infer_ms: deque[float] = deque(maxlen=2048)       # per batch
@@ -141,6 +134,8 @@ class Daemon:
         self._reload = threading.Event()
         self._preparing: threading.Thread | None = None     # a reload loading on its own thread
         self._prepared: PreparedReload | Exception | None = None
+        self._prepared_lock = threading.Lock()
+        self._abandoned = False             # stopped while a reload loaded: it will not be applied
         self.reloads: dict = {"ok": 0, "refused": 0, "last_error": None, "at_restart": []}
         ev = cfg.evidence
         self.evidence = EvidenceStore(ev.dir, ev.max_files, raw=ev.raw) if ev.dir else None
@@ -222,7 +217,10 @@ class Daemon:
         at_restart = keep_for_restart(self.cfg, cfg)
         old = self._loaded()
         live = self._state == "running"      # grabbers run (not before run(), as in --check)
-        changes = [self._apply(new, *assigned[new.source.name], cfg.topic(new), sources.get(new.source.name), live)
+        if live:
+            self._hold_queue_open()
+        topics = {cfg.topic(new) for new in cfg.streams}
+        changes = [self._apply(new, *assigned[new.source.name], cfg, sources.get(new.source.name), live, topics)
                    for new in cfg.streams]
         for name in sorted(set(self.streams) - {s.source.name for s in cfg.streams}):
             stream = self.streams[name]
@@ -230,6 +228,8 @@ class Daemon:
                 stream.removed = True
                 stream.halt.set()
                 changes.append(f"{name} removed (goes once its queued frames are judged)")
+        if live:
+            self._grabber_ended()           # the hold: every new grabber is counted by now
         self.cfg = cfg
         close_models(m for m in old if all(m is not s.model for s in self.streams.values()))
         self._retire_removed()
@@ -245,14 +245,14 @@ class Daemon:
         stream = self.streams.get(new.source.name)
         return stream is None or stream.removed or stream.cfg.source != new.source
 
-    def _apply(self, new: StreamConfig, model: Model, judge: Judge, topic: str, source: Source | None,
-               live: bool) -> str:
-        """Switches one camera to its new config (``source``: its new source, when it needs one);
-        returns what changed besides the model, for the log."""
-        name = new.source.name
+    def _apply(self, new: StreamConfig, model: Model, judge: Judge, cfg: LineConfig, source: Source | None,
+               live: bool, topics: set[str]) -> str:
+        """Switches one camera to its new config (``source``: its new source, when it needs one;
+        ``topics``: every topic of the new config); returns what changed besides the model, for the log."""
+        name, topic = new.source.name, cfg.topic(new)
         stream = self.streams.get(name)
         if stream is None:
-            stream = self.streams[name] = Stream(new, source, topic, LineStats(), model, judge)
+            stream = self.streams[name] = Stream(new, source, cfg.line, topic, LineStats(), model, judge)
             if live:
                 self._start_grabber(stream)
             return f"{name} added"
@@ -260,9 +260,10 @@ class Daemon:
         if model.bundle.name != stream.model.bundle.name:
             stream.stats.new_model()
         if topic != stream.topic:
-            self._final_status(name)        # subscribers of the old topic hear that it ends
+            # Subscribers of the old topic hear that it ends, unless another camera takes it over.
+            self._final_status(name, publish=stream.topic not in topics)
             changes.append(f"{name} moved from {stream.topic} to {topic}")
-            stream.topic = topic
+            stream.line, stream.topic = cfg.line, topic
         stream.cfg, stream.model, stream.judge = new, model, judge
         if source is not None:
             old_session = stream.grabber, stream.source
@@ -278,7 +279,9 @@ class Daemon:
         their final status, then their counters, and their model when no other camera uses it."""
         for name, stream in list(self.streams.items()):
             if stream.removed and not (stream.grabber and stream.grabber.is_alive()) and not self._in_flight(name):
-                self._final_status(name)
+                # A camera of the new config on the same topic goes on there: no end to announce.
+                self._final_status(name, publish=all(s.removed or s.topic != stream.topic
+                                                     for s in self.streams.values()))
                 del self.streams[name]
                 self.queue.forget(name)
                 if all(stream.model is not s.model for s in self.streams.values()):
@@ -297,8 +300,7 @@ class Daemon:
         stream.halt = threading.Event()
         if self.stop_event.is_set():
             stream.halt.set()
-        with self._grabbing_lock:
-            self._grabbing += 1
+        self._hold_queue_open()
         stream.grabber = threading.Thread(target=self._grab, args=(stream.source, stream.halt, after),
                                           name=f"grab-{stream.source.name}", daemon=True)
         self._grabbers = [g for g in self._grabbers if g.is_alive()] + [stream.grabber]
@@ -317,10 +319,20 @@ class Daemon:
         except Exception:  # a source bug must not leave the line judging nothing in silence
             log.exception("source %s failed", source.name)
         finally:
-            with self._grabbing_lock:
-                self._grabbing -= 1
-                if not self._grabbing:      # the last camera closes the queue: the rest is drained
-                    self.queue.close()
+            self._grabber_ended()
+
+    def _hold_queue_open(self) -> None:
+        """One more grabber, or a hold while several start: until the last grabber (or hold)
+        ends, the queue stays open. Starting them one by one without a hold, a camera whose
+        frames end at once (a folder of one image) closed the queue before the next had started."""
+        with self._grabbing_lock:
+            self._grabbing += 1
+
+    def _grabber_ended(self) -> None:
+        with self._grabbing_lock:
+            self._grabbing -= 1
+            if not self._grabbing:      # the last camera closes the queue: the rest is drained
+                self.queue.close()
 
     def run(self) -> int:
         pub = self.cfg.publish
@@ -332,8 +344,10 @@ class Daemon:
         self._state = "running"
         log.info("judging %s, publishing %s on %s", self._judging(), ", ".join(s.topic for s in self.streams.values()),
                  self.publisher.endpoint)
+        self._hold_queue_open()
         for stream in list(self.streams.values()):
             self._start_grabber(stream)
+        self._grabber_ended()
         self.systemd.ready(f"judging {self._judging()}")
         next_heartbeat = time.monotonic()
         try:
@@ -355,8 +369,8 @@ class Daemon:
             self.stop()
             for g in self._grabbers:
                 g.join(timeout=5)
-            self._drop_pending_reload()
             self._finish()
+            self._drop_pending_reload()
         return 0
 
     def _reload_when_ready(self) -> None:
@@ -373,14 +387,26 @@ class Daemon:
             self._apply_reload(prepared)
 
     def _prepare_in_background(self) -> None:
-        self._prepared = self._prepare_reload()
+        prepared = self._prepare_reload()
+        with self._prepared_lock:
+            if not self._abandoned:
+                self._prepared = prepared
+                return
+        if isinstance(prepared, PreparedReload):      # the daemon stopped meanwhile
+            close_models(model for model, _ in prepared.assigned.values())
 
-    def _drop_pending_reload(self) -> None:
-        """Stopping while a reload loads: it is not applied, and what it loaded is closed."""
+    def _drop_pending_reload(self, wait_s: float = 20) -> None:
+        """Stopped while a reload loads: it is not applied, and what it loaded is closed, now or
+        when it is done. Called after the final status, so that is never held up by it; the exit
+        then waits up to ``wait_s`` for the loading (inside a runtime's native code as the process
+        ends, it can abort the exit), but less than systemd's 30 s to stop."""
+        with self._prepared_lock:
+            self._abandoned = True
+            prepared, self._prepared = self._prepared, None
+        if isinstance(prepared, PreparedReload):
+            close_models(model for model, _ in prepared.assigned.values())
         if self._preparing is not None:
-            self._preparing.join(timeout=60)
-            if isinstance(self._prepared, PreparedReload):
-                close_models(model for model, _ in self._prepared.assigned.values())
+            self._preparing.join(wait_s)
 
     # -- per batch ----------------------------------------------------------------------
     def _process(self, batch: Batch) -> None:
@@ -389,44 +415,28 @@ class Daemon:
 
     def judge_frames(self, frames: list[Frame], keep_maps: bool = False) -> list[Verdict]:
         """One verdict per frame, in order: ERROR for a frame that cannot be judged, the model's
-        for the rest (inferred together; ``keep_maps``: OK verdicts keep their anomaly map too).
-        Publishes nothing."""
+        for the rest, one inference per model over its streams' frames (``keep_maps``: OK
+        verdicts keep their anomaly map too). Publishes nothing."""
         verdicts: list[Verdict | None] = [None] * len(frames)
-        by_model: dict[int, list[int]] = {}      # one inference per model, over its streams' frames
+        by_model: dict[int, list[int]] = {}
         for i, f in enumerate(frames):
-            stream = self.streams[f.stream]
-            problem = frame_problem(f)
-            if problem is None:
-                by_model.setdefault(id(stream.model), []).append(i)
-            else:
-                verdicts[i] = stream.judge.error(f, problem)
+            by_model.setdefault(id(self.streams[f.stream].model), []).append(i)
         for group in by_model.values():
             model = self.streams[frames[group[0]].stream].model
-            for i, v in zip(group, self._infer(model, [frames[i] for i in group], keep_maps)):
+            mine = [frames[i] for i in group]
+            judged = judge_batch(model.backend, model.bundle, mine, [self.streams[f.stream].judge for f in mine],
+                                 keep_maps)
+            if judged.infer_ms is not None:
+                self.infer_ms.append(judged.infer_ms)
+                self.batch_sizes.append(judged.inferred)
+            for i, v in zip(group, judged.verdicts):
                 verdicts[i] = v
-        return verdicts
-
-    def _infer(self, model: Model, frames: list[Frame], keep_maps: bool) -> list[Verdict]:
-        h, w = model.bundle.height, model.bundle.width
-        judges = [self.streams[f.stream].judge for f in frames]
-        t0 = time.perf_counter()
-        try:
-            maps, scores = model.backend.infer(to_input(frames, h, w))
-            if maps.shape != (len(frames), 1, h, w) or scores.shape != (len(frames),):
-                raise RuntimeError(f"backend returned maps {maps.shape} / scores {scores.shape} "
-                                   f"for a batch of {len(frames)}")
-        except Exception as e:  # any failure of the runtime: these parts were not judged
-            log.exception("inference failed for a batch of %d", len(frames))
-            return [judge.error(f, f"inference failed: {e}") for judge, f in zip(judges, frames)]
-        self.infer_ms.append((time.perf_counter() - t0) * 1000)
-        self.batch_sizes.append(len(frames))
-        return [judge.judge(f, amap[0], float(score), keep_maps)
-                for judge, f, amap, score in zip(judges, frames, maps, scores)]
+        return [v for v in verdicts if v is not None]
 
     def _publish(self, v: Verdict) -> None:
         stream = self.streams[v.frame.stream]
         t_pub = time.time()
-        msg = verdict_message(v, self.cfg.line, stream.cfg.station, stream.model.bundle.name, t_pub)
+        msg = verdict_message(v, stream.line, stream.cfg.station, stream.model.bundle.name, t_pub)
         if not self.publisher.send(stream.topic, msg):
             stream.stats.publish_failed += 1
         stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
@@ -452,7 +462,7 @@ class Daemon:
             counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
         if self.ok_samples is not None:
             counters.update(ok_samples_saved=self.ok_samples.saved, ok_samples_skipped=self.ok_samples.skipped)
-        return {"schema": MESSAGE_SCHEMA, "line": self.cfg.line, "station": stream.cfg.station, "t": time.time(),
+        return {"schema": MESSAGE_SCHEMA, "line": stream.line, "station": stream.cfg.station, "t": time.time(),
                 "state": state or ("stopping" if stream.removed else self._state), "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
                 "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
                 "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
@@ -470,21 +480,22 @@ class Daemon:
             self.publisher.send(f"{stream.topic}/status", status)
         if self.metrics is not None:
             self.metrics.update(statuses)
-        self.systemd.alive(summary(statuses))
+        self.systemd.alive(summary(self._state, statuses))
 
     def _finish(self) -> None:
         self._close_evidence()      # written out before the final status counts it
         self._state = "stopped"
-        self.systemd.stopping(summary([self.status(name) for name in self.streams]))
+        self.systemd.stopping(summary(self._state, [self.status(name) for name in self.streams]))
         for name in self.streams:
             self._final_status(name)
         self.close()
 
-    def _final_status(self, name: str) -> None:
-        """The last status on the stream's topic, state 'stopped', and its totals in the log."""
+    def _final_status(self, name: str, publish: bool = True) -> None:
+        """The last status on the stream's topic, state 'stopped' (``publish``), and its totals in the log."""
         stream = self.streams[name]
         final = self.status(name, state="stopped")
-        self.publisher.send(f"{stream.topic}/status", final)
+        if publish:
+            self.publisher.send(f"{stream.topic}/status", final)
         c = final["counters"]
         log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
                  stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],

@@ -11,7 +11,7 @@ class _NoTorch:
         if name.split('.')[0] in {'torch', 'torchvision', 'timm'}:
             raise ImportError(f'{name} is blocked: the line side must not need it')
 sys.meta_path.insert(0, _NoTorch())
-import edge, edge.daemon, edge.cli, edge.check, edge.capture, edge.genicam, edge.backends.onnxruntime, edge.sources, edge.listen
+import edge, edge.daemon, edge.cli, edge.check, edge.capture, edge.genicam, edge.backends.onnxruntime, edge.sources, edge.listen, edge.inspector
 import calibration.calibrate, calibration.cli, calibration.eval_cli, calibration.report, calibration.evaluate
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm', 'export'})
 print('loaded:', loaded)
