@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.backends import Backend, load_backend
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.preprocess import frame_problem, to_input
+from edge.preprocess import frame_problem, read_bgr, to_input
 from edge.types import Frame, Verdict
 from edge.verdict import Judge
 
@@ -118,11 +118,10 @@ class Inspector:
         cannot be read is an ERROR verdict that says so."""
         frames = []
         for i, path in enumerate(map(Path, paths)):
-            # IMREAD_COLOR gives 3-channel 8-bit BGR for grayscale, palette and 16-bit files alike.
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            bgr, problem = read_bgr(path)
             rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             frames.append(Frame("inspector", i, str(path), time.time(), rgb,
-                                None if rgb is not None else f"cannot read image {path}"))
+                                problem and f"cannot read image {path}: {problem}"))
         return self._judge(frames, keep_maps)
 
     def _judge(self, frames: list[Frame], keep_maps: bool) -> list[Verdict]:

@@ -2,10 +2,37 @@
 scaling and normalisation are inside the graph (the engine contract)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from edge.types import Frame
+
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+def jpeg_cut_short(data: bytes) -> bool:
+    """Whether a JPEG file ends before its image does: a camera still writing it into a folder, a
+    copy broken off. OpenCV decodes such a file all the same, its missing rows grey, which a model
+    may well pass as a good part. The end-of-image marker must follow the last start-of-scan (it
+    cannot occur inside scan data; an EXIF thumbnail's own comes before; trailing bytes after it
+    are allowed)."""
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def read_bgr(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """An image file as the line reads it, 3-channel 8-bit BGR for grayscale, palette and 16-bit
+    files alike; or None and why not."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, e.strerror or str(e)
+    if path.suffix.lower() in JPEG_SUFFIXES and jpeg_cut_short(data):
+        return None, "the JPEG is cut short (no end of image)"
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    return bgr, None if bgr is not None else "not a decodable image (empty or corrupt?)"
 
 
 def frame_problem(frame: Frame) -> str | None:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge.config import ReconnectConfig, RoiConfig, SourceConfig
+from edge.preprocess import read_bgr
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,8 @@ class ImageFolderSource(_FileSource):
         for file in files:
             if not self._pacer.wait(stop):
                 break
-            # IMREAD_COLOR gives 3-channel 8-bit BGR for grayscale, palette and 16-bit files alike.
-            bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            yield self._emit(file.name, bgr, None if bgr is not None else f"cannot read image {file.name}")
+            bgr, problem = read_bgr(file)
+            yield self._emit(file.name, bgr, problem and f"cannot read image {file.name}: {problem}")
             good += bgr is not None
         return good
 

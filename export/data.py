@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.preprocess import resize
+from edge.preprocess import JPEG_SUFFIXES, jpeg_cut_short, resize
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
@@ -108,6 +108,8 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(path, exc.strerror or str(exc)) from exc
+    if path.suffix.lower() in JPEG_SUFFIXES and jpeg_cut_short(raw.tobytes()):
+        raise ImageReadError(path, "the JPEG is cut short (no end of image): its missing rows would be learnt as grey")
     image = cv2.imdecode(raw, flags) if raw.size else None
     if image is None:
         raise ImageReadError(path, "not a decodable image (empty or corrupt file?)")

@@ -64,3 +64,16 @@ def test_k_sets_the_threshold_and_an_uncalibrated_bundle_is_refused(tmp_path) ->
         assert strict.describe()["threshold"] == strict.threshold
     with pytest.raises(BundleError, match="no calibration.yaml.*edge-calibrate --bundle"):
         Inspector(make_bundle(tmp_path / "raw", threshold=None), backend="onnxruntime")
+
+
+def test_a_jpeg_cut_short_is_not_judged_where_opencv_would_fill_it_grey(inspector, tmp_path) -> None:
+    """A camera still writing into the folder, a copy broken off: OpenCV decodes the half JPEG
+    as a whole image with grey rows, which a model may pass as a good part."""
+    noise = np.random.default_rng(0).integers(0, 12, (48, 64, 3), dtype=np.uint8)   # so the scan is most of the file
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(cv2.add(part(40, spot=(10, 10, 12)), noise), cv2.COLOR_RGB2BGR))
+    whole, half = tmp_path / "whole.jpg", tmp_path / "half.jpg"
+    whole.write_bytes(data.tobytes() + b"\0\0trailer after the end is allowed")
+    half.write_bytes(data.tobytes()[:len(data) // 2])
+    assert cv2.imread(str(half)) is not None, "OpenCV itself reads it"
+    verdicts = inspector.judge_files([whole, half])
+    assert [v.verdict for v in verdicts] == ["NG", "ERROR"] and "cut short" in verdicts[1].error

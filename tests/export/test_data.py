@@ -170,3 +170,11 @@ def test_training_resizes_exactly_as_the_line(tmp_path: Path) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     line = to_input([Frame(stream="s", seq=0, frame_id="wide.png", t_grab=0.0, image=rgb)], 256, 256)[0]
     assert np.array_equal(load_image(path, (256, 256)), line)
+
+
+def test_a_jpeg_cut_short_is_refused_for_training(tmp_path) -> None:
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(80, 100, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "half.jpg").write_bytes(data.tobytes()[:len(data) // 2])
+    assert cv2.imread(str(tmp_path / "half.jpg")) is not None, "OpenCV reads it, its lower half grey"
+    with pytest.raises(ImageReadError, match="half.jpg.*cut short"):
+        load_image(tmp_path / "half.jpg", (32, 32))
