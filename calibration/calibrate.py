@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from edge.backends import Backend
 from edge.bundle import CALIBRATION_FILE, CALIBRATION_SCHEMA_VERSION, Bundle
-from edge.preprocess import read_bgr, to_input
+from edge.preprocess import read_image, to_input
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    img, problem = read_bgr(path)      # as the line reads it: grayscale files come back as 3 channels
+    img, problem = read_image(path)      # as the line reads it: grayscale files come back as 3 channels
     if img is None:
         raise CalibrationError(f"{path}: unreadable image ({problem}); remove it or replace it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -229,9 +229,9 @@ class Daemon:
                 stream.halt.set()
                 changes.append(f"{name} removed (goes once its queued frames are judged)")
         if live:
-            self._grabber_ended()           # the hold: every new grabber is counted by now
+            self._release_queue()           # the hold: every new grabber is counted by now
         self.cfg = cfg
-        close_models(m for m in old if all(m is not s.model for s in self.streams.values()))
+        close_models(m for m in old if not self._in_use(m))
         self._retire_removed()
         self.reloads.update(ok=self.reloads["ok"] + 1, last_error=None, at_restart=at_restart)
         log.info("reloaded: now judging %s%s", self._judging(), "".join(f"; {c}" for c in changes if c))
@@ -284,8 +284,11 @@ class Daemon:
                                                      for s in self.streams.values()))
                 del self.streams[name]
                 self.queue.forget(name)
-                if all(stream.model is not s.model for s in self.streams.values()):
+                if not self._in_use(stream.model):
                     stream.model.backend.close()
+
+    def _in_use(self, model: Model) -> bool:
+        return any(model is s.model for s in self.streams.values())
 
     def _loaded(self) -> list[Model]:
         return distinct(s.model for s in self.streams.values())
@@ -319,7 +322,7 @@ class Daemon:
         except Exception:  # a source bug must not leave the line judging nothing in silence
             log.exception("source %s failed", source.name)
         finally:
-            self._grabber_ended()
+            self._release_queue()
 
     def _hold_queue_open(self) -> None:
         """One more grabber, or a hold while several start: until the last grabber (or hold)
@@ -328,7 +331,8 @@ class Daemon:
         with self._grabbing_lock:
             self._grabbing += 1
 
-    def _grabber_ended(self) -> None:
+    def _release_queue(self) -> None:
+        """A grabber ended, or a hold is let go."""
         with self._grabbing_lock:
             self._grabbing -= 1
             if not self._grabbing:      # the last camera closes the queue: the rest is drained
@@ -347,7 +351,7 @@ class Daemon:
         self._hold_queue_open()
         for stream in list(self.streams.values()):
             self._start_grabber(stream)
-        self._grabber_ended()
+        self._release_queue()
         self.systemd.ready(f"judging {self._judging()}")
         next_heartbeat = time.monotonic()
         try:
@@ -463,7 +467,8 @@ class Daemon:
         if self.ok_samples is not None:
             counters.update(ok_samples_saved=self.ok_samples.saved, ok_samples_skipped=self.ok_samples.skipped)
         return {"schema": MESSAGE_SCHEMA, "line": stream.line, "station": stream.cfg.station, "t": time.time(),
-                "state": state or ("stopping" if stream.removed else self._state), "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
+                "state": state or ("stopping" if stream.removed else self._state),
+                "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
                 "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
                 "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
                 "queue_depth": len(q), "streams": len(self.streams),

@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.backends import Backend, load_backend
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.preprocess import frame_problem, read_bgr, to_input
+from edge.preprocess import frame_problem, read_image, to_input
 from edge.types import Frame, Verdict
 from edge.verdict import Judge
 
@@ -118,7 +118,7 @@ class Inspector:
         cannot be read is an ERROR verdict that says so."""
         frames = []
         for i, path in enumerate(map(Path, paths)):
-            bgr, problem = read_bgr(path)
+            bgr, problem = read_image(path)
             rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             frames.append(Frame("inspector", i, str(path), time.time(), rgb,
                                 problem and f"cannot read image {path}: {problem}"))

@@ -22,17 +22,19 @@ def jpeg_cut_short(data: bytes) -> bool:
     return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
-def read_bgr(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """An image file as the line reads it, 3-channel 8-bit BGR for grayscale, palette and 16-bit
-    files alike; or None and why not."""
+def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | None, str | None]:
+    """An image file as the line reads it (and export-engine trains on it): by default 3-channel
+    8-bit BGR for grayscale, palette and 16-bit files alike; or None and why not. Read as bytes,
+    then decoded: a file that cannot be opened and one that is no image say so apart, and
+    non-ASCII paths work on every platform."""
     try:
         data = path.read_bytes()
     except OSError as e:
         return None, e.strerror or str(e)
     if path.suffix.lower() in JPEG_SUFFIXES and jpeg_cut_short(data):
         return None, "the JPEG is cut short (no end of image)"
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    return bgr, None if bgr is not None else "not a decodable image (empty or corrupt?)"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+    return image, None if image is not None else "not a decodable image (empty or corrupt file?)"
 
 
 def frame_problem(frame: Frame) -> str | None:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from edge.config import ReconnectConfig, RoiConfig, SourceConfig
-from edge.preprocess import read_bgr
+from edge.preprocess import read_image
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class ImageFolderSource(_FileSource):
         for file in files:
             if not self._pacer.wait(stop):
                 break
-            bgr, problem = read_bgr(file)
+            bgr, problem = read_image(file)
             yield self._emit(file.name, bgr, problem and f"cannot read image {file.name}: {problem}")
             good += bgr is not None
         return good

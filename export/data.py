@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.preprocess import JPEG_SUFFIXES, jpeg_cut_short, resize
+from edge.preprocess import read_image, resize
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
@@ -102,17 +102,9 @@ def mvtec_test_samples(category: Path) -> list[EvalSample]:
 
 
 def _decode(path: Path, flags: int) -> np.ndarray:
-    # np.fromfile + imdecode rather than imread: it tells "cannot open" from "not an image"
-    # and handles non-ASCII paths on every platform.
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ImageReadError(path, exc.strerror or str(exc)) from exc
-    if path.suffix.lower() in JPEG_SUFFIXES and jpeg_cut_short(raw.tobytes()):
-        raise ImageReadError(path, "the JPEG is cut short (no end of image): its missing rows would be learnt as grey")
-    image = cv2.imdecode(raw, flags) if raw.size else None
+    image, problem = read_image(path, flags)
     if image is None:
-        raise ImageReadError(path, "not a decodable image (empty or corrupt file?)")
+        raise ImageReadError(path, problem)
     return image
 
 
