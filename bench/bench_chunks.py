@@ -12,6 +12,7 @@ running daemon holds). Not ru_maxrss: Linux carries it over from the forking par
 here is a PyTorch process that just trained. Rows alternate over --rounds so that a neighbour's load hits all alike;
 medians are reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,19 +50,29 @@ print(json.dumps({"images_per_s": batch * batches / (sum(lat) / 1000), **percent
 
 def export(data: Path, chunk: int, work: Path) -> Path:
     from export.cli import main as export_main
+
     config = work / f"chunk{chunk}.yaml"
     config.write_text(yaml.safe_dump({"chunk_size": chunk}))
     out = work / f"bundle-{chunk}"
-    if export_main(["--method", "patchcore", "--data", str(data), "--out", str(out), "--config", str(config),
-                    "--holdout", "0"]) != 0:
+    if (
+        export_main(
+            ["--method", "patchcore", "--data", str(data), "--out", str(out), "--config", str(config), "--holdout", "0"]
+        )
+        != 0
+    ):
         raise SystemExit(f"chunk {chunk}: export-engine failed")
     return out
 
 
 def measure(bundle: Path, batch: int, batches: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(bundle), str(batch), str(batches)],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(bundle), str(batch), str(batches)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -81,17 +92,22 @@ def main() -> None:
         for _ in range(args.rounds):
             for chunk in chunks:
                 runs[chunk].append(measure(bundles[chunk], args.batch, args.batches))
-    print(f"\nPatchCore bank {bank} rows, batch {args.batch}, ONNX Runtime CPU, {platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; median of {args.rounds} alternating "
-          f"rounds of {args.batches} batches (images/s per round: "
-          + "; ".join(f"{c}: {[round(r['images_per_s'], 1) for r in runs[c]]}" for c in chunks) + ")")
+    print(
+        f"\nPatchCore bank {bank} rows, batch {args.batch}, ONNX Runtime CPU, {platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; median of {args.rounds} alternating "
+        f"rounds of {args.batches} batches (images/s per round: "
+        + "; ".join(f"{c}: {[round(r['images_per_s'], 1) for r in runs[c]]}" for c in chunks)
+        + ")"
+    )
     print("| chunk_size | chunks in the graph | images/s | p50 ms | p99 ms | RSS after MB |")
     print("|---|---|---|---|---|---|")
     for chunk in chunks:
         median = sorted(runs[chunk], key=lambda r: r["images_per_s"])[len(runs[chunk]) // 2]
         rss = sorted(r["rss_mb"] for r in runs[chunk])[len(runs[chunk]) // 2]
-        print(f"| {chunk} | {-(-bank // chunk)} | {median['images_per_s']:.1f} | {median['p50']:.1f} | "
-              f"{median['p99']:.1f} | {rss:.0f} |")
+        print(
+            f"| {chunk} | {-(-bank // chunk)} | {median['images_per_s']:.1f} | {median['p50']:.1f} | "
+            f"{median['p99']:.1f} | {rss:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Rows:
                  writing holds up verdicts, and how much of it the writer had to skip
 Without --bundle/--video it builds the embedded demo bundle first (needs the train extra).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,11 @@ def bench_backend(bundle_dir: Path, frames: list[np.ndarray], batch: int) -> dic
     bundle = load_bundle(bundle_dir)
     backend = load_backend(bundle, "onnxruntime")
     x = to_input([Frame("b", i, str(i), 0.0, f) for i, f in enumerate(frames)], bundle.height, bundle.width)
-    backend.infer(x[:batch])                           # warm-up
+    backend.infer(x[:batch])  # warm-up
     lat, t0 = [], time.perf_counter()
     for i in range(0, len(x) - batch + 1, batch):
         t = time.perf_counter()
-        backend.infer(x[i:i + batch])
+        backend.infer(x[i : i + batch])
         lat.append((time.perf_counter() - t) * 1000)
     n = len(lat) * batch
     return {"fps": n / (time.perf_counter() - t0), "lat": percentiles(lat), "n": n, "what": "per batch"}
@@ -71,20 +72,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: float | None, workdir: Path,
-                 evidence: bool = False) -> dict:
+def bench_daemon(
+    bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: float | None, workdir: Path, evidence: bool = False
+) -> dict:
     port = free_port()
-    cfg = {"line": "bench", "station": "s1", "bundle": str(bundle_dir.resolve()),
-           "source": {"kind": "video", "path": str(video.resolve()), "loop": True, "fps": fps},
-           "batch": {"max_batch": batch, "max_wait_ms": 10},
-           "queue": {"size": 64, "overflow": "block" if fps is None else "drop_oldest"},
-           "publish": {"bind": f"tcp://127.0.0.1:{port}", "heartbeat_s": 1.0, "wait_for_subscribers": 1},
-           "log_level": "WARNING"}
+    cfg = {
+        "line": "bench",
+        "station": "s1",
+        "bundle": str(bundle_dir.resolve()),
+        "source": {"kind": "video", "path": str(video.resolve()), "loop": True, "fps": fps},
+        "batch": {"max_batch": batch, "max_wait_ms": 10},
+        "queue": {"size": 64, "overflow": "block" if fps is None else "drop_oldest"},
+        "publish": {"bind": f"tcp://127.0.0.1:{port}", "heartbeat_s": 1.0, "wait_for_subscribers": 1},
+        "log_level": "WARNING",
+    }
     if evidence:
         cfg["evidence"] = {"dir": str(workdir / f"evidence-{port}"), "raw": True, "ok_every": 1}
     path = workdir / f"bench-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(EDGE_RUN + ["--config", str(path)])
+    proc = subprocess.Popen([*EDGE_RUN, "--config", str(path)])
     received = []
     try:
         with Listener(f"tcp://127.0.0.1:{port}", "bench/") as listener:
@@ -102,15 +108,20 @@ def bench_daemon(bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: 
                     proc.terminate()
     finally:
         proc.wait(30)
-    warm = received[batch * 2:]                       # skip warm-up batches
+    warm = received[batch * 2 :]  # skip warm-up batches
     span = warm[-1][1] - warm[0][1]
     c = final["counters"]
     saved = {key: c[f"{key}_saved"] for key in ("evidence", "ok_samples") if f"{key}_saved" in c}
     skipped = {key: c[f"{key}_skipped"] for key in ("evidence", "ok_samples") if f"{key}_skipped" in c}
-    return {"fps": (len(warm) - 1) / span, "lat": percentiles([(p - g) * 1000 for g, p in warm]),
-            "n": len(received), "what": "grab→publish", "dropped": c["dropped"],
-            "evidence": f"{sum(saved.values())} saved, {sum(skipped.values())} skipped" if saved else "-",
-            "accounted": c["frames_in"] == len(received) + c["dropped"]}
+    return {
+        "fps": (len(warm) - 1) / span,
+        "lat": percentiles([(p - g) * 1000 for g, p in warm]),
+        "n": len(received),
+        "what": "grab→publish",
+        "dropped": c["dropped"],
+        "evidence": f"{sum(saved.values())} saved, {sum(skipped.values())} skipped" if saved else "-",
+        "accounted": c["frames_in"] == len(received) + c["dropped"],
+    }
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -119,6 +130,7 @@ def median_run(runs: list[dict]) -> dict:
 
 def demo_inputs(workdir: Path) -> tuple[Path, Path]:
     from demo.run import build_demo_bundle
+
     bundle, video, _ = build_demo_bundle(workdir)
     return bundle, video
 
@@ -129,9 +141,13 @@ def main() -> None:
     p.add_argument("--video", type=Path)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames", type=int, default=240)
-    p.add_argument("--rounds", type=int, default=3,
-                   help="backend and daemon-max alternate this many times; medians are reported, so a "
-                        "neighbour's load hits both alike")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="backend and daemon-max alternate this many times; medians are reported, so a "
+        "neighbour's load hits both alike",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -142,20 +158,27 @@ def main() -> None:
             runs["backend"].append(bench_backend(bundle, frames, args.batch))
             runs["daemon-max"].append(bench_daemon(bundle, video, args.batch, args.frames, None, workdir))
         rows = {name: median_run(r) for name, r in runs.items()}
-        rows["daemon-paced"] = bench_daemon(bundle, video, args.batch, args.frames // 2,
-                                            rows["backend"]["fps"] / 2, workdir)
+        rows["daemon-paced"] = bench_daemon(
+            bundle, video, args.batch, args.frames // 2, rows["backend"]["fps"] / 2, workdir
+        )
         rows["daemon-evidence"] = bench_daemon(bundle, video, args.batch, args.frames, None, workdir, evidence=True)
     base = rows["backend"]["fps"]
-    print(f"\nbundle {load_bundle(bundle).name}, batch {args.batch}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; "
-          f"backend and daemon-max: median of {args.rounds} alternating rounds "
-          f"(images/s per round: backend {[round(r['fps'], 1) for r in runs['backend']]}, "
-          f"daemon {[round(r['fps'], 1) for r in runs['daemon-max']]})")
-    print("| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped | evidence |")
+    print(
+        f"\nbundle {load_bundle(bundle).name}, batch {args.batch}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; "
+        f"backend and daemon-max: median of {args.rounds} alternating rounds "
+        f"(images/s per round: backend {[round(r['fps'], 1) for r in runs['backend']]}, "
+        f"daemon {[round(r['fps'], 1) for r in runs['daemon-max']]})"
+    )
+    print(
+        "| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped | evidence |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['n']} | {r['fps']:.1f} | {100 * r['fps'] / base:.0f}% | {r['lat']['p50']:.1f} | "
-              f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} | {r.get('evidence', '-')} |")
+        print(
+            f"| {name} | {r['n']} | {r['fps']:.1f} | {100 * r['fps'] / base:.0f}% | {r['lat']['p50']:.1f} | "
+            f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} | {r.get('evidence', '-')} |"
+        )
     for name, r in rows.items():
         if "accounted" in r and not r["accounted"]:
             raise SystemExit(f"{name}: frames_in != verdicts + dropped")

@@ -26,6 +26,7 @@ carry it with the weights file:
 
     python bench/bench_gpu.py --shrink ../shared/data/mvtec/bottle --data runs/gpu-bench/bottle --side 288
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,12 +65,12 @@ from export.cli import load_config
 from export.data import IMAGE_SUFFIXES, TrainingSplit, load_image, load_mask, mvtec_test_samples, split_training_data
 from export.graph import AnomalyGraph
 
-LOSS_LIMIT_POINTS = 0.3            # METHODS.md, "Evaluation"
-INPUT_SETS = 4                     # distinct input batches timed in turn
+LOSS_LIMIT_POINTS = 0.3  # METHODS.md, "Evaluation"
+INPUT_SETS = 4  # distinct input batches timed in turn
 EVAL_BATCH = 8
-ORT_CPU_ITERS = 20                 # the CPU rows are context, not the point: kept short
-SYNTHETIC_SIZE = 256               # px of the rendered parts without --size (demo.synth's own)
-GRAPH_WARMUP = 3                   # eager runs on a side stream before a CUDA graph capture
+ORT_CPU_ITERS = 20  # the CPU rows are context, not the point: kept short
+SYNTHETIC_SIZE = 256  # px of the rendered parts without --size (demo.synth's own)
+GRAPH_WARMUP = 3  # eager runs on a side stream before a CUDA graph capture
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -94,8 +95,8 @@ def fit_from_scratch(fit: Callable[..., Any], split: TrainingSplit, config: Any,
 
 @dataclass(frozen=True, slots=True)
 class MethodSpec:
-    module: str                    # imported only when the method runs
-    fit: str                       # its fit function; the type of its ``config`` argument is the config
+    module: str  # imported only when the method runs
+    fit: str  # its fit function; the type of its ``config`` argument is the config
     call: Fit
 
 
@@ -112,8 +113,9 @@ def fit_function(spec: MethodSpec) -> Callable[..., Any]:
     return getattr(importlib.import_module(spec.module), spec.fit)
 
 
-def make_config(name: str, fit: Callable[..., Any], overrides: dict[str, Any],
-                own: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def make_config(
+    name: str, fit: Callable[..., Any], overrides: dict[str, Any], own: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     """The method's config as export-engine would build it (dataclass defaults, then
     configs/methods/<name>.yaml), with those shared ``overrides`` its config has and all of
     its ``own`` (--set); and which applied."""
@@ -127,6 +129,7 @@ def make_config(name: str, fit: Callable[..., Any], overrides: dict[str, Any],
 
 
 # --- models ----------------------------------------------------------------------------------
+
 
 class HalfGraph(nn.Module):
     """An AnomalyGraph with its patch scorer and head in fp16 (bank, weights, map). The input
@@ -173,8 +176,9 @@ def cuda_clock(step: Step, x: Any) -> float:
     return start.elapsed_time(end)
 
 
-def measure(step: Step, inputs: Sequence[Any], batch: int, warmup: int, iters: int,
-            clock: Callable[[Step, Any], float]) -> Speed:
+def measure(
+    step: Step, inputs: Sequence[Any], batch: int, warmup: int, iters: int, clock: Callable[[Step, Any], float]
+) -> Speed:
     for i in range(warmup):
         step(inputs[i % len(inputs)])
     times = [clock(step, inputs[i % len(inputs)]) for i in range(iters)]
@@ -207,6 +211,7 @@ class HostOutputs:
 def eager_step(model: nn.Module, device: torch.device, outputs: HostOutputs) -> Step:
     def step(images: torch.Tensor) -> None:
         outputs.fetch(*model(images.to(device, non_blocking=True)))
+
     return step
 
 
@@ -230,6 +235,7 @@ def graph_step(model: nn.Module, device: torch.device, example: torch.Tensor, ou
         static_in.copy_(images, non_blocking=True)
         graph.replay()
         outputs.fetch(static_map, static_score)
+
     return step
 
 
@@ -240,12 +246,22 @@ class TorchMode:
     graphed: bool
 
 
-TORCH_MODES = (TorchMode("torch fp32 eager", False, False), TorchMode("torch fp16 eager", True, False),
-               TorchMode("torch fp16 + CUDA graph", True, True))
+TORCH_MODES = (
+    TorchMode("torch fp32 eager", False, False),
+    TorchMode("torch fp16 eager", True, False),
+    TorchMode("torch fp16 + CUDA graph", True, True),
+)
 
 
-def torch_speed(model: nn.Module, mode: TorchMode, images: np.ndarray, batch: int, size: tuple[int, int],
-                device: torch.device, args: argparse.Namespace) -> Speed:
+def torch_speed(
+    model: nn.Module,
+    mode: TorchMode,
+    images: np.ndarray,
+    batch: int,
+    size: tuple[int, int],
+    device: torch.device,
+    args: argparse.Namespace,
+) -> Speed:
     on_gpu = device.type == "cuda"
     inputs = host_batches(images, batch, pinned=on_gpu)
     outputs = HostOutputs(batch, size, pinned=on_gpu)
@@ -266,11 +282,16 @@ def ort_plan(available: Sequence[str], args: argparse.Namespace) -> OrtPlan:
     its CPU. Not TensorRT's provider: engines are edge-build-engine's business, and a wheel
     may list that provider without TensorRT being installed."""
     if CUDA_EP in available:
-        return OrtPlan([CUDA_EP, CPU_EP], tuple(args.batches), args.iters,
-                       f"{CUDA_EP} offered: the bundle at every batch size")
-    return OrtPlan([CPU_EP], (args.ort_cpu_batch,), min(args.iters, ORT_CPU_ITERS),
-                   f"no CUDA provider ({', '.join(available)}): the bundle on the CPU, batch {args.ort_cpu_batch}, "
-                   f"{min(args.iters, ORT_CPU_ITERS)} timed batches")
+        return OrtPlan(
+            [CUDA_EP, CPU_EP], tuple(args.batches), args.iters, f"{CUDA_EP} offered: the bundle at every batch size"
+        )
+    return OrtPlan(
+        [CPU_EP],
+        (args.ort_cpu_batch,),
+        min(args.iters, ORT_CPU_ITERS),
+        f"no CUDA provider ({', '.join(available)}): the bundle on the CPU, batch {args.ort_cpu_batch}, "
+        f"{min(args.iters, ORT_CPU_ITERS)} timed batches",
+    )
 
 
 # --- accuracy --------------------------------------------------------------------------------
@@ -287,32 +308,37 @@ class Accuracy:
 
 @dataclass(frozen=True, slots=True)
 class TestSet:
-    images: np.ndarray             # uint8 [N, H, W, 3]
-    masks: np.ndarray              # bool [N, H, W]
-    labels: np.ndarray             # bool [N], True = defective
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    masks: np.ndarray  # bool [N, H, W]
+    labels: np.ndarray  # bool [N], True = defective
 
 
 def load_test_set(data: Path, size: tuple[int, int]) -> TestSet:
     samples = mvtec_test_samples(data)
     masks = [load_mask(s.mask, size) if s.mask else np.zeros(size, bool) for s in samples]
-    return TestSet(np.stack([load_image(s.path, size) for s in samples]), np.stack(masks),
-                   np.array([s.label for s in samples], bool))
+    return TestSet(
+        np.stack([load_image(s.path, size) for s in samples]),
+        np.stack(masks),
+        np.array([s.label for s in samples], bool),
+    )
 
 
 def torch_predict(model: nn.Module, device: torch.device) -> Predict:
     def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         anomaly_map, score = model(torch.from_numpy(images).to(device))
         return anomaly_map.cpu().numpy(), score.cpu().numpy()
+
     return predict
 
 
 def evaluate(predict: Predict, test: TestSet) -> Accuracy:
-    maps, scores = zip(*(predict(test.images[i:i + EVAL_BATCH]) for i in range(0, len(test.images), EVAL_BATCH)))
+    maps, scores = zip(*(predict(test.images[i : i + EVAL_BATCH]) for i in range(0, len(test.images), EVAL_BATCH)))
     scores = np.concatenate(scores)
     return Accuracy(image_auroc(scores, test.labels), pixel_auroc(np.concatenate(maps)[:, 0], test.masks), scores)
 
 
 # --- the report ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class SpeedRow:
@@ -328,7 +354,7 @@ class AccuracyRow:
     method: str
     model: str
     accuracy: Accuracy
-    reference: Accuracy | None = None   # torch fp32's, for the rows compared with it
+    reference: Accuracy | None = None  # torch fp32's, for the rows compared with it
     note: str = ""
 
 
@@ -342,8 +368,11 @@ class Report:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def points(value: float) -> str:
@@ -353,8 +382,15 @@ def points(value: float) -> str:
 def speed_cells(row: SpeedRow) -> list[str]:
     if row.speed is None:
         return [row.method, row.mode, str(row.batch), "", "", "", row.note]
-    return [row.method, row.mode, str(row.batch), f"{row.speed.images_per_s:.1f}", f"{row.speed.p50_ms:.2f}",
-            f"{row.speed.p99_ms:.2f}", row.note]
+    return [
+        row.method,
+        row.mode,
+        str(row.batch),
+        f"{row.speed.images_per_s:.1f}",
+        f"{row.speed.p50_ms:.2f}",
+        f"{row.speed.p99_ms:.2f}",
+        row.note,
+    ]
 
 
 def loss_points(row: AccuracyRow) -> float:
@@ -368,48 +404,81 @@ def accuracy_cells(row: AccuracyRow) -> list[str]:
     relative = float(np.linalg.norm(scores - ref) / np.linalg.norm(ref))
     loss = loss_points(row)
     verdict = f"**FAIL: loses > {LOSS_LIMIT_POINTS}**" if loss > LOSS_LIMIT_POINTS else "ok"
-    return [row.method, row.model, points(row.accuracy.image), points(row.accuracy.pixel),
-            f"{-loss:+.2f}", f"{relative:.1e}", " ".join(filter(None, [verdict, row.note]))]
+    return [
+        row.method,
+        row.model,
+        points(row.accuracy.image),
+        points(row.accuracy.pixel),
+        f"{-loss:+.2f}",
+        f"{relative:.1e}",
+        " ".join(filter(None, [verdict, row.note])),
+    ]
 
 
 def render(report: Report) -> str:
-    lines = [*report.header, "", "### Methods", "",
-             *table(["method", "input px", "fit s", "model.onnx MB", "config overrides"], report.methods),
-             "", "### Speed", "",
-             *table(["method", "mode", "batch", "images/s", "p50 ms", "p99 ms", "note"],
-                    [speed_cells(r) for r in report.speed]),
-             "", "### Accuracy (test set)", "",
-             *table(["method", "model", "image AUROC", "pixel AUROC", "Δ image vs torch fp32 (points)",
-                     "score rel. diff", "check"], [accuracy_cells(r) for r in report.accuracy])]
+    lines = [
+        *report.header,
+        "",
+        "### Methods",
+        "",
+        *table(["method", "input px", "fit s", "model.onnx MB", "config overrides"], report.methods),
+        "",
+        "### Speed",
+        "",
+        *table(
+            ["method", "mode", "batch", "images/s", "p50 ms", "p99 ms", "note"], [speed_cells(r) for r in report.speed]
+        ),
+        "",
+        "### Accuracy (test set)",
+        "",
+        *table(
+            [
+                "method",
+                "model",
+                "image AUROC",
+                "pixel AUROC",
+                "Δ image vs torch fp32 (points)",
+                "score rel. diff",
+                "check",
+            ],
+            [accuracy_cells(r) for r in report.accuracy],
+        ),
+    ]
     if report.notes:
         lines += ["", "### Notes", "", *(f"- {note}" for note in report.notes)]
     return "\n".join(lines) + "\n"
 
 
-def environment(device: torch.device, command: str, data_label: str, ort_note: str,
-                args: argparse.Namespace) -> list[str]:
+def environment(
+    device: torch.device, command: str, data_label: str, ort_note: str, args: argparse.Namespace
+) -> list[str]:
     on_gpu = device.type == "cuda"
     gpu = torch.cuda.get_device_name(device) if on_gpu else f"no GPU ({platform.machine()} CPU)"
     cuda = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if on_gpu else "CPU only"
     clock = "CUDA events; fp32 is IEEE fp32 (TF32 off), cudnn.benchmark on" if on_gpu else "wall clock"
-    return [f"## bench_gpu: {gpu}", "",
-            f"- when: {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {os.cpu_count()} CPU cores",
-            f"- command: `{command}`",
-            f"- torch {torch.__version__} ({cuda}), Python {platform.python_version()}, "
-            f"onnxruntime {ort.__version__} (providers: {', '.join(ort.get_available_providers())})",
-            f"- data: {data_label}",
-            f"- timing: per batch, host uint8 in → float32 map and score back on the host; {args.warmup} "
-            f"warm-up + {args.iters} timed batches per row, {INPUT_SETS} input batches in turn; torch rows: "
-            f"{clock}; onnxruntime rows: wall clock around session.run",
-            "- fp16: the graph's patch scorer and head in fp16, its uint8 → float input stage in fp32; "
-            "the CUDA graph rows run the same fp16 model",
-            f"- onnxruntime: {ort_note}"]
+    return [
+        f"## bench_gpu: {gpu}",
+        "",
+        f"- when: {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {os.cpu_count()} CPU cores",
+        f"- command: `{command}`",
+        f"- torch {torch.__version__} ({cuda}), Python {platform.python_version()}, "
+        f"onnxruntime {ort.__version__} (providers: {', '.join(ort.get_available_providers())})",
+        f"- data: {data_label}",
+        f"- timing: per batch, host uint8 in → float32 map and score back on the host; {args.warmup} "
+        f"warm-up + {args.iters} timed batches per row, {INPUT_SETS} input batches in turn; torch rows: "
+        f"{clock}; onnxruntime rows: wall clock around session.run",
+        "- fp16: the graph's patch scorer and head in fp16, its uint8 → float input stage in fp32; "
+        "the CUDA graph rows run the same fp16 model",
+        f"- onnxruntime: {ort_note}",
+    ]
 
 
 # --- one method ------------------------------------------------------------------------------
 
-def fit_method(name: str, spec: MethodSpec, data: Path, scratch: Path,
-               args: argparse.Namespace, report: Report) -> tuple[AnomalyGraph, Path]:
+
+def fit_method(
+    name: str, spec: MethodSpec, data: Path, scratch: Path, args: argparse.Namespace, report: Report
+) -> tuple[AnomalyGraph, Path]:
     """Fit the method on ``data``'s good images and write its bundle; (graph, bundle dir)."""
     fit = fit_function(spec)
     config, applied = make_config(name, fit, overrides(args), args.set.get(name, {}))
@@ -420,17 +489,38 @@ def fit_method(name: str, spec: MethodSpec, data: Path, scratch: Path,
     graph = spec.call(fit, split, config, work)
     fit_s = time.perf_counter() - start
     bundle_dir = scratch / f"{name}-bundle"
-    write_bundle(bundle_dir, graph, method=name, backbone=str(getattr(config, "backbone", name)), split=split,
-                 method_params={"written_by": "bench_gpu"})
-    onnx_mb = sum(p.stat().st_size for p in bundle_dir.glob("model.onnx*")) / 2 ** 20
-    report.methods.append([name, f"{graph.size[0]}×{graph.size[1]}", f"{fit_s:.1f}", f"{onnx_mb:.1f}",
-                           ", ".join(f"{k}={v}" for k, v in applied.items()) or "none"])
+    write_bundle(
+        bundle_dir,
+        graph,
+        method=name,
+        backbone=str(getattr(config, "backbone", name)),
+        split=split,
+        method_params={"written_by": "bench_gpu"},
+    )
+    onnx_mb = sum(p.stat().st_size for p in bundle_dir.glob("model.onnx*")) / 2**20
+    report.methods.append(
+        [
+            name,
+            f"{graph.size[0]}×{graph.size[1]}",
+            f"{fit_s:.1f}",
+            f"{onnx_mb:.1f}",
+            ", ".join(f"{k}={v}" for k, v in applied.items()) or "none",
+        ]
+    )
     return graph, bundle_dir
 
 
 @torch.no_grad()
-def bench_method(name: str, graph: AnomalyGraph, bundle_dir: Path, test: TestSet, device: torch.device,
-                 plan: OrtPlan, args: argparse.Namespace, report: Report) -> None:
+def bench_method(
+    name: str,
+    graph: AnomalyGraph,
+    bundle_dir: Path,
+    test: TestSet,
+    device: torch.device,
+    plan: OrtPlan,
+    args: argparse.Namespace,
+    report: Report,
+) -> None:
     """Time and evaluate one fitted method, appending its rows to ``report`` as they are
     measured (a failure later keeps what was measured before it)."""
     fp32 = graph.to(device)
@@ -458,31 +548,48 @@ def bench_method(name: str, graph: AnomalyGraph, bundle_dir: Path, test: TestSet
     reference = evaluate(torch_predict(fp32, device), test)
     report.accuracy.append(AccuracyRow(name, "torch fp32", reference))
     half_note = "" if device.type == "cuda" else "CPU fp16 arithmetic, not a GPU's kernels"
-    compared = [AccuracyRow(name, "torch fp16", evaluate(torch_predict(models[True], device), test), reference,
-                            half_note),
-                AccuracyRow(name, ort_label, evaluate(backend.infer, test), reference, fell_back)]
+    compared = [
+        AccuracyRow(name, "torch fp16", evaluate(torch_predict(models[True], device), test), reference, half_note),
+        AccuracyRow(name, ort_label, evaluate(backend.infer, test), reference, fell_back),
+    ]
     report.accuracy += compared
-    report.notes += [f"{name}: {row.model} loses {loss_points(row):.2f} points of image AUROC against torch fp32 "
-                     f"(limit {LOSS_LIMIT_POINTS})" for row in compared if loss_points(row) > LOSS_LIMIT_POINTS]
+    report.notes += [
+        f"{name}: {row.model} loses {loss_points(row):.2f} points of image AUROC against torch fp32 "
+        f"(limit {LOSS_LIMIT_POINTS})"
+        for row in compared
+        if loss_points(row) > LOSS_LIMIT_POINTS
+    ]
 
 
 # --- data ------------------------------------------------------------------------------------
 
+
 def synthetic_data(folder: Path, n_train: int, size: int) -> Path:
     from demo.synth import make_dataset
 
-    return make_dataset(folder, n_train=n_train, n_calib=0, n_test_good=max(1, n_train // 2),
-                        n_test_defect_each=max(1, n_train // 4), size=size).root
+    return make_dataset(
+        folder,
+        n_train=n_train,
+        n_calib=0,
+        n_test_good=max(1, n_train // 2),
+        n_test_defect_each=max(1, n_train // 4),
+        size=size,
+    ).root
 
 
 def describe_data(data: Path, synthetic: bool) -> str:
     test = mvtec_test_samples(data)
     n_train = len(list((data / "train" / "good").iterdir()))
     height, width = cv2.imread(str(test[0].path)).shape[:2]
-    what = ("SYNTHETIC demo parts (demo.synth), not MVTec: speed numbers hold, AUROCs are of this set"
-            if synthetic else f"`{data}`")
-    return (f"{what}; {n_train} good training images (minus each method's hold-out), {len(test)} test images "
-            f"({sum(s.label for s in test)} defective), files {width}×{height} px")
+    what = (
+        "SYNTHETIC demo parts (demo.synth), not MVTec: speed numbers hold, AUROCs are of this set"
+        if synthetic
+        else f"`{data}`"
+    )
+    return (
+        f"{what}; {n_train} good training images (minus each method's hold-out), {len(test)} test images "
+        f"({sum(s.label for s in test)} defective), files {width}×{height} px"
+    )
 
 
 def shrink_category(src: Path, dst: Path, side: int) -> int:
@@ -495,8 +602,9 @@ def shrink_category(src: Path, dst: Path, side: int) -> int:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             mask = path.relative_to(src).parts[0] == "ground_truth"
-            cv2.imwrite(str(out), cv2.resize(image, (side, side),
-                                             interpolation=cv2.INTER_NEAREST if mask else cv2.INTER_AREA))
+            cv2.imwrite(
+                str(out), cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST if mask else cv2.INTER_AREA)
+            )
         else:
             shutil.copyfile(path, out)
         written += out.stat().st_size
@@ -504,6 +612,7 @@ def shrink_category(src: Path, dst: Path, side: int) -> int:
 
 
 # --- command line ----------------------------------------------------------------------------
+
 
 class NoDevice(RuntimeError):
     """--device cuda where there is no CUDA device."""
@@ -537,8 +646,12 @@ def method_option(text: str) -> tuple[str, str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, metavar="DIR",
-                   help="an MVTec category (e.g. a carried copy of bottle); default: synthetic demo parts")
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="an MVTec category (e.g. a carried copy of bottle); default: synthetic demo parts",
+    )
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--batches", type=int_list, default=(1, 8, 32), metavar="B,B,...")
@@ -547,31 +660,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive, help="epochs for the methods that train (config field 'epochs')")
     p.add_argument("--coreset-ratio", type=float, help="bank fraction for the methods with a coreset")
     p.add_argument("--size", type=positive, metavar="PX", help="input size for every method (default: each one's own)")
-    p.add_argument("--set", type=method_option, action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="one method's config option (repeatable), e.g. autoencoder.score=uncertainty")
-    p.add_argument("--backbone-weights", metavar="PATH",
-                   help="ImageNet backbone weights file (where the efficientnet-lite0 package is not installed)")
-    p.add_argument("--synthetic", type=positive, default=60, metavar="N",
-                   help="without --data: N synthetic good training images, N/2 good and 3×N/4 defective test parts")
-    p.add_argument("--ort-cpu-batch", type=positive, default=8, help="batch size for ONNX Runtime when it has only its CPU")
-    p.add_argument("--out", type=Path, default=Path("bench_gpu.md"),
-                   help="the markdown report (rewritten after each method)")
-    p.add_argument("--shrink", type=Path, metavar="SRC",
-                   help="instead of benchmarking: write a resized copy of MVTec category SRC to --data, then exit")
+    p.add_argument(
+        "--set",
+        type=method_option,
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="one method's config option (repeatable), e.g. autoencoder.score=uncertainty",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="ImageNet backbone weights file (where the efficientnet-lite0 package is not installed)",
+    )
+    p.add_argument(
+        "--synthetic",
+        type=positive,
+        default=60,
+        metavar="N",
+        help="without --data: N synthetic good training images, N/2 good and 3×N/4 defective test parts",
+    )
+    p.add_argument(
+        "--ort-cpu-batch", type=positive, default=8, help="batch size for ONNX Runtime when it has only its CPU"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("bench_gpu.md"), help="the markdown report (rewritten after each method)"
+    )
+    p.add_argument(
+        "--shrink",
+        type=Path,
+        metavar="SRC",
+        help="instead of benchmarking: write a resized copy of MVTec category SRC to --data, then exit",
+    )
     p.add_argument("--side", type=positive, default=288, help="with --shrink: side of the copies, px")
     return p
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values = {"epochs": args.epochs, "coreset_ratio": args.coreset_ratio, "size": args.size,
-              "backbone_weights": args.backbone_weights}
+    values = {
+        "epochs": args.epochs,
+        "coreset_ratio": args.coreset_ratio,
+        "size": args.size,
+        "backbone_weights": args.backbone_weights,
+    }
     return {k: v for k, v in values.items() if v is not None}
 
 
 def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise NoDevice(f"--device cuda: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() "
-                       f"is False); run it on a GPU machine, or pass --device cpu")
+        raise NoDevice(
+            f"--device cuda: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() "
+            f"is False); run it on a GPU machine, or pass --device cpu"
+        )
     device = torch.device(name)
     if device.type == "cuda":
         # fp32 rows are the accuracy reference: IEEE fp32, not the TF32 convolutions cuDNN
@@ -611,13 +751,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shrink:
         if args.data is None:
             parser.error("--shrink needs --data DST, the folder to write the copy to")
-        progress(f"{args.data}: {shrink_category(args.shrink, args.data, args.side) / 2 ** 20:.1f} MiB written")
+        progress(f"{args.data}: {shrink_category(args.shrink, args.data, args.side) / 2**20:.1f} MiB written")
         return 0
     own: dict[str, dict[str, Any]] = {}
     for method, key, value in args.set:
         own.setdefault(method, {})[key] = value
     args.set = own
-    for method in own:           # a typo must not surface only after the other methods trained
+    for method in own:  # a typo must not surface only after the other methods trained
         try:
             make_config(method, fit_function(METHODS[method]), {}, own[method])
         except ValueError as exc:

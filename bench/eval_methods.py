@@ -11,6 +11,7 @@ what deployment changed: image AUROC points lost to PyTorch, and the largest sco
 relative to the calibrated threshold.
 Reports land in WORK/<label>/eval/report.html.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ def run(spec: str, data: Path, work: Path) -> dict:
     train_s = time.perf_counter() - t0
     if calibrate(["--bundle", str(bundle), "--holdout", "--k", "3"]) != 0:
         raise SystemExit(f"{spec}: edge-calibrate failed")
-    if evaluate(["--bundle", str(bundle), "--data", str(data)]) not in (0, 1):   # 1: over the AUROC budget, shown
+    if evaluate(["--bundle", str(bundle), "--data", str(data)]) not in (0, 1):  # 1: over the AUROC budget, shown
         raise SystemExit(f"{spec}: edge-eval failed")
     result = json.loads((bundle / "eval" / "eval.json").read_text())
     return {"spec": spec, "train_s": train_s, "result": result}
@@ -43,13 +44,15 @@ def run(spec: str, data: Path, work: Path) -> dict:
 
 def row(r: dict) -> str:
     o, c = r["result"]["overall"], r["result"]["overall"]["confusion"]
-    pct = lambda x: f"{100 * x:.1f}"   # noqa: E731
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     ms = 1000 * r["result"]["inference_s"] / r["result"]["n_images"]
     diff = r["result"]["reference_comparison"]
     threshold = r["result"]["calibration"]["threshold"]
-    return (f"| {r['spec']} | {r['train_s']:.0f} | {pct(o['image_auroc'])} | {pct(o['pixel_auroc'])} | "
-            f"{pct(o['aupro_30'])} | {pct(o['f1_max'])} | {c['fp']}/{c['fp'] + c['tn']} | {c['fn']}/{c['fn'] + c['tp']} | "
-            f"{ms:.0f} | {diff['image_auroc_drop_points']:+.2f} | {diff['score_max_abs_diff'] / abs(threshold):.1e} |")
+    return (
+        f"| {r['spec']} | {r['train_s']:.0f} | {pct(o['image_auroc'])} | {pct(o['pixel_auroc'])} | "
+        f"{pct(o['aupro_30'])} | {pct(o['f1_max'])} | {c['fp']}/{c['fp'] + c['tn']} | {c['fn']}/{c['fn'] + c['tp']} | "
+        f"{ms:.0f} | {diff['image_auroc_drop_points']:+.2f} | {diff['score_max_abs_diff'] / abs(threshold):.1e} |"
+    )
 
 
 def main() -> None:
@@ -60,9 +63,11 @@ def main() -> None:
     args = p.parse_args()
     results = [run(spec, args.data, args.work) for spec in args.methods]
     print(f"\n{args.data.name}: export-engine → edge-calibrate --holdout --k 3 → edge-eval (ONNX Runtime, CPU)")
-    print("| method (export options) | export s | image AUROC | pixel AUROC | AUPRO@0.3 | F1-max | "
-          "false rejects @ μ+3σ | false accepts @ μ+3σ | ms/image | AUROC lost to PyTorch (pt) | "
-          "max score diff / threshold |")
+    print(
+        "| method (export options) | export s | image AUROC | pixel AUROC | AUPRO@0.3 | F1-max | "
+        "false rejects @ μ+3σ | false accepts @ μ+3σ | ms/image | AUROC lost to PyTorch (pt) | "
+        "max score diff / threshold |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(row(r))

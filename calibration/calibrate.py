@@ -1,4 +1,5 @@
 """μ + kσ thresholds from held-out good parts, scored by the deployed bundle on the line's own backend."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,7 +40,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    img, problem = read_image(path)      # as the line reads it: grayscale files come back as 3 channels
+    img, problem = read_image(path)  # as the line reads it: grayscale files come back as 3 channels
     if img is None:
         raise CalibrationError(f"{path}: unreadable image ({problem}); remove it or replace it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -54,19 +55,20 @@ def fingerprint(files: list[Path]) -> str:
 
 @dataclass
 class Scores:
-    image: np.ndarray            # [n] image scores
+    image: np.ndarray  # [n] image scores
     pixel_mean: float
     pixel_std: float
 
 
-def infer_files(backend: Backend, bundle: Bundle, files: list[Path], batch: int,
-                desc: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def infer_files(
+    backend: Backend, bundle: Bundle, files: list[Path], batch: int, desc: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(anomaly_map [b, 1, H, W], score [b]) per batch of files, in order, resized as the line does.
     After the last batch, CalibrationError names every file whose score or map was not finite:
     a threshold or a metric over them would be NaN, or a crash far from the cause."""
     not_finite = []
     for i in tqdm(range(0, len(files), batch), desc=desc, unit="batch"):
-        chunk = files[i:i + batch]
+        chunk = files[i : i + batch]
         frames = [Frame("calib", j, p.name, 0.0, read_rgb(p)) for j, p in enumerate(chunk)]
         maps, scores = backend.infer(to_input(frames, bundle.height, bundle.width))
         finite = np.isfinite(scores) & np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
@@ -74,9 +76,11 @@ def infer_files(backend: Backend, bundle: Bundle, files: list[Path], batch: int,
         yield maps, scores
     if not_finite:
         more = f" and {len(not_finite) - 3} more" if len(not_finite) > 3 else ""
-        raise CalibrationError(f"{', '.join(map(str, not_finite[:3]))}{more}: {len(not_finite)} of {len(files)} "
-                               "images give a score or anomaly map that is not finite (NaN or inf): the model "
-                               "overflowed (an fp16 engine? rebuild it with edge-build-engine --no-fp16)")
+        raise CalibrationError(
+            f"{', '.join(map(str, not_finite[:3]))}{more}: {len(not_finite)} of {len(files)} "
+            "images give a score or anomaly map that is not finite (NaN or inf): the model "
+            "overflowed (an fp16 engine? rebuild it with edge-build-engine --no-fp16)"
+        )
 
 
 def score_images(backend: Backend, bundle: Bundle, files: list[Path], batch: int = 8) -> Scores:
@@ -100,8 +104,8 @@ def sample_skew(x: np.ndarray) -> float:
     if n < 3 or np.ptp(x) == 0:
         return 0.0
     d = x - x.mean()
-    m2, m3 = (d * d).mean(), (d ** 3).mean()
-    return float(m3 / m2 ** 1.5 * math.sqrt(n * (n - 1)) / (n - 2))
+    m2, m3 = (d * d).mean(), (d**3).mean()
+    return float(m3 / m2**1.5 * math.sqrt(n * (n - 1)) / (n - 2))
 
 
 def fit(scores: Scores, k: float) -> dict:
@@ -109,14 +113,20 @@ def fit(scores: Scores, k: float) -> dict:
     mu, sigma = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
     threshold = mu + k * sigma
     median = float(np.median(x))
-    mad = float(np.median(np.abs(x - median))) * 1.4826   # scaled to σ for normal data
+    mad = float(np.median(np.abs(x - median))) * 1.4826  # scaled to σ for normal data
     return {
-        "mu": mu, "sigma": sigma, "k": float(k), "threshold": threshold,
-        "pixel_mu": scores.pixel_mean, "pixel_sigma": scores.pixel_std,
+        "mu": mu,
+        "sigma": sigma,
+        "k": float(k),
+        "threshold": threshold,
+        "pixel_mu": scores.pixel_mean,
+        "pixel_sigma": scores.pixel_std,
         "pixel_threshold": scores.pixel_mean + k * scores.pixel_std,
         "n": int(x.size),
         "false_reject_rate": float((x > threshold).mean()),
-        "score_min": float(x.min()), "score_max": float(x.max()), "skew": sample_skew(x),
+        "score_min": float(x.min()),
+        "score_max": float(x.max()),
+        "skew": sample_skew(x),
         "alternatives": {
             "robust": {"median": median, "mad_sigma": mad, "threshold": median + k * mad},
             "quantile": {"q": 0.99, "threshold": float(np.quantile(x, 0.99))},
@@ -127,21 +137,28 @@ def fit(scores: Scores, k: float) -> dict:
 def warnings_for(fitted: dict) -> list[str]:
     out = []
     if fitted["n"] < MIN_RECOMMENDED:
-        out.append(f"only {fitted['n']} good images: σ from so few is uncertain, so the false-reject rate "
-                   f"on the line can be far from what k promises; use at least {MIN_RECOMMENDED}")
+        out.append(
+            f"only {fitted['n']} good images: σ from so few is uncertain, so the false-reject rate "
+            f"on the line can be far from what k promises; use at least {MIN_RECOMMENDED}"
+        )
     if abs(fitted["skew"]) > 1.0:
-        out.append(f"scores are skewed (skew {fitted['skew']:.2f}): μ+kσ assumes roughly normal scores; "
-                   "compare with the robust and quantile thresholds in calibration.yaml")
+        out.append(
+            f"scores are skewed (skew {fitted['skew']:.2f}): μ+kσ assumes roughly normal scores; "
+            "compare with the robust and quantile thresholds in calibration.yaml"
+        )
     return out
 
 
-def calibrate(bundle: Bundle, backend: Backend, files: list[Path], k: float, source: str,
-              batch: int = 8) -> dict:
+def calibrate(bundle: Bundle, backend: Backend, files: list[Path], k: float, source: str, batch: int = 8) -> dict:
     fitted = fit(score_images(backend, bundle, files, batch), k)
-    return {"schema_version": CALIBRATION_SCHEMA_VERSION, **fitted,
-            "data": {"source": source, "count": len(files), "files_sha256": fingerprint(files)},
-            "model": bundle.name, "backend": backend.describe(),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "schema_version": CALIBRATION_SCHEMA_VERSION,
+        **fitted,
+        "data": {"source": source, "count": len(files), "files_sha256": fingerprint(files)},
+        "model": bundle.name,
+        "backend": backend.describe(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_calibration(bundle: Bundle, result: dict) -> Path:

@@ -1,4 +1,5 @@
 """edge-calibrate: set a bundle's threshold from good parts."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,21 +26,26 @@ def add_scoring_arguments(p: Parser) -> None:
     """--backend, --gpu, --batch: edge-calibrate and edge-eval score on the line's backend alike."""
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
     p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
-    p.add_argument("--batch", type=int, default=8, action=_AtLeastOne,
-                   help="images per inference call (default %(default)s)")
+    p.add_argument(
+        "--batch", type=int, default=8, action=_AtLeastOne, help="images per inference call (default %(default)s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-calibrate",
         description="Score held-out GOOD parts with the bundle, on the same backend the line runs, and write "
-                    "calibration.yaml into the bundle: image threshold μ + kσ, pixel threshold (for NG "
-                    "regions), the false-reject rate it implies on these parts, and robust alternatives.")
+        "calibration.yaml into the bundle: image threshold μ + kσ, pixel threshold (for NG "
+        "regions), the false-reject rate it implies on these parts, and robust alternatives.",
+    )
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="folder of good images the model was NOT trained on")
-    src.add_argument("--holdout", action="store_true",
-                     help="use the good images export-engine held out of training (listed in bundle.yaml)")
+    src.add_argument(
+        "--holdout",
+        action="store_true",
+        help="use the good images export-engine held out of training (listed in bundle.yaml)",
+    )
     p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
     add_scoring_arguments(p)
     args = p.parse_args(argv)
@@ -52,13 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.holdout:
             files = [Path(f) for f in bundle.meta.get("training", {}).get("holdout") or []]
             if not files:
-                raise CalibrationError(f"{args.bundle}: bundle.yaml lists no held-out images; "
-                                       "export with --holdout or give --data")
+                raise CalibrationError(
+                    f"{args.bundle}: bundle.yaml lists no held-out images; export with --holdout or give --data"
+                )
             missing = [f for f in files if not f.is_file()]
             if missing:
-                raise CalibrationError(f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
-                                       f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
-                                       "another?); use --data GOOD_DIR with good parts here")
+                raise CalibrationError(
+                    f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
+                    f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
+                    "another?); use --data GOOD_DIR with good parts here"
+                )
             source = f"holdout of {bundle.meta['training'].get('data')}"
         else:
             files = list_images(Path(args.data))
@@ -71,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     for w in warnings_for(result):
         log.warning(w)
     path = write_calibration(bundle, result)
-    print(f"{path}: n={result['n']} μ={result['mu']:.5g} σ={result['sigma']:.5g} k={result['k']:g} "
-          f"threshold={result['threshold']:.5g} pixel_threshold={result['pixel_threshold']:.5g} "
-          f"false-reject on these parts {100 * result['false_reject_rate']:.1f}%")
+    print(
+        f"{path}: n={result['n']} μ={result['mu']:.5g} σ={result['sigma']:.5g} k={result['k']:g} "
+        f"threshold={result['threshold']:.5g} pixel_threshold={result['pixel_threshold']:.5g} "
+        f"false-reject on these parts {100 * result['false_reject_rate']:.1f}%"
+    )
     return 0

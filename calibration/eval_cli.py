@@ -1,4 +1,5 @@
 """edge-eval: measure a bundle on a labelled MVTec AD category and write eval.json + report.html."""
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,21 @@ log = logging.getLogger("calibration")
 def _row(name: str, m: Metrics) -> str:
     def f(x: float) -> str:
         return "     n/a" if math.isnan(x) else f"{100 * x:8.1f}"
+
     c = m.confusion
     rates = f"{f(c.false_reject_rate)} {f(c.false_accept_rate)}" if c else f"{'':8} {'':8}"
-    return (f"{name:<16}{m.n_good:>5}{m.n_defect:>7}{f(m.image_auroc)}{f(m.pixel_auroc)}{f(m.aupro)}"
-            f"{f(m.f1_max)}  {m.f1_threshold:>10.4g} {rates}")
+    return (
+        f"{name:<16}{m.n_good:>5}{m.n_defect:>7}{f(m.image_auroc)}{f(m.pixel_auroc)}{f(m.aupro)}"
+        f"{f(m.f1_max)}  {m.f1_threshold:>10.4g} {rates}"
+    )
 
 
 def summary_table(result: EvalResult) -> str:
     """Percentages; FRR / FAR at the calibrated threshold (blank without calibration)."""
-    head = (f"{'set':<16}{'good':>5}{'defect':>7}{'img AUC':>8}{'px AUC':>8}{'AUPRO':>8}{'F1max':>8}  "
-            f"{'F1 thr':>10} {'FRR':>8} {'FAR':>8}")
+    head = (
+        f"{'set':<16}{'good':>5}{'defect':>7}{'img AUC':>8}{'px AUC':>8}{'AUPRO':>8}{'F1max':>8}  "
+        f"{'F1 thr':>10} {'FRR':>8} {'FAR':>8}"
+    )
     rows = [_row("all", result.overall)] + [_row(t, m) for t, m in result.per_type.items()]
     return "\n".join([head, *rows])
 
@@ -37,17 +43,21 @@ def summary_table(result: EvalResult) -> str:
 def comparison_table(diff: dict) -> str:
     """The deployed model against its PyTorch reference, in points, and the METHODS.md verdict."""
     runtime = (diff.get("reference") or {}).get("runtime") or {}
-    lines = [f"deployed vs PyTorch reference ({runtime.get('precision', '?')}, {runtime.get('device', '?')}, "
-             f"torch {runtime.get('version', '?')}; reference.npz)",
-             f"{'metric':<16}{'deployed':>9}{'PyTorch':>9}{'diff pt':>9}"]
+    lines = [
+        f"deployed vs PyTorch reference ({runtime.get('precision', '?')}, {runtime.get('device', '?')}, "
+        f"torch {runtime.get('version', '?')}; reference.npz)",
+        f"{'metric':<16}{'deployed':>9}{'PyTorch':>9}{'diff pt':>9}",
+    ]
     for name, v in diff["overall"].items():
         cells = [("     n/a" if v[k] is None else f"{100 * v[k]:8.2f}") for k in ("deployed", "reference")]
         d = "     n/a" if v["diff"] is None else f"{100 * v['diff']:+8.2f}"
         lines.append(f"{COMPARED[name]:<16} {cells[0]} {cells[1]} {d}")
     verdict = "within budget" if diff["within_budget"] else "OVER BUDGET"
-    lines.append(f"image AUROC drop {diff['image_auroc_drop_points']:+.2f} points (budget {diff['budget_points']:g}): "
-                 f"{verdict}; largest |score diff| {diff['score_max_abs_diff']:.3g}, anomaly maps max "
-                 f"{diff['map_max_abs_diff']:.3g} / mean {diff['map_mean_abs_diff']:.3g}")
+    lines.append(
+        f"image AUROC drop {diff['image_auroc_drop_points']:+.2f} points (budget {diff['budget_points']:g}): "
+        f"{verdict}; largest |score diff| {diff['score_max_abs_diff']:.3g}, anomaly maps max "
+        f"{diff['map_max_abs_diff']:.3g} / mean {diff['map_mean_abs_diff']:.3g}"
+    )
     return "\n".join(lines)
 
 
@@ -55,15 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-eval",
         description="Score the test images of a labelled MVTec AD category (test/<type>/*.png, "
-                    "ground_truth/<type>/<name>_mask.png) with the bundle, on the backend the line runs, "
-                    "and measure it overall and per defect type: image AUROC, pixel AUROC, AUPRO up to 30% "
-                    "FPR, F1-max with its threshold, and false rejects / false accepts at the calibrated "
-                    "threshold (calibration.yaml, from edge-calibrate). Writes eval.json (every number) and "
-                    "report.html (one self-contained page: tables, score histograms, ROC and PRO curves, "
-                    "the worst parts with heatmaps). When the bundle carries its PyTorch model's outputs on "
-                    "the same files (export-engine --reference), the deployed model is measured against "
-                    f"them too; exit status 1 when deployment cost more than {AUROC_DROP_BUDGET_POINTS:g} points "
-                    "of image AUROC (the accuracy budget of an fp16 engine).")
+        "ground_truth/<type>/<name>_mask.png) with the bundle, on the backend the line runs, "
+        "and measure it overall and per defect type: image AUROC, pixel AUROC, AUPRO up to 30% "
+        "FPR, F1-max with its threshold, and false rejects / false accepts at the calibrated "
+        "threshold (calibration.yaml, from edge-calibrate). Writes eval.json (every number) and "
+        "report.html (one self-contained page: tables, score histograms, ROC and PRO curves, "
+        "the worst parts with heatmaps). When the bundle carries its PyTorch model's outputs on "
+        "the same files (export-engine --reference), the deployed model is measured against "
+        f"them too; exit status 1 when deployment cost more than {AUROC_DROP_BUDGET_POINTS:g} points "
+        "of image AUROC (the accuracy budget of an fp16 engine).",
+    )
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
@@ -72,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
         bundle = load_bundle(args.bundle)
-        reference = load_reference(bundle)   # a damaged one is reported before the scoring, not after
+        reference = load_reference(bundle)  # a damaged one is reported before the scoring, not after
         result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu, args.batch), Path(args.data), args.batch)
         result.comparison = compare_with_reference(bundle, result, reference)
     except (BundleError, BackendError, CalibrationError, DatasetError, ReferenceError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)
         return 2
-    from calibration.report import write_report   # matplotlib only once there is something to plot
+    from calibration.report import write_report  # matplotlib only once there is something to plot
+
     out = Path(args.out) if args.out else bundle.path / "eval"
     out.mkdir(parents=True, exist_ok=True)
     json_path = result.write_json(out / "eval.json")

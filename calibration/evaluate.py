@@ -5,6 +5,7 @@ the calibrated threshold), overall and per defect type.
 `evaluate_outputs` takes (maps, scores) from anywhere, so the PyTorch model's outputs for the
 same files go through exactly the same code, and `compare` gives the differences.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,10 @@ from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
 
 GOOD = "good"
-LAYOUT = ("an MVTec AD category folder has test/good/*.png, test/<defect type>/*.png and "
-          "ground_truth/<defect type>/<name>_mask.png")
+LAYOUT = (
+    "an MVTec AD category folder has test/good/*.png, test/<defect type>/*.png and "
+    "ground_truth/<defect type>/<name>_mask.png"
+)
 # Pixels kept for the pixel metrics, over all images: maps (float32) and masks take ~85 MB and
 # the AUPRO sort peaks near 0.5 GB. Larger sets are measured on a proportionally coarser grid.
 PIXEL_BUDGET = 1 << 24
@@ -41,8 +44,8 @@ class DatasetError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Item:
     image: Path
-    defect: str                  # "good" or the defect type (the test sub-folder's name)
-    mask: Path | None            # None for good parts: their mask is empty
+    defect: str  # "good" or the defect type (the test sub-folder's name)
+    mask: Path | None  # None for good parts: their mask is empty
 
     @property
     def is_defect(self) -> bool:
@@ -74,8 +77,9 @@ def find_items(root: Path) -> list[Item]:
         raise DatasetError(f"{test / GOOD}: no images; AUROC needs good parts to compare against")
     defects = sorted(d.name for d in test.iterdir() if d.is_dir() and d.name != GOOD)
     if not defects:
-        raise DatasetError(f"{test}: no defect-type folders besides good/; {LAYOUT} "
-                           "(for good parts only, use edge-calibrate)")
+        raise DatasetError(
+            f"{test}: no defect-type folders besides good/; {LAYOUT} (for good parts only, use edge-calibrate)"
+        )
     for defect in defects:
         images = _images_in(test / defect)
         if not images:
@@ -83,8 +87,9 @@ def find_items(root: Path) -> list[Item]:
         masks = [root / "ground_truth" / defect / f"{p.stem}_mask.png" for p in images]
         missing = [m for m in masks if not m.is_file()]
         if missing:
-            raise DatasetError(f"{missing[0]}: missing ({len(missing)} of {len(masks)} masks of "
-                               f"{defect!r} are); {LAYOUT}")
+            raise DatasetError(
+                f"{missing[0]}: missing ({len(missing)} of {len(masks)} masks of {defect!r} are); {LAYOUT}"
+            )
         items += [Item(p, defect, m) for p, m in zip(images, masks)]
     return items
 
@@ -123,42 +128,55 @@ class Metrics:
     n_defect: int
     image_auroc: float
     pixel_auroc: float
-    aupro: float                 # to 30% FPR, normalised (1.0 is perfect)
+    aupro: float  # to 30% FPR, normalised (1.0 is perfect)
     f1_max: float
-    f1_threshold: float          # NG ⇔ score > f1_threshold gives f1_max
+    f1_threshold: float  # NG ⇔ score > f1_threshold gives f1_max
     confusion: Confusion | None  # at the calibrated threshold; None without calibration
 
     def to_json(self) -> dict:
-        return {"n_good": self.n_good, "n_defect": self.n_defect, "image_auroc": self.image_auroc,
-                "pixel_auroc": self.pixel_auroc, "aupro_30": self.aupro, "f1_max": self.f1_max,
-                "f1_threshold": self.f1_threshold,
-                "confusion": self.confusion.to_json() if self.confusion else None}
+        return {
+            "n_good": self.n_good,
+            "n_defect": self.n_defect,
+            "image_auroc": self.image_auroc,
+            "pixel_auroc": self.pixel_auroc,
+            "aupro_30": self.aupro,
+            "f1_max": self.f1_max,
+            "f1_threshold": self.f1_threshold,
+            "confusion": self.confusion.to_json() if self.confusion else None,
+        }
 
 
 COMPARED = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
 
 
-def measure(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray,
-            threshold: float | None) -> Metrics:
+def measure(
+    scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray, threshold: float | None
+) -> Metrics:
     f1, f1_thr = f1_max(scores, labels)
-    return Metrics(n_good=int((~labels).sum()), n_defect=int(labels.sum()),
-                   image_auroc=image_auroc(scores, labels), pixel_auroc=pixel_auroc(maps, masks),
-                   aupro=aupro(maps, masks), f1_max=f1, f1_threshold=f1_thr,
-                   confusion=None if threshold is None else confusion(scores, labels, threshold))
+    return Metrics(
+        n_good=int((~labels).sum()),
+        n_defect=int(labels.sum()),
+        image_auroc=image_auroc(scores, labels),
+        pixel_auroc=pixel_auroc(maps, masks),
+        aupro=aupro(maps, masks),
+        f1_max=f1,
+        f1_threshold=f1_thr,
+        confusion=None if threshold is None else confusion(scores, labels, threshold),
+    )
 
 
 @dataclass(slots=True)
 class EvalResult:
     items: list[Item]
-    scores: np.ndarray                           # [N] image scores
-    maps: np.ndarray = field(repr=False)         # float32 [N, h, w] on the pixel grid
-    masks: np.ndarray = field(repr=False)        # bool [N, h, w]
+    scores: np.ndarray  # [N] image scores
+    maps: np.ndarray = field(repr=False)  # float32 [N, h, w] on the pixel grid
+    masks: np.ndarray = field(repr=False)  # bool [N, h, w]
     calibration: Calibration | None
     overall: Metrics
     per_type: dict[str, Metrics]
-    meta: dict = field(default_factory=dict)     # what was measured, with what, when
+    meta: dict = field(default_factory=dict)  # what was measured, with what, when
     notes: list[str] = field(default_factory=list)  # caveats a reader should see first
-    comparison: dict | None = None               # against the PyTorch reference (calibration/reference.py)
+    comparison: dict | None = None  # against the PyTorch reference (calibration/reference.py)
 
     @property
     def labels(self) -> np.ndarray:
@@ -171,17 +189,33 @@ class EvalResult:
     def to_json(self) -> dict:
         cal = self.calibration
         out = {
-            "schema": 1, **self.meta, "notes": self.notes,
+            "schema": 1,
+            **self.meta,
+            "notes": self.notes,
             "pixel_grid": list(self.maps.shape[1:]),
-            "calibration": None if cal is None else {
-                "threshold": cal.threshold, "pixel_threshold": cal.pixel_threshold, "mu": cal.mu,
-                "sigma": cal.sigma, "k": cal.k, "n": cal.n, "data": cal.raw.get("data")},
+            "calibration": None
+            if cal is None
+            else {
+                "threshold": cal.threshold,
+                "pixel_threshold": cal.pixel_threshold,
+                "mu": cal.mu,
+                "sigma": cal.sigma,
+                "k": cal.k,
+                "n": cal.n,
+                "data": cal.raw.get("data"),
+            },
             "overall": self.overall.to_json(),
             "per_type": {t: m.to_json() for t, m in self.per_type.items()},
             "reference_comparison": self.comparison,
-            "images": [{"file": i.name, "type": i.defect, "score": float(s),
-                        **({} if cal is None else {"verdict": "NG" if s > cal.threshold else "OK"})}
-                       for i, s in zip(self.items, self.scores)],
+            "images": [
+                {
+                    "file": i.name,
+                    "type": i.defect,
+                    "score": float(s),
+                    **({} if cal is None else {"verdict": "NG" if s > cal.threshold else "OK"}),
+                }
+                for i, s in zip(self.items, self.scores)
+            ],
         }
         return _json_safe(out)
 
@@ -203,8 +237,9 @@ def _json_safe(x):
     return x
 
 
-def evaluate_outputs(items: list[Item], maps: np.ndarray, scores: np.ndarray,
-                     calibration: Calibration | None) -> EvalResult:
+def evaluate_outputs(
+    items: list[Item], maps: np.ndarray, scores: np.ndarray, calibration: Calibration | None
+) -> EvalResult:
     """Metrics for any model's outputs on `items` (maps [N, 1, H, W] or [N, H, W], scores [N]),
     overall and for each defect type against all the good parts."""
     if len(maps) != len(items) or len(scores) != len(items):
@@ -228,28 +263,43 @@ def evaluate_outputs(items: list[Item], maps: np.ndarray, scores: np.ndarray,
         for t in types:
             per_type[t] = on(~labels | (defects == t))
             bar.update()
-    return EvalResult(items=list(items), scores=scores, maps=maps, masks=masks, calibration=calibration,
-                      overall=overall, per_type=per_type, notes=_notes(items, masks, overall, calibration))
+    return EvalResult(
+        items=list(items),
+        scores=scores,
+        maps=maps,
+        masks=masks,
+        calibration=calibration,
+        overall=overall,
+        per_type=per_type,
+        notes=_notes(items, masks, overall, calibration),
+    )
 
 
 def _notes(items: list[Item], masks: np.ndarray, overall: Metrics, calibration: Calibration | None) -> list[str]:
     notes = []
     unmarked = [i.name for i, m in zip(items, masks) if i.is_defect and not m.any()]
     if unmarked:
-        notes.append(f"{len(unmarked)} of {overall.n_defect} defect images have no defect pixels in their mask on "
-                     f"the {masks.shape[1]}x{masks.shape[2]} pixel grid (e.g. {unmarked[0]}): the pixel metrics "
-                     "find nothing to detect there; masks should be 0/255 (or 0/1) with the defect marked")
+        notes.append(
+            f"{len(unmarked)} of {overall.n_defect} defect images have no defect pixels in their mask on "
+            f"the {masks.shape[1]}x{masks.shape[2]} pixel grid (e.g. {unmarked[0]}): the pixel metrics "
+            "find nothing to detect there; masks should be 0/255 (or 0/1) with the defect marked"
+        )
     if calibration is None:
-        notes.append("no calibration.yaml in the bundle: no verdicts at a calibrated threshold "
-                     "(run edge-calibrate on held-out good parts first)")
+        notes.append(
+            "no calibration.yaml in the bundle: no verdicts at a calibrated threshold "
+            "(run edge-calibrate on held-out good parts first)"
+        )
     if overall.n_good < MIN_GOOD:
-        notes.append(f"only {overall.n_good} good parts: the false-reject rate measured here is coarse "
-                     "(see its 95% interval); the calibration set says more about it")
+        notes.append(
+            f"only {overall.n_good} good parts: the false-reject rate measured here is coarse "
+            "(see its 95% interval); the calibration set says more about it"
+        )
     return notes
 
 
-def score_items(bundle: Bundle, backend: Backend, items: list[Item], batch: int = 8,
-                desc: str = "scoring test parts") -> tuple[np.ndarray, np.ndarray, float]:
+def score_items(
+    bundle: Bundle, backend: Backend, items: list[Item], batch: int = 8, desc: str = "scoring test parts"
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(maps float32 [N, h, w] on the pixel grid, scores float32 [N], seconds) of `items`
     through `backend`, the images read and resized as the line does. Any model that follows
     the Backend interface, PyTorch included, goes through this same path."""
@@ -258,7 +308,7 @@ def score_items(bundle: Bundle, backend: Backend, items: list[Item], batch: int 
     scores = np.empty(len(items), np.float32)
     t0, i = time.perf_counter(), 0
     for m, s in infer_files(backend, bundle, [it.image for it in items], batch, desc):
-        maps[i:i + len(s)], scores[i:i + len(s)] = to_grid(m, grid), s
+        maps[i : i + len(s)], scores[i : i + len(s)] = to_grid(m, grid), s
         i += len(s)
     return maps, scores, time.perf_counter() - t0
 
@@ -269,23 +319,38 @@ def evaluate(bundle: Bundle, backend: Backend, root: Path, batch: int = 8) -> Ev
     maps, scores, seconds = score_items(bundle, backend, items, batch)
     grid = maps.shape[1:]
     result = evaluate_outputs(items, maps, scores, bundle.calibration)
-    result.meta = {"model": bundle.name, "method": bundle.method, "backend": backend.describe(),
-                   "data": str(root.resolve()), "input": [bundle.height, bundle.width],
-                   "n_images": len(items), "inference_s": seconds,
-                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    result.meta = {
+        "model": bundle.name,
+        "method": bundle.method,
+        "backend": backend.describe(),
+        "data": str(root.resolve()),
+        "input": [bundle.height, bundle.width],
+        "n_images": len(items),
+        "inference_s": seconds,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if grid != (bundle.height, bundle.width):
-        result.notes.append(f"pixel metrics on a {grid[0]}x{grid[1]} grid (maps area-averaged from "
-                            f"{bundle.height}x{bundle.width}) to bound memory")
+        result.notes.append(
+            f"pixel metrics on a {grid[0]}x{grid[1]} grid (maps area-averaged from "
+            f"{bundle.height}x{bundle.width}) to bound memory"
+        )
     calibrated_on = (bundle.calibration.raw.get("data") or {}).get("source") if bundle.calibration else None
     if calibrated_on == str((root / "test" / GOOD).resolve()):
-        result.notes.append("calibrated on the same good parts evaluated here: the false-reject rate "
-                            "below is optimistic")
+        result.notes.append(
+            "calibrated on the same good parts evaluated here: the false-reject rate below is optimistic"
+        )
     return result
 
 
 def _differences(deployed: Metrics, reference: Metrics) -> dict:
-    return {k: {"deployed": getattr(deployed, k), "reference": getattr(reference, k),
-                "diff": getattr(deployed, k) - getattr(reference, k)} for k in COMPARED}
+    return {
+        k: {
+            "deployed": getattr(deployed, k),
+            "reference": getattr(reference, k),
+            "diff": getattr(deployed, k) - getattr(reference, k),
+        }
+        for k in COMPARED
+    }
 
 
 def compare(deployed: EvalResult, reference: EvalResult) -> dict:
@@ -294,17 +359,20 @@ def compare(deployed: EvalResult, reference: EvalResult) -> dict:
     if [i.name for i in deployed.items] != [i.name for i in reference.items]:
         raise ValueError("deployed and reference results are not over the same files in the same order")
     if deployed.maps.shape != reference.maps.shape:
-        raise ValueError(f"anomaly maps differ in shape: deployed {deployed.maps.shape}, "
-                         f"reference {reference.maps.shape}")
+        raise ValueError(
+            f"anomaly maps differ in shape: deployed {deployed.maps.shape}, reference {reference.maps.shape}"
+        )
     drop = 100 * (reference.overall.image_auroc - deployed.overall.image_auroc)
     map_diff = np.abs(deployed.maps - reference.maps)
-    return _json_safe({
-        "overall": _differences(deployed.overall, reference.overall),
-        "per_type": {t: _differences(m, reference.per_type[t]) for t, m in deployed.per_type.items()},
-        "image_auroc_drop_points": drop,
-        "within_budget": bool(drop <= AUROC_DROP_BUDGET_POINTS),
-        "budget_points": AUROC_DROP_BUDGET_POINTS,
-        "score_max_abs_diff": float(np.abs(deployed.scores - reference.scores).max()),
-        "map_max_abs_diff": float(map_diff.max()),
-        "map_mean_abs_diff": float(map_diff.mean()),
-    })
+    return _json_safe(
+        {
+            "overall": _differences(deployed.overall, reference.overall),
+            "per_type": {t: _differences(m, reference.per_type[t]) for t, m in deployed.per_type.items()},
+            "image_auroc_drop_points": drop,
+            "within_budget": bool(drop <= AUROC_DROP_BUDGET_POINTS),
+            "budget_points": AUROC_DROP_BUDGET_POINTS,
+            "score_max_abs_diff": float(np.abs(deployed.scores - reference.scores).max()),
+            "map_max_abs_diff": float(map_diff.max()),
+            "map_mean_abs_diff": float(map_diff.mean()),
+        }
+    )

@@ -3,6 +3,7 @@
 Conventions: higher score = more anomalous; label / mask True = defect. A part is NG when its
 score is strictly above the threshold, as on the line (edge.verdict).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarr
     defective images included). Starts at (0, 0) and ends at (1, 1).
     """
     masks = np.asarray(masks, bool)
-    weight = np.zeros(masks.shape, np.float64)   # 1 / area of the pixel's region, 0 off regions
+    weight = np.zeros(masks.shape, np.float64)  # 1 / area of the pixel's region, 0 off regions
     n_regions = 0
     for m, w in zip(masks, weight):
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
@@ -52,7 +53,7 @@ def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if n_regions == 0 or n_ok == 0:
         return np.array([0.0, 1.0]), np.array([math.nan, math.nan])
     flat = np.asarray(maps).ravel()
-    order = np.argsort(flat, kind="stable")[::-1]          # thresholds from high to low
+    order = np.argsort(flat, kind="stable")[::-1]  # thresholds from high to low
     fpr = np.cumsum(~masks.ravel()[order], dtype=np.float64) / n_ok
     pro = np.cumsum(weight.ravel()[order]) / n_regions
     # Tied scores are one threshold: keep the point after the last of each run of ties.
@@ -67,7 +68,7 @@ def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     x must be non-decreasing and reach x_max."""
     inside = x <= x_max
     area = float(np.trapezoid(y[inside], x[inside]))
-    i = int(inside.sum())                                  # first point past the cut
+    i = int(inside.sum())  # first point past the cut
     if x[i - 1] < x_max:
         y_cut = y[i - 1] + (y[i] - y[i - 1]) * (x_max - x[i - 1]) / (x[i] - x[i - 1])
         area += 0.5 * (y[i - 1] + y_cut) * (x_max - x[i - 1])
@@ -117,11 +118,12 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 @dataclass(frozen=True, slots=True)
 class Confusion:
     """Image-level counts at one threshold; positive = defect, predicted positive = NG."""
+
     threshold: float
-    tp: int   # defects rejected
-    fp: int   # good parts rejected (false rejects)
-    tn: int   # good parts passed
-    fn: int   # defects passed (false accepts, the costly kind)
+    tp: int  # defects rejected
+    fp: int  # good parts rejected (false rejects)
+    tn: int  # good parts passed
+    fn: int  # defects passed (false accepts, the costly kind)
 
     @property
     def false_reject_rate(self) -> float:
@@ -132,15 +134,22 @@ class Confusion:
         return self.fn / (self.fn + self.tp) if self.fn + self.tp else math.nan
 
     def to_json(self) -> dict:
-        return {**asdict(self),
-                "false_reject_rate": self.false_reject_rate,
-                "false_reject_rate_95": list(wilson_interval(self.fp, self.fp + self.tn)),
-                "false_accept_rate": self.false_accept_rate,
-                "false_accept_rate_95": list(wilson_interval(self.fn, self.fn + self.tp))}
+        return {
+            **asdict(self),
+            "false_reject_rate": self.false_reject_rate,
+            "false_reject_rate_95": list(wilson_interval(self.fp, self.fp + self.tn)),
+            "false_accept_rate": self.false_accept_rate,
+            "false_accept_rate_95": list(wilson_interval(self.fn, self.fn + self.tp)),
+        }
 
 
 def confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> Confusion:
     ng = np.asarray(scores).ravel() > threshold
     labels = np.asarray(labels, bool).ravel()
-    return Confusion(threshold=float(threshold), tp=int((ng & labels).sum()), fp=int((ng & ~labels).sum()),
-                     tn=int((~ng & ~labels).sum()), fn=int((~ng & labels).sum()))
+    return Confusion(
+        threshold=float(threshold),
+        tp=int((ng & labels).sum()),
+        fp=int((ng & ~labels).sum()),
+        tn=int((~ng & ~labels).sum()),
+        fn=int((~ng & labels).sum()),
+    )

@@ -8,6 +8,7 @@ torch, so ``edge-eval`` can measure the deployed ONNX model or fp16 engine on th
 and backend against it. The file is this module's contract: the writer (export/) and the reader
 (edge-eval) both go through it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,34 +44,49 @@ def items_fingerprint(items: list[Item]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    names: list[str]                             # Item.name of each image, in scoring order
-    files_sha256: str                            # items_fingerprint of what was scored
-    scores: np.ndarray                           # float32 [N]
-    maps: np.ndarray = field(repr=False)         # float32 [N, h, w], on calibration.evaluate's pixel grid
-    meta: dict = field(default_factory=dict)     # model_sha256, data, runtime, precision, created_at
+    names: list[str]  # Item.name of each image, in scoring order
+    files_sha256: str  # items_fingerprint of what was scored
+    scores: np.ndarray  # float32 [N]
+    maps: np.ndarray = field(repr=False)  # float32 [N, h, w], on calibration.evaluate's pixel grid
+    meta: dict = field(default_factory=dict)  # model_sha256, data, runtime, precision, created_at
 
     def problem(self, bundle: Bundle, items: list[Item]) -> str | None:
         """Why this reference cannot be compared with `bundle` scored on `items`, or None."""
         if self.meta.get("model_sha256") != bundle.sha256:
-            return (f"{REFERENCE_FILE} was scored with another model.onnx ({str(self.meta.get('model_sha256'))[:12]}, "
-                    f"this bundle's is {bundle.sha256[:12]}); {REWRITE}")
+            return (
+                f"{REFERENCE_FILE} was scored with another model.onnx ({str(self.meta.get('model_sha256'))[:12]}, "
+                f"this bundle's is {bundle.sha256[:12]}); {REWRITE}"
+            )
         if self.files_sha256 != items_fingerprint(items):
-            return (f"{REFERENCE_FILE} holds {len(self.names)} images of {self.meta.get('data')}, not the "
-                    f"{len(items)} evaluated here; evaluate on that data to compare with it")
+            return (
+                f"{REFERENCE_FILE} holds {len(self.names)} images of {self.meta.get('data')}, not the "
+                f"{len(items)} evaluated here; evaluate on that data to compare with it"
+            )
         return None
 
 
-def save_reference(bundle: Bundle, items: list[Item], maps: np.ndarray, scores: np.ndarray,
-                   runtime: dict, data: Path) -> Path:
+def save_reference(
+    bundle: Bundle, items: list[Item], maps: np.ndarray, scores: np.ndarray, runtime: dict, data: Path
+) -> Path:
     """Write ``bundle``/reference.npz (compressed; atomically, so a half-written file is never read)."""
-    meta = {"schema": REFERENCE_SCHEMA, "model_sha256": bundle.sha256, "data": str(Path(data).resolve()),
-            "runtime": runtime, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "schema": REFERENCE_SCHEMA,
+        "model_sha256": bundle.sha256,
+        "data": str(Path(data).resolve()),
+        "runtime": runtime,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     path = bundle.path / REFERENCE_FILE
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as f:
-        np.savez_compressed(f, names=np.array([i.name for i in items]), scores=np.asarray(scores, np.float32),
-                            maps=np.asarray(maps, np.float32), files_sha256=np.array(items_fingerprint(items)),
-                            meta=np.array(json.dumps(meta)))
+        np.savez_compressed(
+            f,
+            names=np.array([i.name for i in items]),
+            scores=np.asarray(scores, np.float32),
+            maps=np.asarray(maps, np.float32),
+            files_sha256=np.array(items_fingerprint(items)),
+            meta=np.array(json.dumps(meta)),
+        )
     os.replace(partial, path)
     return path
 
@@ -83,16 +99,23 @@ def load_reference(bundle: Bundle) -> Reference | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            ref = Reference(names=[str(n) for n in z["names"]], files_sha256=str(z["files_sha256"]),
-                            scores=z["scores"].astype(np.float32), maps=z["maps"].astype(np.float32), meta=meta)
+            ref = Reference(
+                names=[str(n) for n in z["names"]],
+                files_sha256=str(z["files_sha256"]),
+                scores=z["scores"].astype(np.float32),
+                maps=z["maps"].astype(np.float32),
+                meta=meta,
+            )
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ReferenceError(f"{path}: unreadable ({e.__class__.__name__}: {e}); {REWRITE}, or delete it") from None
     if meta.get("schema") != REFERENCE_SCHEMA:
-        raise ReferenceError(f"{path}: schema {meta.get('schema')!r}, this edge-eval reads {REFERENCE_SCHEMA}; "
-                             f"{REWRITE}")
+        raise ReferenceError(
+            f"{path}: schema {meta.get('schema')!r}, this edge-eval reads {REFERENCE_SCHEMA}; {REWRITE}"
+        )
     if len(ref.scores) != len(ref.names) or len(ref.maps) != len(ref.names):
-        raise ReferenceError(f"{path}: {len(ref.names)} names, {len(ref.scores)} scores, {len(ref.maps)} maps; "
-                             f"{REWRITE}")
+        raise ReferenceError(
+            f"{path}: {len(ref.names)} names, {len(ref.scores)} scores, {len(ref.maps)} maps; {REWRITE}"
+        )
     return ref
 
 
@@ -101,8 +124,10 @@ def compare_with_reference(bundle: Bundle, deployed: EvalResult, ref: Reference 
     measured with the same code: calibration.evaluate.compare's differences plus the reference's
     facts. None, with a note on ``deployed`` saying why, when there is no reference that fits."""
     if ref is None:
-        deployed.notes.append(f"no PyTorch reference in the bundle, so deployed vs PyTorch is not measured "
-                              f"(export-engine --reference writes {REFERENCE_FILE})")
+        deployed.notes.append(
+            f"no PyTorch reference in the bundle, so deployed vs PyTorch is not measured "
+            f"(export-engine --reference writes {REFERENCE_FILE})"
+        )
         return None
     problem = ref.problem(bundle, deployed.items)
     if problem:

@@ -4,14 +4,16 @@ The demo must run on a fresh machine with no download, so the data is drawn here
 Good parts vary like real ones (pose, lighting, machining marks, sensor noise); defective parts are
 the same renders with one defect painted in, so each mask is exactly the set of pixels it changed.
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -188,8 +190,12 @@ def _chamfer_shading(f: _Flange, g: _Geometry, sd: dict[str, np.ndarray]) -> np.
     lit_from_centre, lit_from_hole = 22 * g.lit, 22 * g.hole_lit
     # The outer chamfer and the hub step tilt outward; the bore and holes tilt inward, hence the signs.
     shading = np.zeros_like(g.d)
-    for edge, sign, lit in (("outer", 1, lit_from_centre), ("hub", 1, lit_from_centre),
-                            ("bore", -1, lit_from_centre), ("holes", -1, lit_from_hole)):
+    for edge, sign, lit in (
+        ("outer", 1, lit_from_centre),
+        ("hub", 1, lit_from_centre),
+        ("bore", -1, lit_from_centre),
+        ("holes", -1, lit_from_hole),
+    ):
         shading += np.where(np.abs(sd[edge]) < band, sign * lit, np.float32(0))
     return shading
 
@@ -201,8 +207,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return grey[..., None] * _BACKGROUND_TINT
 
 
-def _random_polygon(rng: np.random.Generator, centre: np.ndarray, radius: float, roughness: float,
-                    vertices: int, size: int) -> np.ndarray:
+def _random_polygon(
+    rng: np.random.Generator, centre: np.ndarray, radius: float, roughness: float, vertices: int, size: int
+) -> np.ndarray:
     """Filled irregular polygon as a bool mask; hard edges, so every pixel is fully in or out."""
     angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
     radii = radius * (1 - roughness * rng.random(vertices))
@@ -212,8 +219,7 @@ def _random_polygon(rng: np.random.Generator, centre: np.ndarray, radius: float,
     return canvas.astype(bool)
 
 
-def _on_solid(rng: np.random.Generator, scene: _Scene,
-              draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _on_solid(rng: np.random.Generator, scene: _Scene, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Draw a surface defect around random points of solid metal until nearly all of it lands there."""
     solid = scene.coverage >= 1
     candidates = np.flatnonzero(solid)
@@ -278,8 +284,16 @@ _DEFECT_MAKERS: dict[str, Callable[[np.random.Generator, _Scene], _Mark]] = {
 }
 
 
-def make_dataset(out: Path, *, n_train: int = 60, n_calib: int = 24, n_test_good: int = 12,
-                 n_test_defect_each: int = 6, size: int = 256, seed: int = 0) -> DatasetInfo:
+def make_dataset(
+    out: Path,
+    *,
+    n_train: int = 60,
+    n_calib: int = 24,
+    n_test_good: int = 12,
+    n_test_defect_each: int = 6,
+    size: int = 256,
+    seed: int = 0,
+) -> DatasetInfo:
     """Write the data set under `out` (replacing an earlier one there) and describe it."""
     out = Path(out)
     _clear_previous(out)
@@ -289,11 +303,16 @@ def make_dataset(out: Path, *, n_train: int = 60, n_calib: int = 24, n_test_good
     good = _write_group(out / "test" / "good", None, seed, "good", n_test_good, size)
     test_items: list[tuple[Path, str, Path | None]] = [(p, "good", None) for p, _ in good]
     for defect in DEFECTS:
-        written = _write_group(out / "test" / defect, out / "ground_truth" / defect, seed, defect,
-                               n_test_defect_each, size)
+        written = _write_group(
+            out / "test" / defect, out / "ground_truth" / defect, seed, defect, n_test_defect_each, size
+        )
         test_items += [(p, defect, m) for p, m in written]
-    counts = {"train": n_train, "calib": n_calib, "test/good": n_test_good,
-              **{f"test/{d}": n_test_defect_each for d in DEFECTS}}
+    counts = {
+        "train": n_train,
+        "calib": n_calib,
+        "test/good": n_test_good,
+        **{f"test/{d}": n_test_defect_each for d in DEFECTS},
+    }
     _write_readme(out, seed, size, counts)
     return DatasetInfo(out, train_dir, calib_dir, test_items)
 
@@ -306,8 +325,9 @@ def _clear_previous(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
 
 
-def _write_group(image_dir: Path, mask_dir: Path | None, seed: int, group: str, count: int,
-                 size: int) -> list[tuple[Path, Path | None]]:
+def _write_group(
+    image_dir: Path, mask_dir: Path | None, seed: int, group: str, count: int, size: int
+) -> list[tuple[Path, Path | None]]:
     image_dir.mkdir(parents=True, exist_ok=True)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
@@ -400,8 +420,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     info = make_dataset(args.out, seed=args.seed)
-    print(f"wrote {len(info.test_items)} test images and their masks, plus train and calib, "
-          f"to {info.root} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {len(info.test_items)} test images and their masks, plus train and calib, "
+        f"to {info.root} in {time.perf_counter() - start:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Cameras do not wait for inference: when the queue is full the oldest frame is dr
 counted (a live line wants the newest part judged). Files can ask to block instead, so every
 frame of a recording is judged.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,7 @@ class FrameQueue:
         self._items: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self.frames_in: Counter[str] = Counter()   # per stream
+        self.frames_in: Counter[str] = Counter()  # per stream
         self.dropped: Counter[str] = Counter()
 
     def put(self, frame: Frame, stop: threading.Event | None = None) -> bool:

@@ -4,6 +4,7 @@ The schema is documented in README.md ("The bundle"). Loading refuses anything i
 trust (wrong schema, missing or altered files) with an error that names the file and the fix,
 so a bad deployment fails at start-up, not deep inside an inference runtime.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,7 @@ class Bundle:
     height: int
     width: int
     onnx_path: Path
-    sha256: str                      # of model.onnx: names the model in every verdict
+    sha256: str  # of model.onnx: names the model in every verdict
     meta: dict = field(repr=False)
     calibration: Calibration | None = None
 
@@ -94,8 +95,13 @@ def _read_yaml(path: Path, fix: str) -> dict[str, Any]:
 def _is_file_record(name: object, info: object) -> bool:
     """A ``files`` entry as export-engine writes it: a file of the bundle directory itself, its
     sha256 and its size."""
-    return (isinstance(name, str) and Path(name).name == name and isinstance(info, dict)
-            and isinstance(info.get("sha256"), str) and isinstance(info.get("bytes"), int))
+    return (
+        isinstance(name, str)
+        and Path(name).name == name
+        and isinstance(info, dict)
+        and isinstance(info.get("sha256"), str)
+        and isinstance(info.get("bytes"), int)
+    )
 
 
 def _check_files(root: Path, files: dict[str, dict]) -> None:
@@ -104,8 +110,10 @@ def _check_files(root: Path, files: dict[str, dict]) -> None:
         if not p.is_file():
             raise BundleError(f"{p}: listed in {BUNDLE_FILE} but missing; copy the whole bundle directory")
         if p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
-            raise BundleError(f"{p}: content differs from the hash in {BUNDLE_FILE} (altered or truncated); "
-                              "copy the bundle again or re-export it")
+            raise BundleError(
+                f"{p}: content differs from the hash in {BUNDLE_FILE} (altered or truncated); "
+                "copy the bundle again or re-export it"
+            )
 
 
 # edge-calibrate loads the bundle too, and refuses a calibration.yaml it cannot trust just as the line does.
@@ -121,19 +129,30 @@ def read_calibration(root: Path) -> Calibration | None:
         return None
     data = _read_yaml(path, _RECALIBRATE)
     if data.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {data.get('schema_version')!r}, this edge reads "
-                          f"{CALIBRATION_SCHEMA_VERSION}; {_RECALIBRATE}")
+        raise BundleError(
+            f"{path}: schema_version {data.get('schema_version')!r}, this edge reads "
+            f"{CALIBRATION_SCHEMA_VERSION}; {_RECALIBRATE}"
+        )
     try:
-        cal = Calibration(mu=float(data["mu"]), sigma=float(data["sigma"]), k=float(data["k"]),
-                          threshold=float(data["threshold"]), pixel_threshold=float(data["pixel_threshold"]),
-                          n=int(data["n"]), raw=data)
+        cal = Calibration(
+            mu=float(data["mu"]),
+            sigma=float(data["sigma"]),
+            k=float(data["k"]),
+            threshold=float(data["threshold"]),
+            pixel_threshold=float(data["pixel_threshold"]),
+            n=int(data["n"]),
+            raw=data,
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{path}: missing or bad field {e}; {_RECALIBRATE}") from None
     for key, lowest in _CALIBRATED.items():
         value = getattr(cal, key)
         if not math.isfinite(value) or value < lowest:
-            raise BundleError(f"{path}: {key} is {value}, not a finite number"
-                              + (f" >= {lowest:g}" if lowest > -math.inf else "") + f"; {_RECALIBRATE}")
+            raise BundleError(
+                f"{path}: {key} is {value}, not a finite number"
+                + (f" >= {lowest:g}" if lowest > -math.inf else "")
+                + f"; {_RECALIBRATE}"
+            )
     return cal
 
 
@@ -145,13 +164,20 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     meta = _read_yaml(meta_path, "re-export the bundle")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BundleError(f"{meta_path}: schema_version {version!r}, this edge reads {SCHEMA_VERSION}; "
-                          "re-export the bundle with a matching export-engine")
+        raise BundleError(
+            f"{meta_path}: schema_version {version!r}, this edge reads {SCHEMA_VERSION}; "
+            "re-export the bundle with a matching export-engine"
+        )
     files = meta.get("files")
-    if not isinstance(files, dict) or "model.onnx" not in files or \
-            not all(_is_file_record(name, info) for name, info in files.items()):
-        raise BundleError(f"{meta_path}: files must map model.onnx and every other file of the bundle to its "
-                          "sha256 and bytes; re-export the bundle")
+    if (
+        not isinstance(files, dict)
+        or "model.onnx" not in files
+        or not all(_is_file_record(name, info) for name, info in files.items())
+    ):
+        raise BundleError(
+            f"{meta_path}: files must map model.onnx and every other file of the bundle to its "
+            "sha256 and bytes; re-export the bundle"
+        )
     try:
         inp = meta["input"]
         height, width = int(inp["height"]), int(inp["width"])
@@ -163,10 +189,19 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     if not isinstance(meta.get("precision") or {}, dict):
         raise BundleError(f"{meta_path}: precision must be a mapping (fp16, why); re-export the bundle")
     if inp.get("dtype") != "uint8" or inp.get("layout") != "NHWC" or inp.get("colour") != "RGB":
-        raise BundleError(f"{meta_path}: input must be uint8 NHWC RGB (the engine contract), "
-                          f"got {inp.get('dtype')} {inp.get('layout')} {inp.get('colour')}")
+        raise BundleError(
+            f"{meta_path}: input must be uint8 NHWC RGB (the engine contract), "
+            f"got {inp.get('dtype')} {inp.get('layout')} {inp.get('colour')}"
+        )
     if verify_hashes:
         _check_files(root, files)
-    return Bundle(path=root.resolve(), method=method, height=height, width=width,
-                  onnx_path=root / "model.onnx", sha256=files["model.onnx"]["sha256"], meta=meta,
-                  calibration=read_calibration(root))
+    return Bundle(
+        path=root.resolve(),
+        method=method,
+        height=height,
+        width=width,
+        onnx_path=root / "model.onnx",
+        sha256=files["model.onnx"]["sha256"],
+        meta=meta,
+        calibration=read_calibration(root),
+    )

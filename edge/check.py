@@ -5,6 +5,7 @@ ZeroMQ socket and metrics port bound), then one frame from each camera, judged w
 line's own model and threshold, printed, and nothing published: a check run never sends the
 PLC a verdict for a part that happens to be under the camera.
 """
+
 from __future__ import annotations
 
 import threading
@@ -23,9 +24,9 @@ from edge.types import Frame, Verdict
 @dataclass(frozen=True, slots=True)
 class StreamCheck:
     stream: str
-    verdict: Verdict | None        # None: no frame came
+    verdict: Verdict | None  # None: no frame came
     grab_s: float
-    note: str                      # for a stream that gave no frame: what its source said
+    note: str  # for a stream that gave no frame: what its source said
 
 
 def first_frames(sources: list[Source], timeout_s: float) -> dict[str, tuple[Frame | None, float, str]]:
@@ -64,10 +65,16 @@ def check_line(daemon: Daemon, timeout_s: float) -> list[StreamCheck]:
     for name, (_, seconds, state) in grabbed.items():
         source = daemon.streams[name].source
         why = f"; {source.problem}" if source.problem else ""
-        if state == "streaming":          # open and healthy, yet silent: a triggered camera between parts
+        if state == "streaming":  # open and healthy, yet silent: a triggered camera between parts
             why += "; the camera is open but sent nothing: is it waiting for a trigger?"
-        checks.append(StreamCheck(name, verdicts.get(name), seconds,
-                                  f"no frame within {timeout_s:g} s (source {state}, {source.reconnects} reconnects{why})"))
+        checks.append(
+            StreamCheck(
+                name,
+                verdicts.get(name),
+                seconds,
+                f"no frame within {timeout_s:g} s (source {state}, {source.reconnects} reconnects{why})",
+            )
+        )
     return checks
 
 
@@ -107,9 +114,11 @@ def report(daemon: Daemon, checks: list[StreamCheck]) -> list[str]:
         runtime = backend.get("providers") or backend.get("engine")
         thresholds = ", ".join(dict.fromkeys(f"{s.judge.threshold:.6g}" for s in streams))
         judged_by = f" for {', '.join(names)}" if len(models) > 1 else ""
-        lines += [f"bundle   {bundle.path} ({bundle.height}×{bundle.width} input){judged_by}, threshold {thresholds}"
-                  + (f" (calibrated on {cal.n} good parts)" if cal else ""),
-                  f"backend  {backend['backend']} {backend.get('version', '')}: {runtime}"]
+        lines += [
+            f"bundle   {bundle.path} ({bundle.height}×{bundle.width} input){judged_by}, threshold {thresholds}"
+            + (f" (calibrated on {cal.n} good parts)" if cal else ""),
+            f"backend  {backend['backend']} {backend.get('version', '')}: {runtime}",
+        ]
     lines.append(f"publish  {daemon.publisher.endpoint} bound")
     if daemon.cfg.metrics.bind:
         lines.append(f"metrics  {daemon.cfg.metrics.bind} bound")

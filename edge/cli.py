@@ -1,4 +1,5 @@
 """Console scripts of the line side: edge-run (the daemon) and edge-listen (a PLC-side subscriber)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for journald/Loki/Elastic collectors."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"t": round(record.created, 3), "level": record.levelname, "logger": record.name,
-                 "msg": record.getMessage(), "thread": record.threadName}
+        entry = {
+            "t": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "thread": record.threadName,
+        }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -43,8 +49,9 @@ class JsonFormatter(logging.Formatter):
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=level, handlers=[handler])
 
 
@@ -52,23 +59,35 @@ def run_main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-run",
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
-                    "bundle, judge each part against its calibrated threshold and publish verdicts over "
-                    "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-                    "grabbed and exits 0. SIGHUP applies the config again (bundles, k, cameras) once it has "
-                    "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
-                    "runs on as it was).",
-        epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)")
+        "bundle, judge each part against its calibrated threshold and publish verdicts over "
+        "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
+        "grabbed and exits 0. SIGHUP applies the config again (bundles, k, cameras) once it has "
+        "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
+        "runs on as it was).",
+        epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)",
+    )
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="override the config's log_level")
-    p.add_argument("--check", action="store_true",
-                   help="commissioning: start up as the daemon would (bundle, backend, cameras, ports), judge one "
-                        "frame per camera, print the verdicts and exit; publishes nothing. Exit 0 when every camera "
-                        "gave a frame the model judged, 1 otherwise, 2 for a config or start-up error")
-    p.add_argument("--check-timeout", type=float, default=10.0, metavar="S",
-                   help="with --check: how long to wait for each camera's first frame (default %(default)s)")
-    p.add_argument("--check-out", type=Path, metavar="DIR",
-                   help="with --check: save each judged frame with its heatmap as DIR/<stream>.png")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override the config's log_level")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="commissioning: start up as the daemon would (bundle, backend, cameras, ports), judge one "
+        "frame per camera, print the verdicts and exit; publishes nothing. Exit 0 when every camera "
+        "gave a frame the model judged, 1 otherwise, 2 for a config or start-up error",
+    )
+    p.add_argument(
+        "--check-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --check: how long to wait for each camera's first frame (default %(default)s)",
+    )
+    p.add_argument(
+        "--check-out",
+        type=Path,
+        metavar="DIR",
+        help="with --check: save each judged frame with its heatmap as DIR/<stream>.png",
+    )
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -77,6 +96,7 @@ def run_main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(args.log_level or cfg.log_level, cfg.log_format)
     from edge.daemon import Daemon  # after logging is set up, so backend choice is logged
+
     try:
         daemon = Daemon(cfg)
     except (BundleError, BackendError, SourceError, OSError) as e:
@@ -84,6 +104,7 @@ def run_main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         from edge.check import check_line, passed, report, save_overlays
+
         try:
             checks = check_line(daemon, args.check_timeout)
             print("\n".join(report(daemon, checks)), flush=True)
@@ -113,7 +134,7 @@ def take_signals(daemon: Daemon) -> None:
     So the handlers do nothing; Python's own C-level handler writes each signal's number into the
     wakeup pipe (from whichever thread the signal reached), which the thread reads."""
     read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)       # a burst that fills the pipe loses repeats, never blocks
+    os.set_blocking(write_end, False)  # a burst that fills the pipe loses repeats, never blocks
     for signum in LINE_SIGNALS:
         signal.signal(signum, lambda _signum, _frame: None)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -135,7 +156,8 @@ def listen_main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-listen",
         description="Subscribe to an edge-run publisher and print its verdicts (and status heartbeats): "
-                    "the reference PLC-side subscriber.")
+        "the reference PLC-side subscriber.",
+    )
     p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default %(default)s)")
     p.add_argument("--topic", default="", help="topic prefix to subscribe to, e.g. 'line3/' (default: all)")
     p.add_argument("--json", action="store_true", help="print raw JSON messages, one per line")
@@ -143,9 +165,12 @@ def listen_main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=0, help="exit after this many verdicts (0: run until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=0, help="exit 1 if nothing arrives for this many seconds")
     p.add_argument("--server-key", type=Path, help="CURVE: the publisher's public key file (server.key)")
-    p.add_argument("--client-key", type=Path,
-                   help="CURVE: this subscriber's key pair file (NAME.key_secret from edge-keys); the publisher "
-                        "must list its public half in publish.curve_allowed_clients")
+    p.add_argument(
+        "--client-key",
+        type=Path,
+        help="CURVE: this subscriber's key pair file (NAME.key_secret from edge-keys); the publisher "
+        "must list its public half in publish.curve_allowed_clients",
+    )
     args = p.parse_args(argv)
     if (args.server_key is None) != (args.client_key is None):
         p.error("--server-key and --client-key go together (CURVE needs both)")
@@ -173,13 +198,15 @@ def keys_main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-keys",
         description="Make a CURVE key pair for ZeroMQ encryption and subscriber authentication: NAME.key (public, "
-                    "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "
-                    "daemon (publish.curve_secret_key: server.key_secret) and one per PLC gateway (put each "
-                    "gateway's NAME.key into the folder publish.curve_allowed_clients).")
+        "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "
+        "daemon (publish.curve_secret_key: server.key_secret) and one per PLC gateway (put each "
+        "gateway's NAME.key into the folder publish.curve_allowed_clients).",
+    )
     p.add_argument("folder", type=Path, help="where to write the two files")
     p.add_argument("name", help="key name, e.g. server or plc-gateway-1")
     args = p.parse_args(argv)
     from edge.publish import make_keys
+
     public, secret = make_keys(args.folder, args.name)
     print(f"public key: {public}\nsecret key: {secret} (mode 600: keep it on this machine)")
     return 0

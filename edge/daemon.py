@@ -7,6 +7,7 @@ thread-safe). Every frame that enters the queue ends as exactly
 one published verdict (OK, NG or ERROR) or a counted drop; each stream's status topic carries
 its counters so a PLC integrator can check that for themselves.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,9 +40,21 @@ log = logging.getLogger(__name__)
 
 # What a reload cannot change in a running daemon: its socket, ports, queue, evidence writers and
 # logging are set up once. A reload that changes one keeps the running value and says so.
-AT_RESTART = ("publish.bind", "publish.sndhwm", "publish.curve_secret_key", "publish.curve_allowed_clients",
-              "queue.size", "queue.overflow", "evidence.dir", "evidence.max_files", "evidence.raw",
-              "evidence.ok_every", "metrics.bind", "log_level", "log_format")
+AT_RESTART = (
+    "publish.bind",
+    "publish.sndhwm",
+    "publish.curve_secret_key",
+    "publish.curve_allowed_clients",
+    "queue.size",
+    "queue.overflow",
+    "evidence.dir",
+    "evidence.max_files",
+    "evidence.raw",
+    "evidence.ok_every",
+    "metrics.bind",
+    "log_level",
+    "log_format",
+)
 
 
 def keep_for_restart(running: LineConfig, new: LineConfig) -> list[str]:
@@ -61,13 +74,16 @@ def summary(state: str, statuses: list[dict]) -> str:
     """One line for ``systemctl status``: the state and what the line judged, all streams together."""
     total = {key: sum(s["counters"][key] for s in statuses) for key in ("ok", "ng", "error", "dropped")}
     models = ", ".join(sorted({s["model"] for s in statuses}))
-    return (f"{state}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
-            f"{total['dropped']} dropped ({len(statuses)} stream(s), {models})")
+    return (
+        f"{state}: {total['ok']} OK, {total['ng']} NG, {total['error']} ERROR, "
+        f"{total['dropped']} dropped ({len(statuses)} stream(s), {models})"
+    )
 
 
 @dataclass(slots=True)
 class Model:
     """A bundle on its backend; streams that name the same bundle share one."""
+
     bundle: Bundle
     backend: Backend
 
@@ -102,45 +118,51 @@ def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
 @dataclass(slots=True)
 class PreparedReload:
     """What a reload loaded and checked, ready to switch to."""
+
     cfg: LineConfig
-    assigned: dict[str, tuple[Model, Judge]]     # by source name
-    sources: dict[str, Source]                   # new sources for the cameras that need one
+    assigned: dict[str, tuple[Model, Judge]]  # by source name
+    sources: dict[str, Source]  # new sources for the cameras that need one
 
 
 @dataclass(slots=True)
 class Stream:
     cfg: StreamConfig
     source: Source
-    line: str                  # kept per stream: a removed one drains under the line it ran on
+    line: str  # kept per stream: a removed one drains under the line it ran on
     topic: str
     stats: LineStats
     model: Model
     judge: Judge
-    halt: threading.Event = field(default_factory=threading.Event)   # stops this camera's grabber alone
+    halt: threading.Event = field(default_factory=threading.Event)  # stops this camera's grabber alone
     grabber: threading.Thread | None = None
-    removed: bool = False      # by a reload: still judged until its last queued frame, then gone
+    removed: bool = False  # by a reload: still judged until its last queued frame, then gone
 
 
 class Daemon:
     def __init__(self, cfg: LineConfig):
         self.cfg = cfg
         assigned = load_models(cfg)
-        self.streams = {s.source.name: Stream(s, open_source(s.source), cfg.line, cfg.topic(s), LineStats(),
-                                              *assigned[s.source.name]) for s in cfg.streams}
+        self.streams = {
+            s.source.name: Stream(
+                s, open_source(s.source), cfg.line, cfg.topic(s), LineStats(), *assigned[s.source.name]
+            )
+            for s in cfg.streams
+        }
         self.queue = FrameQueue(cfg.queue.size, cfg.queue.overflow)
-        self.infer_ms: deque[float] = deque(maxlen=2048)       # per batch
+        self.infer_ms: deque[float] = deque(maxlen=2048)  # per batch
         self.batch_sizes: deque[int] = deque(maxlen=2048)
         self.stop_event = threading.Event()
         self._reload = threading.Event()
-        self._preparing: threading.Thread | None = None     # a reload loading on its own thread
+        self._preparing: threading.Thread | None = None  # a reload loading on its own thread
         self._prepared: PreparedReload | Exception | None = None
         self._prepared_lock = threading.Lock()
-        self._abandoned = False             # stopped while a reload loaded: it will not be applied
+        self._abandoned = False  # stopped while a reload loaded: it will not be applied
         self.reloads: dict = {"ok": 0, "refused": 0, "last_error": None, "at_restart": []}
         ev = cfg.evidence
         self.evidence = EvidenceStore(ev.dir, ev.max_files, raw=ev.raw) if ev.dir else None
-        self.ok_samples = (EvidenceStore(ev.dir / "ok", ev.max_files, overlay=False, raw=True)
-                           if ev.dir and ev.ok_every else None)
+        self.ok_samples = (
+            EvidenceStore(ev.dir / "ok", ev.max_files, overlay=False, raw=True) if ev.dir and ev.ok_every else None
+        )
         pub = cfg.publish
         curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
         self.publisher = Publisher(pub.bind, sndhwm=pub.sndhwm, curve=curve)
@@ -149,15 +171,19 @@ class Daemon:
             host, port = cfg.metrics.bind.rsplit(":", 1)
             self.metrics = MetricsServer(host, int(port))
         self._grabbers: list[threading.Thread] = []
-        self._grabbing = 0          # grab threads not yet ended; the last one to end closes the queue
+        self._grabbing = 0  # grab threads not yet ended; the last one to end closes the queue
         self._grabbing_lock = threading.Lock()
         self._t_start = time.time()
         self._state = "starting"
         self.systemd = SystemdNotifier()
         if self.systemd.watchdog_s is not None and self.systemd.watchdog_s < 3 * cfg.publish.heartbeat_s:
-            log.warning("systemd's WatchdogSec (%.1f s) leaves little room over publish.heartbeat_s (%.1f s), which "
-                        "paces the watchdog pings: a slow batch may get the line restarted; set WatchdogSec to 10 "
-                        "heartbeats or more", self.systemd.watchdog_s, cfg.publish.heartbeat_s)
+            log.warning(
+                "systemd's WatchdogSec (%.1f s) leaves little room over publish.heartbeat_s (%.1f s), which "
+                "paces the watchdog pings: a slow batch may get the line restarted; set WatchdogSec to 10 "
+                "heartbeats or more",
+                self.systemd.watchdog_s,
+                cfg.publish.heartbeat_s,
+            )
 
     def stop(self) -> None:
         """Stop grabbing; frames already queued are still judged and published. From any thread."""
@@ -193,7 +219,7 @@ class Daemon:
             assigned = load_models(cfg)
             sources = {s.source.name: open_source(s.source) for s in cfg.streams if self._reopens(s)}
             return PreparedReload(cfg, assigned, sources)
-        except Exception as e:      # whatever the new files hold, the running line must not die of it
+        except Exception as e:  # whatever the new files hold, the running line must not die of it
             close_models(model for model, _ in assigned.values())
             return e
 
@@ -216,12 +242,14 @@ class Daemon:
         cfg, assigned, sources = prepared.cfg, prepared.assigned, prepared.sources
         at_restart = keep_for_restart(self.cfg, cfg)
         old = self._loaded()
-        live = self._state == "running"      # grabbers run (not before run(), as in --check)
+        live = self._state == "running"  # grabbers run (not before run(), as in --check)
         if live:
             self._hold_queue_open()
         topics = {cfg.topic(new) for new in cfg.streams}
-        changes = [self._apply(new, *assigned[new.source.name], cfg, sources.get(new.source.name), live, topics)
-                   for new in cfg.streams]
+        changes = [
+            self._apply(new, *assigned[new.source.name], cfg, sources.get(new.source.name), live, topics)
+            for new in cfg.streams
+        ]
         for name in sorted(set(self.streams) - {s.source.name for s in cfg.streams}):
             stream = self.streams[name]
             if not stream.removed:
@@ -229,15 +257,19 @@ class Daemon:
                 stream.halt.set()
                 changes.append(f"{name} removed (goes once its queued frames are judged)")
         if live:
-            self._release_queue()           # the hold: every new grabber is counted by now
+            self._release_queue()  # the hold: every new grabber is counted by now
         self.cfg = cfg
         close_models(m for m in old if not self._in_use(m))
         self._retire_removed()
         self.reloads.update(ok=self.reloads["ok"] + 1, last_error=None, at_restart=at_restart)
         log.info("reloaded: now judging %s%s", self._judging(), "".join(f"; {c}" for c in changes if c))
         if at_restart:
-            log.warning("reload: %s changed in %s but only take(s) effect when edge-run restarts; still running "
-                        "with the old value(s)", ", ".join(at_restart), cfg.path)
+            log.warning(
+                "reload: %s changed in %s but only take(s) effect when edge-run restarts; still running "
+                "with the old value(s)",
+                ", ".join(at_restart),
+                cfg.path,
+            )
         self.systemd.ready(f"reloaded: judging {self._judging()}")
 
     def _reopens(self, new: StreamConfig) -> bool:
@@ -245,8 +277,16 @@ class Daemon:
         stream = self.streams.get(new.source.name)
         return stream is None or stream.removed or stream.cfg.source != new.source
 
-    def _apply(self, new: StreamConfig, model: Model, judge: Judge, cfg: LineConfig, source: Source | None,
-               live: bool, topics: set[str]) -> str:
+    def _apply(
+        self,
+        new: StreamConfig,
+        model: Model,
+        judge: Judge,
+        cfg: LineConfig,
+        source: Source | None,
+        live: bool,
+        topics: set[str],
+    ) -> str:
         """Switches one camera to its new config (``source``: its new source, when it needs one;
         ``topics``: every topic of the new config); returns what changed besides the model, for the log."""
         name, topic = new.source.name, cfg.topic(new)
@@ -280,8 +320,9 @@ class Daemon:
         for name, stream in list(self.streams.items()):
             if stream.removed and not (stream.grabber and stream.grabber.is_alive()) and not self._in_flight(name):
                 # A camera of the new config on the same topic goes on there: no end to announce.
-                self._final_status(name, publish=all(s.removed or s.topic != stream.topic
-                                                     for s in self.streams.values()))
+                self._final_status(
+                    name, publish=all(s.removed or s.topic != stream.topic for s in self.streams.values())
+                )
                 del self.streams[name]
                 self.queue.forget(name)
                 if not self._in_use(stream.model):
@@ -304,12 +345,15 @@ class Daemon:
         if self.stop_event.is_set():
             stream.halt.set()
         self._hold_queue_open()
-        stream.grabber = threading.Thread(target=self._grab, args=(stream.source, stream.halt, after),
-                                          name=f"grab-{stream.source.name}", daemon=True)
+        stream.grabber = threading.Thread(
+            target=self._grab, args=(stream.source, stream.halt, after), name=f"grab-{stream.source.name}", daemon=True
+        )
         self._grabbers = [g for g in self._grabbers if g.is_alive()] + [stream.grabber]
         stream.grabber.start()
 
-    def _grab(self, source: Source, halt: threading.Event, after: tuple[threading.Thread | None, Source] | None) -> None:
+    def _grab(
+        self, source: Source, halt: threading.Event, after: tuple[threading.Thread | None, Source] | None
+    ) -> None:
         try:
             if after is not None:
                 thread, previous = after
@@ -335,19 +379,27 @@ class Daemon:
         """A grabber ended, or a hold is let go."""
         with self._grabbing_lock:
             self._grabbing -= 1
-            if not self._grabbing:      # the last camera closes the queue: the rest is drained
+            if not self._grabbing:  # the last camera closes the queue: the rest is drained
                 self.queue.close()
 
     def run(self) -> int:
         pub = self.cfg.publish
         if pub.wait_for_subscribers:
-            log.info("waiting up to %.1fs for %d subscriber(s) on %s", pub.wait_timeout_s,
-                     pub.wait_for_subscribers, self.publisher.endpoint)
+            log.info(
+                "waiting up to %.1fs for %d subscriber(s) on %s",
+                pub.wait_timeout_s,
+                pub.wait_for_subscribers,
+                self.publisher.endpoint,
+            )
             if not self.publisher.wait_for_subscribers(pub.wait_for_subscribers, pub.wait_timeout_s, self.stop_event):
                 log.warning("starting without the %d subscriber(s) asked for", pub.wait_for_subscribers)
         self._state = "running"
-        log.info("judging %s, publishing %s on %s", self._judging(), ", ".join(s.topic for s in self.streams.values()),
-                 self.publisher.endpoint)
+        log.info(
+            "judging %s, publishing %s on %s",
+            self._judging(),
+            ", ".join(s.topic for s in self.streams.values()),
+            self.publisher.endpoint,
+        )
         self._hold_queue_open()
         for stream in list(self.streams.values()):
             self._start_grabber(stream)
@@ -357,8 +409,11 @@ class Daemon:
         try:
             while True:
                 # self.cfg, not pub: a reload may change the batching and the heartbeat
-                batch = self.queue.next_batch(self.cfg.batch.max_batch, self.cfg.batch.max_wait_ms / 1000,
-                                              idle_timeout_s=self.cfg.publish.heartbeat_s)
+                batch = self.queue.next_batch(
+                    self.cfg.batch.max_batch,
+                    self.cfg.batch.max_wait_ms / 1000,
+                    idle_timeout_s=self.cfg.publish.heartbeat_s,
+                )
                 self._reload_when_ready()
                 if batch is not None:
                     self._process(batch)
@@ -396,7 +451,7 @@ class Daemon:
             if not self._abandoned:
                 self._prepared = prepared
                 return
-        if isinstance(prepared, PreparedReload):      # the daemon stopped meanwhile
+        if isinstance(prepared, PreparedReload):  # the daemon stopped meanwhile
             close_models(model for model, _ in prepared.assigned.values())
 
     def _drop_pending_reload(self, wait_s: float = 20) -> None:
@@ -428,8 +483,9 @@ class Daemon:
         for group in by_model.values():
             model = self.streams[frames[group[0]].stream].model
             mine = [frames[i] for i in group]
-            judged = judge_batch(model.backend, model.bundle, mine, [self.streams[f.stream].judge for f in mine],
-                                 keep_maps)
+            judged = judge_batch(
+                model.backend, model.bundle, mine, [self.streams[f.stream].judge for f in mine], keep_maps
+            )
             if judged.infer_ms is not None:
                 self.infer_ms.append(judged.infer_ms)
                 self.batch_sizes.append(judged.inferred)
@@ -446,8 +502,11 @@ class Daemon:
         stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
         if v.verdict == "NG" and self.evidence is not None:
             self.evidence.submit(v)
-        elif (v.verdict == "OK" and self.ok_samples is not None
-              and not stream.stats.verdicts["OK"] % self.cfg.evidence.ok_every):
+        elif (
+            v.verdict == "OK"
+            and self.ok_samples is not None
+            and not stream.stats.verdicts["OK"] % self.cfg.evidence.ok_every
+        ):
             self.ok_samples.submit(v)
 
     # -- status ---------------------------------------------------------------------------
@@ -459,24 +518,44 @@ class Daemon:
         stream, q = self.streams[name], self.queue
         cal = stream.model.bundle.calibration
         s = stream.stats
-        counters = {"frames_in": q.frames_in[name], "ok": s.verdicts["OK"], "ng": s.verdicts["NG"],
-                    "error": s.verdicts["ERROR"], "dropped": q.dropped[name], "publish_failed": s.publish_failed,
-                    "in_flight": self._in_flight(name)}
+        counters = {
+            "frames_in": q.frames_in[name],
+            "ok": s.verdicts["OK"],
+            "ng": s.verdicts["NG"],
+            "error": s.verdicts["ERROR"],
+            "dropped": q.dropped[name],
+            "publish_failed": s.publish_failed,
+            "in_flight": self._in_flight(name),
+        }
         if self.evidence is not None:
             counters.update(evidence_saved=self.evidence.saved, evidence_skipped=self.evidence.skipped)
         if self.ok_samples is not None:
             counters.update(ok_samples_saved=self.ok_samples.saved, ok_samples_skipped=self.ok_samples.skipped)
-        return {"schema": MESSAGE_SCHEMA, "line": stream.line, "station": stream.cfg.station, "t": time.time(),
-                "state": state or ("stopping" if stream.removed else self._state),
-                "uptime_s": round(time.time() - self._t_start, 3), "counters": counters,
-                "latency_ms": percentiles(s.latency_ms), "infer_ms": percentiles(self.infer_ms),
-                "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
-                "queue_depth": len(q), "streams": len(self.streams),
-                "source": {"name": name, "state": stream.source.state, "reconnects": stream.source.reconnects,
-                           "problem": stream.source.problem},
-                "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
-                "threshold": stream.judge.threshold, "model": stream.model.bundle.name, "reloads": dict(self.reloads),
-                "backend": stream.model.backend.describe()}
+        return {
+            "schema": MESSAGE_SCHEMA,
+            "line": stream.line,
+            "station": stream.cfg.station,
+            "t": time.time(),
+            "state": state or ("stopping" if stream.removed else self._state),
+            "uptime_s": round(time.time() - self._t_start, 3),
+            "counters": counters,
+            "latency_ms": percentiles(s.latency_ms),
+            "infer_ms": percentiles(self.infer_ms),
+            "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
+            "queue_depth": len(q),
+            "streams": len(self.streams),
+            "source": {
+                "name": name,
+                "state": stream.source.state,
+                "reconnects": stream.source.reconnects,
+                "problem": stream.source.problem,
+            },
+            "score_drift": s.drift(cal.mu if cal else None, cal.sigma if cal else None),
+            "threshold": stream.judge.threshold,
+            "model": stream.model.bundle.name,
+            "reloads": dict(self.reloads),
+            "backend": stream.model.backend.describe(),
+        }
 
     def _heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
@@ -488,7 +567,7 @@ class Daemon:
         self.systemd.alive(summary(self._state, statuses))
 
     def _finish(self) -> None:
-        self._close_evidence()      # written out before the final status counts it
+        self._close_evidence()  # written out before the final status counts it
         self._state = "stopped"
         self.systemd.stopping(summary(self._state, [self.status(name) for name in self.streams]))
         for name in self.streams:
@@ -502,9 +581,17 @@ class Daemon:
         if publish:
             self.publisher.send(f"{stream.topic}/status", final)
         c = final["counters"]
-        log.info("%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
-                 stream.topic, c["frames_in"], c["ok"], c["ng"], c["error"], c["dropped"],
-                 final["latency_ms"]["p50"], final["latency_ms"]["p99"])
+        log.info(
+            "%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
+            stream.topic,
+            c["frames_in"],
+            c["ok"],
+            c["ng"],
+            c["error"],
+            c["dropped"],
+            final["latency_ms"]["p50"],
+            final["latency_ms"]["p99"],
+        )
 
     def _close_evidence(self) -> None:
         for store in (self.evidence, self.ok_samples):

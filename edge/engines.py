@@ -20,6 +20,7 @@ is caught here, at start-up, with the rebuild command, never deep inside TensorR
 
 Pure Python: the staleness logic is tested on machines with no GPU.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,15 +51,33 @@ def rebuild_command(bundle: Bundle) -> str:
     return f"edge-build-engine --bundle {bundle.path}"
 
 
-def engine_record(bundle: Bundle, engine_path: Path, *, gpu: str, compute_capability: str, tensorrt: str,
-                  precision: str, max_batch: int, opt_batch: int) -> dict[str, Any]:
+def engine_record(
+    bundle: Bundle,
+    engine_path: Path,
+    *,
+    gpu: str,
+    compute_capability: str,
+    tensorrt: str,
+    precision: str,
+    max_batch: int,
+    opt_batch: int,
+) -> dict[str, Any]:
     """The bundle.yaml record of an engine file just built from `bundle`'s model files."""
     files = bundle.meta.get("files") or {}
     sources = {key: files[name]["sha256"] for key, name in SOURCE_FILES.items() if name in files}
-    return {"file": engine_path.name, "gpu": gpu, "compute_capability": compute_capability,
-            "tensorrt": tensorrt, "precision": precision, "max_batch": max_batch, "opt_batch": opt_batch,
-            **sources, "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "file": engine_path.name,
+        "gpu": gpu,
+        "compute_capability": compute_capability,
+        "tensorrt": tensorrt,
+        "precision": precision,
+        "max_batch": max_batch,
+        "opt_batch": opt_batch,
+        **sources,
+        "sha256": sha256_file(engine_path),
+        "bytes": engine_path.stat().st_size,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _metadata_problems(bundle: Bundle, record: dict, gpu_name: str, trt_version: str) -> list[str]:
@@ -92,8 +111,9 @@ def find_engine(bundle: Bundle, gpu_name: str, trt_version: str) -> tuple[dict |
             reasons.append(f"engines[{i}] in bundle.yaml: not an engine record (no file)")
             continue
         # The file is hashed only for an engine that fits otherwise: engines are large.
-        problems = _metadata_problems(bundle, record, gpu_name, trt_version) or \
-            [p for p in [_file_problem(bundle, record)] if p]
+        problems = _metadata_problems(bundle, record, gpu_name, trt_version) or [
+            p for p in [_file_problem(bundle, record)] if p
+        ]
         if not problems:
             return record, reasons
         reasons.append(f"{record['file']}: {', '.join(problems)}")
@@ -106,5 +126,7 @@ def require_engine(bundle: Bundle, gpu_name: str, trt_version: str) -> dict:
     if record is not None:
         return record
     why = "; ".join(reasons) if reasons else "bundle.yaml lists no engine"
-    raise StaleEngineError(f"{bundle.path}: no TensorRT engine for {gpu_name} with TensorRT {trt_version} ({why}); "
-                           f"build one on this machine: {rebuild_command(bundle)}")
+    raise StaleEngineError(
+        f"{bundle.path}: no TensorRT engine for {gpu_name} with TensorRT {trt_version} ({why}); "
+        f"build one on this machine: {rebuild_command(bundle)}"
+    )

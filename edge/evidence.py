@@ -5,6 +5,7 @@ ring folder.
 Encoding a PNG costs milliseconds, so it happens on its own thread behind a small queue;
 when the disk cannot keep up, evidence is skipped (and counted), verdicts never wait.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,16 @@ def overlay(v: Verdict) -> np.ndarray:
         x, y, w, h = r.bbox
         cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 2)
     relation = ">" if v.verdict == "NG" else "<="
-    cv2.putText(out, f"{v.verdict} {v.score:.3g} {relation} {v.threshold:.3g}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX,
-                0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(
+        out,
+        f"{v.verdict} {v.score:.3g} {relation} {v.threshold:.3g}",
+        (8, 22),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6,
+        (255, 255, 255),
+        2,
+        cv2.LINE_AA,
+    )
     return out
 
 
@@ -83,7 +92,7 @@ class EvidenceStore:
         while (v := self._queue.get()) is not None:
             try:
                 self._save(v)
-            except Exception as e:    # one part that cannot be saved must not end the evidence of the run
+            except Exception as e:  # one part that cannot be saved must not end the evidence of the run
                 log.warning("evidence of %s in %s not saved: %s", v.frame.frame_id, self.folder, e)
                 self.skipped += 1
 
@@ -102,7 +111,7 @@ class EvidenceStore:
                     raise OSError(f"cv2.imwrite could not write {path.name} (disk full or not writable?)")
                 written.append(path)
         except BaseException:
-            for path in written:          # half a part's evidence is none
+            for path in written:  # half a part's evidence is none
                 path.unlink(missing_ok=True)
             raise
         self.saved += 1

@@ -6,6 +6,7 @@ Matrix Vision, ... ship one); the source loads it, opens the configured camera, 
 configured GenICam features (PixelFormat, ExposureTime, TriggerMode, ...) before acquisition
 starts, and converts each buffer to the RGB frame the engine contract wants.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -14,7 +15,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT_S = 0.5      # a wait for a buffer: no trigger (no part) is no dropout, but stop is checked
+FETCH_TIMEOUT_S = 0.5  # a wait for a buffer: no trigger (no part) is no dropout, but stop is checked
 
 # The depths (suffixes) each family comes in. harvesters hands a packed buffer (PFNC's "p",
 # GigE Vision's "Packed") over already unpacked into uint16, one value per pixel and channel, so
@@ -37,17 +38,28 @@ _BAYER = ("8", "10", "12", "16", "10p", "12p", "10Packed", "12Packed")
 _COLOUR = ("8", "10", "12", "14", "16", "10p", "12p")
 # family: (channels, conversion to RGB, depths). GenICam's Bayer names give the first row's first
 # two pixels; OpenCV's the second row's second and third: the same mosaic under another name.
-_FAMILIES = {"Mono": (1, cv2.COLOR_GRAY2RGB, _MONO),
-             "RGB": (3, None, _COLOUR), "BGR": (3, cv2.COLOR_BGR2RGB, _COLOUR),
-             "RGBa": (4, cv2.COLOR_RGBA2RGB, _COLOUR), "BGRa": (4, cv2.COLOR_BGRA2RGB, _COLOUR),
-             "BayerRG": (1, cv2.COLOR_BayerBG2RGB, _BAYER), "BayerGR": (1, cv2.COLOR_BayerGB2RGB, _BAYER),
-             "BayerGB": (1, cv2.COLOR_BayerGR2RGB, _BAYER), "BayerBG": (1, cv2.COLOR_BayerRG2RGB, _BAYER)}
+_FAMILIES = {
+    "Mono": (1, cv2.COLOR_GRAY2RGB, _MONO),
+    "RGB": (3, None, _COLOUR),
+    "BGR": (3, cv2.COLOR_BGR2RGB, _COLOUR),
+    "RGBa": (4, cv2.COLOR_RGBA2RGB, _COLOUR),
+    "BGRa": (4, cv2.COLOR_BGRA2RGB, _COLOUR),
+    "BayerRG": (1, cv2.COLOR_BayerBG2RGB, _BAYER),
+    "BayerGR": (1, cv2.COLOR_BayerGB2RGB, _BAYER),
+    "BayerGB": (1, cv2.COLOR_BayerGR2RGB, _BAYER),
+    "BayerBG": (1, cv2.COLOR_BayerRG2RGB, _BAYER),
+}
 # name: (channels, conversion, significant bits)
-_FORMATS = {family + depth: (channels, code, int(depth.rstrip("pPacked")))
-            for family, (channels, code, depths) in _FAMILIES.items() for depth in depths}
+_FORMATS = {
+    family + depth: (channels, code, int(depth.rstrip("pPacked")))
+    for family, (channels, code, depths) in _FAMILIES.items()
+    for depth in depths
+}
 SUPPORTED_PIXEL_FORMATS = tuple(_FORMATS)
-_OFFERED = "; ".join(f"{' '.join(f for f, (_, _, d) in _FAMILIES.items() if d is depths)} with {' '.join(depths)}"
-                     for depths in (_MONO, _COLOUR, _BAYER))
+_OFFERED = "; ".join(
+    f"{' '.join(f for f, (_, _, d) in _FAMILIES.items() if d is depths)} with {' '.join(depths)}"
+    for depths in (_MONO, _COLOUR, _BAYER)
+)
 
 
 class GenICamError(RuntimeError):
@@ -58,11 +70,12 @@ def to_rgb(data: np.ndarray, width: int, height: int, pixel_format: str) -> np.n
     """One buffer's pixels (the component's flat array) as ``uint8 [height, width, 3]`` RGB, a
     copy the camera's buffer does not share. Deeper formats keep their 8 most significant bits."""
     if pixel_format not in _FORMATS:
-        raise GenICamError(f"pixel format {pixel_format} is not supported; set features.PixelFormat to one of: "
-                           f"{_OFFERED}")
+        raise GenICamError(
+            f"pixel format {pixel_format} is not supported; set features.PixelFormat to one of: {_OFFERED}"
+        )
     channels, code, bits = _FORMATS[pixel_format]
     # A packed buffer's last byte group can unpack to one value more than the image has.
-    pixels = data[:height * width * channels].reshape(height, width, channels)
+    pixels = data[: height * width * channels].reshape(height, width, channels)
     if bits > 8:
         # Shifted before demosaicing: OpenCV's Bayer conversion wants 8 (or full 16) bits.
         pixels = (pixels >> (bits - 8)).astype(np.uint8)
@@ -81,17 +94,21 @@ def device_index(devices: Sequence[Any], wanted: str | None) -> int:
     """Which of the producers' ``devices`` (harvesters DeviceInfo) to open: the first when
     ``wanted`` is None, else the one whose serial number, id or user-defined name it is."""
     if not devices:
-        raise GenICamError("no camera found by the GenTL producer (check the cable, power and the camera's IP "
-                           "configuration)")
+        raise GenICamError(
+            "no camera found by the GenTL producer (check the cable, power and the camera's IP configuration)"
+        )
     if wanted is None:
         return 0
     for i, info in enumerate(devices):
         if wanted in (_info(info, "serial_number"), _info(info, "id_"), _info(info, "user_defined_name")):
             return i
-    found = "; ".join(f"{_info(info, 'display_name')} (serial {_info(info, 'serial_number')}, id {_info(info, 'id_')})"
-                      for info in devices)
-    raise GenICamError(f"device {wanted!r} not found; set source.device to a serial number, id or user-defined "
-                       f"name of one of: {found}")
+    found = "; ".join(
+        f"{_info(info, 'display_name')} (serial {_info(info, 'serial_number')}, id {_info(info, 'id_')})"
+        for info in devices
+    )
+    raise GenICamError(
+        f"device {wanted!r} not found; set source.device to a serial number, id or user-defined name of one of: {found}"
+    )
 
 
 def _info(info: Any, name: str) -> str | None:
@@ -114,15 +131,17 @@ def write_features(node_map: Any, features: Mapping[str, object]) -> None:
             hint = f"did you mean {', '.join(close)}?" if close else "see the camera's feature list (its GenICam XML)"
             raise GenICamError(f"features.{name}: the camera has no such feature; {hint}")
         if isinstance(value, bool) and set(getattr(node, "symbolics", ()) or ()) >= {"On", "Off"}:
-            value = "On" if value else "Off"        # YAML 1.1 reads a bare On / Off as true / false
+            value = "On" if value else "Off"  # YAML 1.1 reads a bare On / Off as true / false
         try:
             node.value = value
         except Exception as e:  # GenApi's access, range and type errors, all phrased for the config
             # GenApi's text ends in where it was thrown (node, C++ file and line): not for a line config.
             detail = (str(e).splitlines() or [""])[0].split(" thrown in node")[0].rsplit(" : ", 1)[0]
             offers = _offers(node)
-            raise GenICamError(f"features.{name}: cannot set {value!r} ({type(e).__name__}: {detail})"
-                               + (f"; the camera offers {offers}" if offers else "")) from None
+            raise GenICamError(
+                f"features.{name}: cannot set {value!r} ({type(e).__name__}: {detail})"
+                + (f"; the camera offers {offers}" if offers else "")
+            ) from None
 
 
 def _offers(node: Any) -> str:
@@ -133,7 +152,7 @@ def _offers(node: Any) -> str:
             return ", ".join(map(str, symbolics))
         if hasattr(node, "min") and hasattr(node, "max"):
             return f"{node.min} to {node.max}"
-    except Exception:       # a feature that cannot say (not readable now): the error above stands alone
+    except Exception:  # a feature that cannot say (not readable now): the error above stands alone
         pass
     return ""
 
@@ -146,7 +165,7 @@ class SharedProducers:
     cameras streams; a camera that drops out while others stream is reopened from the last scan."""
 
     _lock = threading.Lock()
-    _shared: dict[tuple[Path, ...], SharedProducers] = {}
+    _shared: ClassVar[dict[tuple[Path, ...], SharedProducers]] = {}
 
     def __init__(self, producers: tuple[Path, ...]) -> None:
         from harvesters.core import Harvester
@@ -154,8 +173,8 @@ class SharedProducers:
         self.harvester = Harvester()
         for producer in producers:
             self.harvester.add_file(str(producer), check_existence=True)
-        self.users = 0               # sources holding this set
-        self.streaming = 0           # acquirers open
+        self.users = 0  # sources holding this set
+        self.streaming = 0  # acquirers open
 
     @classmethod
     def get(cls, producers: tuple[Path, ...]) -> SharedProducers:
@@ -204,8 +223,14 @@ class GenICamSource(ReconnectingSource):
     ``problem``; a buffer that does not arrive within FETCH_TIMEOUT_S is no part, not a dropout
     (a triggered camera waits for the next part). Frame ids are ``"<name>:<seq>"``."""
 
-    def __init__(self, cti: Path | None, device: str | None = None, features: Mapping[str, object] | None = None,
-                 name: str = "cam0", reconnect: ReconnectConfig | None = None) -> None:
+    def __init__(
+        self,
+        cti: Path | None,
+        device: str | None = None,
+        features: Mapping[str, object] | None = None,
+        name: str = "cam0",
+        reconnect: ReconnectConfig | None = None,
+    ) -> None:
         super().__init__(name, reconnect)
         self.cti, self.device, self.features = cti, device, dict(features or {})
         producer = cti or f"${GENTL_PATH_VARIABLE}"
@@ -226,8 +251,10 @@ class GenICamSource(ReconnectingSource):
         if self._shared is None:
             self._producers = tuple(producer_files(self.cti))
             if not self._producers:
-                raise GenICamError(f"no GenTL producer in ${GENTL_PATH_VARIABLE}: set source.cti to the camera "
-                                   f"vendor's .cti file, or install it there")
+                raise GenICamError(
+                    f"no GenTL producer in ${GENTL_PATH_VARIABLE}: set source.cti to the camera "
+                    f"vendor's .cti file, or install it there"
+                )
             self._shared = SharedProducers.get(self._producers)
         return self._shared
 

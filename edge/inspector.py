@@ -10,6 +10,7 @@ and notebooks, and for lines that have their own image acquisition and PLC link.
 
 The daemon judges each batch with ``judge_batch`` too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,20 +35,23 @@ def judge_for(bundle: Bundle, k: float | None) -> Judge:
     """The bundle's judge: its calibrated threshold, or μ + kσ when ``k`` is given."""
     cal = bundle.calibration
     if cal is None:
-        raise BundleError(f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
-                          f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR")
+        raise BundleError(
+            f"{bundle.path}: no calibration.yaml, so no threshold to judge by; "
+            f"run: edge-calibrate --bundle {bundle.path} --data GOOD_IMAGES_DIR"
+        )
     return Judge(threshold=cal.threshold_for(k), pixel_threshold=cal.pixel_threshold)
 
 
 @dataclass(slots=True)
 class Judged:
-    verdicts: list[Verdict]        # one per frame, in order
-    inferred: int                  # frames that went through the model
-    infer_ms: float | None         # the model's time for them; None when nothing ran or it failed
+    verdicts: list[Verdict]  # one per frame, in order
+    inferred: int  # frames that went through the model
+    infer_ms: float | None  # the model's time for them; None when nothing ran or it failed
 
 
-def judge_batch(backend: Backend, bundle: Bundle, frames: Sequence[Frame], judges: Sequence[Judge],
-                keep_maps: bool = False) -> Judged:
+def judge_batch(
+    backend: Backend, bundle: Bundle, frames: Sequence[Frame], judges: Sequence[Judge], keep_maps: bool = False
+) -> Judged:
     """Judges ``frames`` (each by its judge) in one inference: ERROR for a frame that cannot be
     judged and for every frame of a batch whose inference failed, the model's verdict for the
     rest (``keep_maps``: OK verdicts keep their anomaly map too). Never raises for a frame or
@@ -67,8 +71,9 @@ def judge_batch(backend: Backend, bundle: Bundle, frames: Sequence[Frame], judge
         try:
             maps, scores = backend.infer(to_input([frames[i] for i in ready], h, w))
             if maps.shape != (len(ready), 1, h, w) or scores.shape != (len(ready),):
-                raise RuntimeError(f"backend returned maps {maps.shape} / scores {scores.shape} "
-                                   f"for a batch of {len(ready)}")
+                raise RuntimeError(
+                    f"backend returned maps {maps.shape} / scores {scores.shape} for a batch of {len(ready)}"
+                )
         except Exception as e:  # any failure of the runtime: these parts were not judged
             log.exception("inference failed for a batch of %d", len(ready))
             for i in ready:
@@ -86,8 +91,9 @@ class Inspector:
     Verdicts are the line's: OK, NG (with regions in the image's own pixels) or ERROR (with the
     reason), one per image, never an exception for a bad image."""
 
-    def __init__(self, bundle: str | Path, *, backend: str = "auto", gpu: int = 0, k: float | None = None,
-                 max_batch: int = 8) -> None:
+    def __init__(
+        self, bundle: str | Path, *, backend: str = "auto", gpu: int = 0, k: float | None = None, max_batch: int = 8
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.bundle = load_bundle(bundle)
@@ -102,8 +108,9 @@ class Inspector:
     def describe(self) -> dict:
         return {**self.backend.describe(), "threshold": self.threshold}
 
-    def judge_images(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
-                     keep_maps: bool = False) -> list[Verdict]:
+    def judge_images(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None, keep_maps: bool = False
+    ) -> list[Verdict]:
         """One verdict per image: ``uint8 [H, W, 3]`` RGB of any size (OpenCV reads BGR: convert
         with cv2.cvtColor(img, cv2.COLOR_BGR2RGB)). ``names`` become the frame ids."""
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
@@ -120,14 +127,15 @@ class Inspector:
         for i, path in enumerate(map(Path, paths)):
             bgr, problem = read_image(path)
             rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            frames.append(Frame("inspector", i, str(path), time.time(), rgb,
-                                problem and f"cannot read image {path}: {problem}"))
+            frames.append(
+                Frame("inspector", i, str(path), time.time(), rgb, problem and f"cannot read image {path}: {problem}")
+            )
         return self._judge(frames, keep_maps)
 
     def _judge(self, frames: list[Frame], keep_maps: bool) -> list[Verdict]:
         verdicts = []
         for start in range(0, len(frames), self.max_batch):
-            chunk = frames[start:start + self.max_batch]
+            chunk = frames[start : start + self.max_batch]
             verdicts += judge_batch(self.backend, self.bundle, chunk, [self.judge] * len(chunk), keep_maps).verdicts
         return verdicts
 

@@ -1,4 +1,5 @@
 """The reference PLC-side subscriber: what an integrator's gateway does, in a few lines."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ class Message:
 
 
 class Listener:
-    def __init__(self, connect: str, topic: str = "", *, server_key: Path | None = None,
-                 client_secret_key: Path | None = None):
+    def __init__(
+        self, connect: str, topic: str = "", *, server_key: Path | None = None, client_secret_key: Path | None = None
+    ):
         """server_key / client_secret_key: for a CURVE publisher, the server's public .key and
         this subscriber's own .key_secret (whose public half the publisher must allow)."""
         self._ctx = zmq.Context()
@@ -58,11 +60,14 @@ class Listener:
 def format_verdict(d: dict) -> str:
     score = "-" if d.get("score") is None else f"{d['score']:.4f}"
     latency = (d["t_publish"] - d["t_grab"]) * 1000
-    line = (f"{d['line']}/{d['station']} #{d['seq']:<6} {d['frame_id']:<24} {d['verdict']:<5} "
-            f"score {score} thr {d['threshold']:.4f} {latency:7.1f} ms")
+    line = (
+        f"{d['line']}/{d['station']} #{d['seq']:<6} {d['frame_id']:<24} {d['verdict']:<5} "
+        f"score {score} thr {d['threshold']:.4f} {latency:7.1f} ms"
+    )
     if d.get("regions"):
-        line += "  regions " + " ".join(f"[{r['bbox'][0]},{r['bbox'][1]} {r['bbox'][2]}x{r['bbox'][3]}]"
-                                        for r in d["regions"][:4])
+        line += "  regions " + " ".join(
+            f"[{r['bbox'][0]},{r['bbox'][1]} {r['bbox'][2]}x{r['bbox'][3]}]" for r in d["regions"][:4]
+        )
     if d.get("error"):
         line += f"  error: {d['error']}"
     return line
@@ -71,8 +76,9 @@ def format_verdict(d: dict) -> str:
 def format_status(d: dict) -> str:
     c = d["counters"]
     lat = d["latency_ms"]
-    return (f"[status {d['state']}] in {c['frames_in']} ok {c['ok']} ng {c['ng']} error {c['error']} "
-            f"dropped {c['dropped']} queue {d['queue_depth']} latency p50 {lat['p50']} p99 {lat['p99']} ms "
-            f"source {d['source']['state']}"
-            # A status from before the problem field (schema 1 allows it) has none.
-            + (f" ({d['source']['problem']})" if d["source"].get("problem") else ""))
+    return (
+        f"[status {d['state']}] in {c['frames_in']} ok {c['ok']} ng {c['ng']} error {c['error']} "
+        f"dropped {c['dropped']} queue {d['queue_depth']} latency p50 {lat['p50']} p99 {lat['p99']} ms "
+        f"source {d['source']['state']}" + (f" ({d['source']['problem']})" if d["source"].get("problem") else "")
+        # A status from before the problem field (schema 1 allows it) has none.
+    )

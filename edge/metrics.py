@@ -3,6 +3,7 @@
 The main loop hands over a finished snapshot at every heartbeat; the HTTP thread only renders
 the latest one, so it never reads the daemon's live counters while they change.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,22 +39,46 @@ def render(statuses: list[dict]) -> str:
         lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
         lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples if value is not None)
 
-    base = [f'{_label("line", s["line"])},{_label("station", s["station"])}' for s in statuses]
+    base = [f"{_label('line', s['line'])},{_label('station', s['station'])}" for s in statuses]
     for name, kind, text, read in _METRICS:
         family(name, kind, text, [(b, read(s)) for b, s in zip(base, statuses)])
     # The model as a label of its own series (value 1), the Prometheus way to carry a name: a
     # reload to another bundle starts a new series instead of renaming every other metric's.
-    family("edge_model_info", "gauge", "The bundle judging this stream",
-           [(f'{b},{_label("model", s["model"])}', 1) for b, s in zip(base, statuses)])
+    family(
+        "edge_model_info",
+        "gauge",
+        "The bundle judging this stream",
+        [(f"{b},{_label('model', s['model'])}", 1) for b, s in zip(base, statuses)],
+    )
     for key, text in (("evidence", "NG parts"), ("ok_samples", "OK samples")):
         for outcome in ("saved", "skipped"):
-            family(f"edge_{key}_{outcome}_total", "counter", f"{text} {outcome} by the evidence writer (daemon-wide)",
-                   [(b, s["counters"].get(f"{key}_{outcome}")) for b, s in zip(base, statuses)])
-    family("edge_verdicts_total", "counter", "Verdicts published, by kind",
-           [(f'{b},verdict="{v}"', s["counters"][v.lower()]) for b, s in zip(base, statuses) for v in ("OK", "NG", "ERROR")])
+            family(
+                f"edge_{key}_{outcome}_total",
+                "counter",
+                f"{text} {outcome} by the evidence writer (daemon-wide)",
+                [(b, s["counters"].get(f"{key}_{outcome}")) for b, s in zip(base, statuses)],
+            )
+    family(
+        "edge_verdicts_total",
+        "counter",
+        "Verdicts published, by kind",
+        [
+            (f'{b},verdict="{v}"', s["counters"][v.lower()])
+            for b, s in zip(base, statuses)
+            for v in ("OK", "NG", "ERROR")
+        ],
+    )
     for key, text in (("latency_ms", "Grab to publish latency, ms"), ("infer_ms", "Backend time per batch, ms")):
-        family(f"edge_{key}", "summary", text,
-               [(f'{b},quantile="{q}"', s[key][f"p{p}"]) for b, s in zip(base, statuses) for q, p in (("0.5", 50), ("0.99", 99))])
+        family(
+            f"edge_{key}",
+            "summary",
+            text,
+            [
+                (f'{b},quantile="{q}"', s[key][f"p{p}"])
+                for b, s in zip(base, statuses)
+                for q, p in (("0.5", 50), ("0.99", 99))
+            ],
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -74,7 +99,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:   # scrapes every few seconds would flood the log
+            def log_message(self, *args) -> None:  # scrapes every few seconds would flood the log
                 pass
 
         try:

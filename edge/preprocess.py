@@ -1,5 +1,6 @@
 """Frames of any size → the engine's uint8 [B, H, W, 3] input. Only a resize happens on the CPU:
 scaling and normalisation are inside the graph (the engine contract)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,6 @@ import cv2
 import numpy as np
 
 from edge.types import Frame
-
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 

@@ -5,6 +5,7 @@ subscribers before the first part; sends never block, so inference never waits f
 subscriber: beyond its high-water mark XPUB drops that subscriber's messages without telling
 the sender, so they are not counted here; the subscriber sees them as gaps in ``seq``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,21 @@ MESSAGE_SCHEMA = 1
 
 def verdict_message(v: Verdict, line: str, station: str, model: str, t_publish: float) -> dict:
     f = v.frame
-    msg = {"schema": MESSAGE_SCHEMA, "line": line, "station": station, "stream": f.stream, "seq": f.seq,
-           "frame_id": f.frame_id, "t_grab": f.t_grab, "t_publish": t_publish, "verdict": v.verdict,
-           "score": None if v.score is None else round(v.score, 6), "threshold": round(v.threshold, 6),
-           "regions": [r.to_json() for r in v.regions], "model": model}
+    msg = {
+        "schema": MESSAGE_SCHEMA,
+        "line": line,
+        "station": station,
+        "stream": f.stream,
+        "seq": f.seq,
+        "frame_id": f.frame_id,
+        "t_grab": f.t_grab,
+        "t_publish": t_publish,
+        "verdict": v.verdict,
+        "score": None if v.score is None else round(v.score, 6),
+        "threshold": round(v.threshold, 6),
+        "regions": [r.to_json() for r in v.regions],
+        "model": model,
+    }
     if v.error is not None:
         msg["error"] = v.error
     return msg
@@ -39,6 +51,7 @@ class Curve:
     """CURVE encryption and subscriber authentication: the server's key pair file and the folder
     of public keys allowed in (both made by edge-keys). ZeroMQ's ZAP handler checks every
     connecting subscriber; one without an allowed key is refused and receives nothing."""
+
     secret_key: Path
     allowed_clients: Path
 
@@ -66,13 +79,16 @@ class Publisher:
 
     def _secure(self, curve: Curve) -> None:
         from zmq.auth.thread import ThreadAuthenticator
+
         try:
             public, secret = zmq.auth.load_certificate(curve.secret_key)
         except (OSError, ValueError) as e:
             raise OSError(f"publish.curve_secret_key {curve.secret_key}: {e}; make one with edge-keys") from None
         if secret is None:
-            raise OSError(f"publish.curve_secret_key {curve.secret_key}: holds no secret key "
-                          "(give the .key_secret file edge-keys wrote, not the public .key)")
+            raise OSError(
+                f"publish.curve_secret_key {curve.secret_key}: holds no secret key "
+                "(give the .key_secret file edge-keys wrote, not the public .key)"
+            )
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=str(curve.allowed_clients))
@@ -113,7 +129,7 @@ class Publisher:
             return False
 
     def close(self) -> None:
-        self._sock.close()   # LINGER lets the last verdicts and the final status reach subscribers
+        self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()

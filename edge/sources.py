@@ -5,6 +5,7 @@ Every source turns what OpenCV reads (BGR) into the RGB frames the engine contra
 numbers its frames per stream from 0, and stops promptly when the caller's ``stop`` event
 is set. A camera never raises: a failed open or read is a dropout, retried with back-off.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,9 +42,11 @@ def crop_and_rotate(rgb: np.ndarray, roi: RoiConfig, rotate: int) -> np.ndarray:
     right = width if roi.width is None else roi.x + roi.width
     bottom = height if roi.height is None else roi.y + roi.height
     if right > width or bottom > height or roi.x >= width or roi.y >= height:
-        raise ValueError(f"the {width}×{height} frame does not contain source.roi (x {roi.x}, y {roi.y}, width "
-                         f"{roi.width}, height {roi.height}): fix the roi or the camera's resolution")
-    crop = rgb[roi.y:bottom, roi.x:right]
+        raise ValueError(
+            f"the {width}×{height} frame does not contain source.roi (x {roi.x}, y {roi.y}, width "
+            f"{roi.width}, height {roi.height}): fix the roi or the camera's resolution"
+        )
+    crop = rgb[roi.y : bottom, roi.x : right]
     return cv2.rotate(crop, _ROTATIONS[rotate]) if rotate else np.ascontiguousarray(crop)
 
 
@@ -63,7 +66,7 @@ class Source:
         self.reconnects = 0
         self.problem: str | None = None
         self._seq = 0
-        self.roi, self.rotate = RoiConfig(), 0      # the config's view, set by open_source
+        self.roi, self.rotate = RoiConfig(), 0  # the config's view, set by open_source
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Yields frames until the stream ends or ``stop`` is set."""
@@ -186,7 +189,7 @@ class ReconnectingSource(Source):
     ``max_s``, cut short by ``stop``) and starts a new session. seq goes on counting across
     reconnects."""
 
-    target: object              # what the logs call the camera
+    target: object  # what the logs call the camera
 
     def __init__(self, name: str, reconnect: ReconnectConfig | None) -> None:
         super().__init__(name)
@@ -194,7 +197,7 @@ class ReconnectingSource(Source):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         delay = self.backoff.initial_s
-        failed = 0          # attempts since the camera last delivered a frame
+        failed = 0  # attempts since the camera last delivered a frame
         try:
             while not stop.is_set():
                 delivered = yield from self._session(stop)
@@ -207,9 +210,15 @@ class ReconnectingSource(Source):
                 failed += 1
                 # A camera that stays away must not flood the log: attempts 1, 2, 4, 8, ... are
                 # logged; the status topic carries every reconnect.
-                log.log(logging.WARNING if failed & (failed - 1) == 0 else logging.DEBUG,
-                        "%s: camera %s dropped out (%s); reconnecting in %.2f s (attempt %d since it last delivered)",
-                        self.name, self.target, self.problem, delay, failed)
+                log.log(
+                    logging.WARNING if failed & (failed - 1) == 0 else logging.DEBUG,
+                    "%s: camera %s dropped out (%s); reconnecting in %.2f s (attempt %d since it last delivered)",
+                    self.name,
+                    self.target,
+                    self.problem,
+                    delay,
+                    failed,
+                )
                 if stop.wait(delay):
                     break
                 delay = min(delay * 2, self.backoff.max_s)
@@ -274,9 +283,11 @@ def _source_of_kind(cfg: SourceConfig) -> Source:
         return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
     if cfg.kind == "genicam":
         if importlib.util.find_spec("harvesters") is None:
-            raise SourceError(f"source {cfg.name}: GenICam cameras need harvesters, which is not installed: "
-                              f"pip install 'edge-inspect[genicam]' (or pip install harvesters)")
-        from edge.genicam import GenICamSource     # harvesters only where a GenICam camera is configured
+            raise SourceError(
+                f"source {cfg.name}: GenICam cameras need harvesters, which is not installed: "
+                f"pip install 'edge-inspect[genicam]' (or pip install harvesters)"
+            )
+        from edge.genicam import GenICamSource  # harvesters only where a GenICam camera is configured
 
         return GenICamSource(cfg.cti, cfg.device, cfg.features, cfg.name, cfg.reconnect)
     if cfg.kind == "video":

@@ -1,4 +1,5 @@
 """Per-stream counters and latency percentiles for the status topic. Owned by the inference thread."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -10,8 +11,9 @@ from edge.types import Verdict
 
 def percentiles(values, qs=(50, 99)) -> dict[str, float | int | None]:
     arr = np.fromiter(values, dtype=np.float64)
-    out: dict[str, float | int | None] = {f"p{q}": (round(float(np.percentile(arr, q)), 3) if arr.size else None)
-                                          for q in qs}
+    out: dict[str, float | int | None] = {
+        f"p{q}": (round(float(np.percentile(arr, q)), 3) if arr.size else None) for q in qs
+    }
     out["n"] = int(arr.size)
     return out
 
@@ -20,7 +22,7 @@ class LineStats:
     def __init__(self, window: int = 2048):
         self.verdicts = {"OK": 0, "NG": 0, "ERROR": 0}
         self.publish_failed = 0
-        self.latency_ms: deque[float] = deque(maxlen=window)   # grab → publish, per frame
+        self.latency_ms: deque[float] = deque(maxlen=window)  # grab → publish, per frame
         self._ok_scores: deque[float] = deque(maxlen=window)
 
     def count(self, v: Verdict, latency_ms: float) -> None:

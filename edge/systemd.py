@@ -7,6 +7,7 @@ The pings come from the loop that judges, so a hung runtime (a CUDA call that ne
 deadlock) stops them and systemd restarts the service, instead of the line standing silent
 with its socket open. The protocol is sd_notify(3): a few ``KEY=value`` lines per datagram.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ class SystemdNotifier:
         address = os.environ.get("NOTIFY_SOCKET")
         watchdog_usec = os.environ.get("WATCHDOG_USEC", "")
         # The timeout systemd enforces (WatchdogSec=), None when it does not watch this process.
-        watched = address and watchdog_usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(
-            os.getpid())
+        watched = (
+            address and watchdog_usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
+        )
         self.watchdog_s = int(watchdog_usec) / 1e6 if watched else None
         self._socket: socket.socket | None = None
         if address:

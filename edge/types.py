@@ -1,4 +1,5 @@
 """The small typed records that cross boundaries on the line: source → batcher → backend → verdict."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ class Frame:
     """
 
     stream: str
-    seq: int                      # per-stream sequence number, from 0, never reused
-    frame_id: str                 # what the source calls it (file name, "cam0:17", ...)
-    t_grab: float                 # time.time() when grabbed
-    image: np.ndarray | None      # HxWx3 uint8 RGB, any size (the line resizes)
-    error: str | None = None      # why image is None
+    seq: int  # per-stream sequence number, from 0, never reused
+    frame_id: str  # what the source calls it (file name, "cam0:17", ...)
+    t_grab: float  # time.time() when grabbed
+    image: np.ndarray | None  # HxWx3 uint8 RGB, any size (the line resizes)
+    error: str | None = None  # why image is None
 
 
 @dataclass(slots=True)
@@ -30,7 +31,7 @@ class Batch:
 
 @dataclass(slots=True)
 class Region:
-    bbox: tuple[int, int, int, int]   # x, y, w, h in the judged image's pixels (after the source's roi and rotate)
+    bbox: tuple[int, int, int, int]  # x, y, w, h in the judged image's pixels (after the source's roi and rotate)
     area_px: int
     peak: float
 
@@ -41,9 +42,9 @@ class Region:
 @dataclass(slots=True)
 class Verdict:
     frame: Frame
-    verdict: str                   # "OK" | "NG" | "ERROR"
+    verdict: str  # "OK" | "NG" | "ERROR"
     score: float | None
     threshold: float
     regions: list[Region] = field(default_factory=list)
     error: str | None = None
-    anomaly_map: np.ndarray | None = None   # [h, w] model-resolution map, kept for evidence only
+    anomaly_map: np.ndarray | None = None  # [h, w] model-resolution map, kept for evidence only

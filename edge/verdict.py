@@ -1,4 +1,5 @@
 """Scores → verdicts: μ+kσ threshold for OK/NG, connected components of the anomaly map for NG regions."""
+
 from __future__ import annotations
 
 import math
@@ -26,12 +27,14 @@ class Judge:
         if not math.isfinite(score) or not np.isfinite(amap).all():
             return self.error(frame, "model returned a non-finite score")
         if score <= self.threshold:
-            return Verdict(frame=frame, verdict="OK", score=score, threshold=self.threshold,
-                           anomaly_map=amap if keep_map else None)
+            return Verdict(
+                frame=frame, verdict="OK", score=score, threshold=self.threshold, anomaly_map=amap if keep_map else None
+            )
         fh, fw = frame.image.shape[:2]
         regions = self.regions(amap, fw, fh)
-        return Verdict(frame=frame, verdict="NG", score=score, threshold=self.threshold,
-                       regions=regions, anomaly_map=amap)
+        return Verdict(
+            frame=frame, verdict="NG", score=score, threshold=self.threshold, regions=regions, anomaly_map=amap
+        )
 
     def regions(self, amap: np.ndarray, fw: int, fh: int) -> list[Region]:
         """Regions of the map scaled to a judged image of fw x fh pixels."""
@@ -41,10 +44,9 @@ class Judge:
         found = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
-            peak = float(amap[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i].max())
+            peak = float(amap[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max())
             (x0, x1), (y0, y1) = _span(x, w, fw, mw), _span(y, h, fh, mh)
-            found.append(Region(bbox=(x0, y0, x1 - x0, y1 - y0), area_px=round(area * fw * fh / (mw * mh)),
-                                peak=peak))
+            found.append(Region(bbox=(x0, y0, x1 - x0, y1 - y0), area_px=round(area * fw * fh / (mw * mh)), peak=peak))
         found.sort(key=lambda r: r.peak, reverse=True)
         return found[: self.max_regions]
 

@@ -11,6 +11,7 @@ of images does) or, without one, from a procedural generator, so training runs o
 Everything draws from an explicit ``numpy.random.Generator``: a seeded generator gives the
 same anomalies on every machine and on ``--resume``.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,14 +23,15 @@ import numpy as np
 
 from .data import IMAGE_SUFFIXES, DataError, load_image
 
-PERLIN_SCALES = (0, 6)            # lattice cells per axis = 2^k, k drawn from [0, 6)
+PERLIN_SCALES = (0, 6)  # lattice cells per axis = 2^k, k drawn from [0, 6)
 PERLIN_THRESHOLD = 0.5
-PERLIN_ROTATION = 90.0            # degrees, either way
+PERLIN_ROTATION = 90.0  # degrees, either way
 BETA_RANGE = (0.2, 0.8)
-TEXTURE_AUGMENTATIONS = 3         # drawn without replacement from AUGMENTATIONS
+TEXTURE_AUGMENTATIONS = 3  # drawn without replacement from AUGMENTATIONS
 
 
 # --- Perlin masks ----------------------------------------------------------------------------
+
 
 def _fade(t: np.ndarray) -> np.ndarray:
     return t * t * t * (t * (t * 6 - 15) + 10)
@@ -62,8 +64,9 @@ def perlin_noise(size: tuple[int, int], cells: tuple[int, int], rng: np.random.G
 def _rotate(image: np.ndarray, degrees: float, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     height, width = image.shape[:2]
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (width, height), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, (width, height), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def _thresholded_noise(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -92,10 +95,11 @@ def patch_labels(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     as GLASS labels its features)."""
     height, width = mask.shape
     ry, rx = height // grid[0], width // grid[1]
-    return mask[:grid[0] * ry, :grid[1] * rx].reshape(grid[0], ry, grid[1], rx).any(axis=(1, 3))
+    return mask[: grid[0] * ry, : grid[1] * rx].reshape(grid[0], ry, grid[1], rx).any(axis=(1, 3))
 
 
 # --- textures --------------------------------------------------------------------------------
+
 
 def _palette(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``t`` in [0, 1] → RGB through 2–4 random colours, interpolated."""
@@ -110,7 +114,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _fractal(size: tuple[int, int], rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
     base = 2 ** int(rng.integers(0, 3))
-    return sum(0.5 ** o * perlin_noise(size, (base * 2 ** o, base * 2 ** o), rng) for o in range(octaves))
+    return sum(0.5**o * perlin_noise(size, (base * 2**o, base * 2**o), rng) for o in range(octaves))
 
 
 def _clouds(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -119,7 +123,7 @@ def _clouds(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 def _waves(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     # Stripes bent by noise: wood grain, brushed metal, fabric weave at other frequencies.
-    y, x = np.mgrid[:size[0], :size[1]] / max(size)
+    y, x = np.mgrid[: size[0], : size[1]] / max(size)
     theta = rng.uniform(0, math.pi)
     phase = rng.uniform(2, 40) * (x * math.cos(theta) + y * math.sin(theta))
     return 0.5 + 0.5 * np.sin(2 * math.pi * (phase + rng.uniform(0, 3) * _fractal(size, rng, octaves=3)))
@@ -127,7 +131,7 @@ def _waves(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 def _cells(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     # Checks and grids, rotated: the regular structure of tiles, meshes and knits.
-    y, x = np.mgrid[:size[0], :size[1]].astype(np.float64)
+    y, x = np.mgrid[: size[0], : size[1]].astype(np.float64)
     theta = rng.uniform(0, math.pi)
     u, v = x * math.cos(theta) + y * math.sin(theta), -x * math.sin(theta) + y * math.cos(theta)
     period = rng.uniform(4, max(size) / 3)
@@ -172,6 +176,7 @@ class TextureSource:
 
 # --- texture augmentation (GLASS draws 3 of these 9 per texture) -------------------------------
 
+
 def _contrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mean = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean()
     return np.clip(mean + rng.uniform(0.8, 1.2) * (img.astype(np.float32) - mean), 0, 255).astype(np.uint8)
@@ -183,7 +188,7 @@ def _brightness(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _saturation_hue(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + 180 * rng.uniform(-0.2, 0.2)) % 180     # OpenCV's hue circle is 0–180
+    hsv[..., 0] = (hsv[..., 0] + 180 * rng.uniform(-0.2, 0.2)) % 180  # OpenCV's hue circle is 0–180
     hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.8, 1.2), 0, 255)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
@@ -215,7 +220,15 @@ def _rotate45(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 AUGMENTATIONS: tuple[Callable[[np.ndarray, np.random.Generator], np.ndarray], ...] = (
-    _contrast, _brightness, _saturation_hue, _hflip, _vflip, _grayscale, _autocontrast, _equalize, _rotate45,
+    _contrast,
+    _brightness,
+    _saturation_hue,
+    _hflip,
+    _vflip,
+    _grayscale,
+    _autocontrast,
+    _equalize,
+    _rotate45,
 )
 
 
@@ -226,6 +239,7 @@ def augment_texture(texture: np.ndarray, rng: np.random.Generator, n: int = TEXT
 
 
 # --- LAS -------------------------------------------------------------------------------------
+
 
 def sample_beta(rng: np.random.Generator, mean: float = 0.5, std: float = 0.1) -> float:
     """How much of the original image stays visible under the texture."""
@@ -241,9 +255,14 @@ def blend(image: np.ndarray, texture: np.ndarray, mask: np.ndarray, beta: float)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def local_anomaly(image: np.ndarray, rng: np.random.Generator, textures: TextureSource,
-                  foreground: np.ndarray | None = None, beta_mean: float = 0.5,
-                  beta_std: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def local_anomaly(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    textures: TextureSource,
+    foreground: np.ndarray | None = None,
+    beta_mean: float = 0.5,
+    beta_std: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     """GLASS's LAS on one ``uint8 [H, W, 3]`` image: (the image with a textured anomaly,
     its ``bool [H, W]`` mask)."""
     size = image.shape[:2]

@@ -9,6 +9,7 @@ pixels it replaced. All randomness comes from the generator, so a seed reproduce
 - scar-CutPaste: the same with a long thin patch, rotated.
 - Stain (Collin & De Vleeschouwer, ICPR 2020): an irregular closed blob of one colour.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,14 +22,14 @@ from scipy.interpolate import CubicSpline
 Augmented = tuple[np.ndarray, np.ndarray]
 Augmentation = Callable[[np.ndarray, np.random.Generator], Augmented]
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as torchvision's grayscale
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as torchvision's grayscale
 # Scar sizes of the CutPaste paper at 256 px (width 2-16, length 10-25), as fractions of
 # the smaller side so that a scar covers the same share of the part at any input size.
 SCAR_WIDTH = (2 / 256, 16 / 256)
 SCAR_LENGTH = (10 / 256, 25 / 256)
-STAIN_AXES = (0.01, 0.12)       # semi-axes, fractions of the smaller side (Collin's "size 1-12")
-STAIN_COLOUR = (10, 220)        # fill levels (Collin's "color 10-220")
-SUBPIXEL_BITS = 4               # cv2.fillPoly's fixed-point vertices: 1/16 px
+STAIN_AXES = (0.01, 0.12)  # semi-axes, fractions of the smaller side (Collin's "size 1-12")
+STAIN_COLOUR = (10, 220)  # fill levels (Collin's "color 10-220")
+SUBPIXEL_BITS = 4  # cv2.fillPoly's fixed-point vertices: 1/16 px
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -72,24 +73,30 @@ def _rotated(patch: np.ndarray, degrees: float, limit: tuple[int, int]) -> Augme
     return canvas, covered.astype(bool)
 
 
-def _cut_and_paste(image: np.ndarray, rng: np.random.Generator, patch_hw: tuple[int, int],
-                   jitter: float, rotation: tuple[float, float]) -> Augmented:
+def _cut_and_paste(
+    image: np.ndarray, rng: np.random.Generator, patch_hw: tuple[int, int], jitter: float, rotation: tuple[float, float]
+) -> Augmented:
     height, width = image.shape[:2]
     ph, pw = min(patch_hw[0], height), min(patch_hw[1], width)
     y, x = rng.integers(0, height - ph + 1), rng.integers(0, width - pw + 1)
-    patch = colour_jitter(image[y:y + ph, x:x + pw], rng, jitter)
+    patch = colour_jitter(image[y : y + ph, x : x + pw], rng, jitter)
     patch, covered = _rotated(patch, float(rng.uniform(*rotation)), (height, width))
     ph, pw = covered.shape
     y, x = rng.integers(0, height - ph + 1), rng.integers(0, width - pw + 1)
     out, mask = image.copy(), np.zeros((height, width), bool)
-    out[y:y + ph, x:x + pw][covered] = patch[covered]
-    mask[y:y + ph, x:x + pw] = covered
+    out[y : y + ph, x : x + pw][covered] = patch[covered]
+    mask[y : y + ph, x : x + pw] = covered
     return out, mask
 
 
-def cutpaste(image: np.ndarray, rng: np.random.Generator, area: tuple[float, float] = (0.02, 0.15),
-             aspect: tuple[float, float] = (0.3, 1 / 0.3), jitter: float = 0.1,
-             rotation: tuple[float, float] = (0.0, 0.0)) -> Augmented:
+def cutpaste(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    area: tuple[float, float] = (0.02, 0.15),
+    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+    jitter: float = 0.1,
+    rotation: tuple[float, float] = (0.0, 0.0),
+) -> Augmented:
     """CutPaste: a rectangle of ``area`` × the image's area and width/height ratio in
     ``aspect``, colour-jittered, rotated by an angle in ``rotation`` (degrees; none in the
     paper), pasted at a random place of the same image."""
@@ -103,9 +110,14 @@ def cutpaste(image: np.ndarray, rng: np.random.Generator, area: tuple[float, flo
     return _cut_and_paste(image, rng, (ph, pw), jitter, rotation)
 
 
-def scar_cutpaste(image: np.ndarray, rng: np.random.Generator, width: tuple[float, float] = SCAR_WIDTH,
-                  length: tuple[float, float] = SCAR_LENGTH, jitter: float = 0.1,
-                  rotation: tuple[float, float] = (-45.0, 45.0)) -> Augmented:
+def scar_cutpaste(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    width: tuple[float, float] = SCAR_WIDTH,
+    length: tuple[float, float] = SCAR_LENGTH,
+    jitter: float = 0.1,
+    rotation: tuple[float, float] = (-45.0, 45.0),
+) -> Augmented:
     """scar-CutPaste: a thin rectangle (``width`` × ``length``, fractions of the smaller
     side), colour-jittered, rotated by an angle in ``rotation`` (degrees), pasted elsewhere."""
     _check_image(image)
@@ -115,8 +127,13 @@ def scar_cutpaste(image: np.ndarray, rng: np.random.Generator, width: tuple[floa
     return _cut_and_paste(image, rng, (ph, pw), jitter, rotation)
 
 
-def stain_outline(rng: np.random.Generator, centre: tuple[float, float], axes: tuple[float, float],
-                  n_points: int = 20, irregularity: float = 0.1) -> np.ndarray:
+def stain_outline(
+    rng: np.random.Generator,
+    centre: tuple[float, float],
+    axes: tuple[float, float],
+    n_points: int = 20,
+    irregularity: float = 0.1,
+) -> np.ndarray:
     """``float [M, 2]`` (x, y) closed outline of a stain: ``n_points`` spread around the
     ellipse of semi-axes ``axes``, rotated at random, each moved by up to ``irregularity`` ×
     the mean semi-axis, sorted by polar angle about the centre and joined by a periodic
@@ -140,9 +157,15 @@ def stain_outline(rng: np.random.Generator, centre: tuple[float, float], axes: t
     return spline(np.linspace(0, n_points, samples, endpoint=False)) + np.asarray(centre)
 
 
-def stain(image: np.ndarray, rng: np.random.Generator, axes: tuple[float, float] = STAIN_AXES,
-          n_points: int = 20, irregularity: float = 0.1, colour: tuple[int, int] = STAIN_COLOUR,
-          grey: bool = False) -> Augmented:
+def stain(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    axes: tuple[float, float] = STAIN_AXES,
+    n_points: int = 20,
+    irregularity: float = 0.1,
+    colour: tuple[int, int] = STAIN_COLOUR,
+    grey: bool = False,
+) -> Augmented:
     """Stain noise: a blob whose outline is ``stain_outline`` around an ellipse with each
     semi-axis drawn in ``axes`` × the smaller image side (independently: random eccentricity),
     filled with one random colour (one random grey level if ``grey``) from ``colour``. The
@@ -152,8 +175,9 @@ def stain(image: np.ndarray, rng: np.random.Generator, axes: tuple[float, float]
     side = min(height, width)
     a, b = rng.uniform(*axes, size=2) * side
     margin = max(a, b) * (1 + irregularity) + 1
-    centre = tuple(rng.uniform(margin, extent - margin) if extent > 2 * margin else extent / 2
-                   for extent in (width, height))
+    centre = tuple(
+        rng.uniform(margin, extent - margin) if extent > 2 * margin else extent / 2 for extent in (width, height)
+    )
     outline = stain_outline(rng, centre, (a, b), n_points, irregularity)
     vertices = np.round(outline * (1 << SUBPIXEL_BITS)).astype(np.int32)
     mask = np.zeros((height, width), np.uint8)

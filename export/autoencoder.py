@@ -13,6 +13,7 @@ Two scores, both inside the exported graph:
   (Dropout2d), so a mask is N × C numbers, not N × C × H × W: a few kB of constants. The
   exported graph is therefore deterministic, and PyTorch and ONNX Runtime agree.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
@@ -28,8 +29,7 @@ from torch import nn
 from .augment import stain
 from .data import TrainingSplit
 from .graph import AnomalyGraph, ImageInput
-from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
-                      train)
+from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
 from .training import RunOptions, TrainResult, run_identity, seed_everything
 
 METHOD = "autoencoder"
@@ -37,17 +37,19 @@ METHOD = "autoencoder"
 # MC-dropout variance of good pixels; on bottle the whole network in fp16 moved image AUROC by
 # -0.32 / 0.00 / +0.16 points (seeds 0 / 1 / 2), past the 0.3 limit once; the last layers alone
 # in fp32 did not help. The network is small: fp32 costs a line little.
-FP16_CAUTION = ("the MC-dropout variance (score: uncertainty) of good pixels is of the order of fp16's rounding "
-                "noise: on MVTec bottle fp16 moved image AUROC by up to 0.32 points (-0.32 / 0.00 / +0.16 over "
-                "three seeds)")
-BACKBONE = "aesc"                  # bundle.yaml's backbone: the network is trained here
+FP16_CAUTION = (
+    "the MC-dropout variance (score: uncertainty) of good pixels is of the order of fp16's rounding "
+    "noise: on MVTec bottle fp16 moved image AUROC by up to 0.32 points (-0.32 / 0.00 / +0.16 over "
+    "three seeds)"
+)
+BACKBONE = "aesc"  # bundle.yaml's backbone: the network is trained here
 SCORES = ("residual", "uncertainty")
 # AESc's MC-dropout rates per resolution level, full resolution first (the authors' Keras
 # model): none near the pixels, more towards the bottleneck.
 DROPOUT_RATES = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
-UNIT_MEAN, UNIT_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)   # the network sees pixels in [0, 1]
-VALIDATION_STREAM = 2 ** 31        # epoch_rng "epoch" of the fixed validation stains: never a real epoch
-AFTER_TRAINING = ("score", "mc_passes")   # the graph's, not the network's: a finished run resumes into either score
+UNIT_MEAN, UNIT_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # the network sees pixels in [0, 1]
+VALIDATION_STREAM = 2**31  # epoch_rng "epoch" of the fixed validation stains: never a real epoch
+AFTER_TRAINING = ("score", "mc_passes")  # the graph's, not the network's: a finished run resumes into either score
 
 
 @dataclass(slots=True)
@@ -55,15 +57,15 @@ class AutoencoderConfig(RunOptions):
     """Every knob of an ``autoencoder`` export (the run options come from RunOptions);
     ``configs/methods/autoencoder.yaml`` mirrors these defaults."""
 
-    size: int = 64                     # input height = width, px (see autoencoder.yaml for why not 256)
-    score: str = "residual"            # residual | uncertainty (MC dropout)
-    depth: int = 4                     # resolution levels; the bottleneck is size / 2^(depth-1)
-    channels: int = 16                 # width at full resolution, doubled per level
+    size: int = 64  # input height = width, px (see autoencoder.yaml for why not 256)
+    score: str = "residual"  # residual | uncertainty (MC dropout)
+    depth: int = 4  # resolution levels; the bottleneck is size / 2^(depth-1)
+    channels: int = 16  # width at full resolution, doubled per level
     kernel_size: int = 5
-    mc_passes: int = 30                # N for the uncertainty score
-    stains: int = 1                    # Stain-noise blobs per training image
+    mc_passes: int = 30  # N for the uncertainty score
+    stains: int = 1  # Stain-noise blobs per training image
     epochs: int = 60
-    lr: float = 0.01                   # Adam, cosine decay to 0
+    lr: float = 0.01  # Adam, cosine decay to 0
     batch_size: int = 16
 
     def __post_init__(self) -> None:
@@ -100,25 +102,35 @@ class AESc(nn.Module):
 
     def __init__(self, depth: int = 5, channels: int = 16, kernel_size: int = 5) -> None:
         super().__init__()
-        widths = [channels * 2 ** level for level in range(depth)]
+        widths = [channels * 2**level for level in range(depth)]
         pad = kernel_size // 2
         self.depth = depth
         self.stem = nn.Conv2d(3, widths[0], kernel_size, padding=pad)
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(widths[level], widths[level + 1], kernel_size, stride=2, padding=pad),
-                          nn.BatchNorm2d(widths[level + 1]), nn.LeakyReLU(0.01))
-            for level in range(depth - 1))
+            nn.Sequential(
+                nn.Conv2d(widths[level], widths[level + 1], kernel_size, stride=2, padding=pad),
+                nn.BatchNorm2d(widths[level + 1]),
+                nn.LeakyReLU(0.01),
+            )
+            for level in range(depth - 1)
+        )
         self.up = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(widths[level + 1], widths[level], kernel_size, stride=2, padding=pad,
-                                             output_padding=1),
-                          nn.BatchNorm2d(widths[level]), nn.LeakyReLU(0.01))
-            for level in reversed(range(depth - 1)))
+            nn.Sequential(
+                nn.ConvTranspose2d(
+                    widths[level + 1], widths[level], kernel_size, stride=2, padding=pad, output_padding=1
+                ),
+                nn.BatchNorm2d(widths[level]),
+                nn.LeakyReLU(0.01),
+            )
+            for level in reversed(range(depth - 1))
+        )
         self.head = nn.Conv2d(widths[0], 3, kernel_size, padding=pad)
         points = [(f"enc{level}", level) for level in range(depth)]
         points += [(f"dec{level}", level) for level in range(depth - 1)]
         # (rate, channels) by name, for the dropout points whose rate is not 0.
-        self.dropouts = {name: (DROPOUT_RATES[level], widths[level])
-                         for name, level in points if DROPOUT_RATES[level] > 0}
+        self.dropouts = {
+            name: (DROPOUT_RATES[level], widths[level]) for name, level in points if DROPOUT_RATES[level] > 0
+        }
 
     def _drop(self, name: str, h: torch.Tensor, masks: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         if name not in self.dropouts:
@@ -191,8 +203,9 @@ def scoring_graph(ae: AESc, config: AutoencoderConfig) -> AnomalyGraph:
     """The exported graph for ``config.score`` around the trained ``ae`` (eval mode)."""
     if config.score == "residual":
         return AnomalyGraph(ResidualScorer(ae), UNIT_MEAN, UNIT_STD, (config.size, config.size)).eval()
-    graph = AnomalyGraph(UncertaintyScorer(ae, config.mc_passes, config.seed), UNIT_MEAN, UNIT_STD,
-                         (config.size, config.size)).eval()
+    graph = AnomalyGraph(
+        UncertaintyScorer(ae, config.mc_passes, config.seed), UNIT_MEAN, UNIT_STD, (config.size, config.size)
+    ).eval()
     graph.fp16_caution = FP16_CAUTION
     return graph
 
@@ -206,8 +219,9 @@ def stained(images: np.ndarray, rng: np.random.Generator, stains: int) -> np.nda
     return out
 
 
-def fit_autoencoder(images: np.ndarray, validation: np.ndarray, config: AutoencoderConfig,
-                    folder: Path) -> tuple[AESc, TrainResult]:
+def fit_autoencoder(
+    images: np.ndarray, validation: np.ndarray, config: AutoencoderConfig, folder: Path
+) -> tuple[AESc, TrainResult]:
     """Train AESc to map stained images to the clean ones (L2). Model selection: the L2 error
     of repairing fixed stains on ``validation`` (good images it never trains on), negated so
     that higher is better; never the test set."""
@@ -231,24 +245,36 @@ def fit_autoencoder(images: np.ndarray, validation: np.ndarray, config: Autoenco
             yield {"mse": loss.item()}
 
     def validate() -> float:
-        errors = [F.mse_loss(ae(val_noisy[i:i + 16])[0], val_clean[i:i + 16], reduction="sum")
-                  for i in range(0, len(val_clean), 16)]
+        errors = [
+            F.mse_loss(ae(val_noisy[i : i + 16])[0], val_clean[i : i + 16], reduction="sum")
+            for i in range(0, len(val_clean), 16)
+        ]
         return -float(sum(errors)) / val_clean.numel()
 
-    result = train({"aesc": ae}, {"adam": optimizer}, folder, config, steps, n_steps, validate, METHOD,
-                   run_identity(METHOD, config, AFTER_TRAINING))
+    result = train(
+        {"aesc": ae},
+        {"adam": optimizer},
+        folder,
+        config,
+        steps,
+        n_steps,
+        validate,
+        METHOD,
+        run_identity(METHOD, config, AFTER_TRAINING),
+    )
     return ae.eval(), result
 
 
-def fit_graph(split: TrainingSplit, config: AutoencoderConfig,
-              folder: Path) -> tuple[AnomalyGraph, dict[str, Any]]:
+def fit_graph(split: TrainingSplit, config: AutoencoderConfig, folder: Path) -> tuple[AnomalyGraph, dict[str, Any]]:
     """Train on ``split`` and return the scoring graph and the bundle's method_params.
     Validation uses the hold-out's good images (the training images when there is none)."""
     images = load_images(split.train, config.size)
     validation = load_images(split.holdout, config.size) if split.holdout else images
     ae, result = fit_autoencoder(images, validation, config, folder)
-    facts = {"parameters": sum(p.numel() for p in ae.parameters()),
-             "dropout_rates": {name: rate for name, (rate, _) in ae.dropouts.items()}}
+    facts = {
+        "parameters": sum(p.numel() for p in ae.parameters()),
+        "dropout_rates": {name: rate for name, (rate, _) in ae.dropouts.items()},
+    }
     return scoring_graph(ae, config), bundle_params(config, result, facts)
 
 
@@ -256,5 +282,4 @@ def export_autoencoder(data: Path, out: Path, config: AutoencoderConfig | None =
     """Train AESc with Stain noise on the good images of ``data`` minus the hold-out and write
     the bundle directory ``out``. Returns ``out``."""
     config = config or AutoencoderConfig()
-    return export_scratch(data, out, config, METHOD, BACKBONE,
-                          lambda split, folder: fit_graph(split, config, folder))
+    return export_scratch(data, out, config, METHOD, BACKBONE, lambda split, folder: fit_graph(split, config, folder))

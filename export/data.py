@@ -6,6 +6,7 @@ Two layouts are accepted for training data: an MVTec AD category (``<cat>/train/
 good images. Every listing is sorted so that the bank, the hold-out split and the
 fingerprint are the same on every machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,17 +44,17 @@ class Fingerprint:
 
 @dataclass(frozen=True, slots=True)
 class TrainingSplit:
-    root: Path                  # the --data folder, absolute
-    train: list[Path]           # what the model learns from
-    holdout: list[Path]         # good images it never sees, for calibration
-    fingerprint: Fingerprint    # of ``train``
+    root: Path  # the --data folder, absolute
+    train: list[Path]  # what the model learns from
+    holdout: list[Path]  # good images it never sees, for calibration
+    fingerprint: Fingerprint  # of ``train``
 
 
 @dataclass(frozen=True, slots=True)
 class EvalSample:
     path: Path
-    defect: str                 # "good" or the defect type (the MVTec folder name)
-    mask: Path | None           # ground-truth mask; None for good parts
+    defect: str  # "good" or the defect type (the MVTec folder name)
+    mask: Path | None  # ground-truth mask; None for good parts
 
     @property
     def label(self) -> int:
@@ -63,8 +64,9 @@ class EvalSample:
 def list_images(folder: Path) -> list[Path]:
     """The image files directly inside ``folder``, sorted by name. Hidden files are not
     images: macOS leaves a ``._<name>`` AppleDouble file beside every image it copies."""
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def training_images(data: Path) -> list[Path]:
@@ -76,8 +78,9 @@ def training_images(data: Path) -> list[Path]:
     mvtec_good = data / "train" / GOOD
     files = list_images(mvtec_good if mvtec_good.is_dir() else data)
     if not files:
-        raise DataError(f"training data {data}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                        f"in it or in its train/good/")
+        raise DataError(
+            f"training data {data}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or in its train/good/"
+        )
     # Not resolved: an image or a train/good linked from elsewhere keeps its name under
     # ``data``, which the fingerprint and the bundle's file list are relative to.
     return [f.absolute() for f in files]
@@ -125,7 +128,7 @@ def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
 def iter_batches(files: Sequence[Path], size: tuple[int, int], batch_size: int) -> Iterator[np.ndarray]:
     """``uint8 [B, H, W, 3]`` batches of the files, in order."""
     for start in range(0, len(files), batch_size):
-        yield np.stack([load_image(f, size) for f in files[start:start + batch_size]])
+        yield np.stack([load_image(f, size) for f in files[start : start + batch_size]])
 
 
 def fingerprint(files: Sequence[Path], root: Path | None = None) -> Fingerprint:

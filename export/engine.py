@@ -12,6 +12,7 @@ Written against the TensorRT 10.x builder API. TensorRT 11 removed the FP16 buil
 (weakly typed networks), so an fp16 build there is refused with a message.
 scripts/check_tensorrt_api.py type-checks this file against TensorRT's own Python bindings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
 
 if TYPE_CHECKING:
-    import tensorrt         # for the type checker only (scripts/check_tensorrt_api.py)
+    import tensorrt  # for the type checker only (scripts/check_tensorrt_api.py)
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,19 @@ def use_fp16(bundle: Bundle, fp16: bool | None) -> bool:
             log.info("building in fp32: %s (--fp16 to build in fp16 anyway)", caution)
         return caution is None
     if fp16 and caution:
-        log.warning("building in fp16 as asked, although %s; check it with edge-eval before the line uses it",
-                    caution)
+        log.warning("building in fp16 as asked, although %s; check it with edge-eval before the line uses it", caution)
     return fp16
 
 
-def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch: int = 32, opt_batch: int = 8,
-                 workspace_gb: float | None = None, device: int = 0) -> dict[str, Any]:
+def build_engine(
+    bundle_dir: str | Path,
+    *,
+    fp16: bool | None = None,
+    max_batch: int = 32,
+    opt_batch: int = 8,
+    workspace_gb: float | None = None,
+    device: int = 0,
+) -> dict[str, Any]:
     """Build the bundle's engine for CUDA GPU `device` (batch 1..max_batch, tuned for
     opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record.
     ``fp16`` None: fp16 unless the bundle advises against it (use_fp16)."""
@@ -64,28 +71,38 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch:
     platform = probe_platform(device)
     if platform.problem:
         raise EngineBuildError(platform.problem)
-    import pycuda.driver as cuda    # the probe imported both
+    import pycuda.driver as cuda  # the probe imported both
     import tensorrt as trt
 
     if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
-        raise EngineBuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11); "
-                               "use TensorRT 10.x, or build with --no-fp16")
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11); "
+            "use TensorRT 10.x, or build with --no-fp16"
+        )
     precision = "fp16" if fp16 else "fp32"
-    log.info("building a %s engine for %s with TensorRT %s (batch 1..%d, opt %d): minutes, not seconds",
-             precision, platform.gpu_name, platform.trt_version, max_batch, opt_batch)
+    log.info(
+        "building a %s engine for %s with TensorRT %s (batch 1..%d, opt %d): minutes, not seconds",
+        precision,
+        platform.gpu_name,
+        platform.trt_version,
+        max_batch,
+        opt_batch,
+    )
     try:
         ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
     except cuda.Error as e:
         raise EngineBuildError(f"CUDA GPU {device} ({platform.gpu_name}): cannot create a context ({e})") from None
     failed = None
     try:
-        plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch,
-                          workspace_gb=workspace_gb)
+        plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace_gb)
     except Exception as e:
         # Kept as text: the exception's traceback holds _serialize's frames, and with them TensorRT's
         # builder, network and parser, which must be freed while their CUDA context is current.
-        failed = str(e) if isinstance(e, EngineBuildError) else \
-            f"{bundle.onnx_path}: TensorRT {platform.trt_version} failed while building ({type(e).__name__}: {e})"
+        failed = (
+            str(e)
+            if isinstance(e, EngineBuildError)
+            else f"{bundle.onnx_path}: TensorRT {platform.trt_version} failed while building ({type(e).__name__}: {e})"
+        )
     finally:
         ctx.pop()
         ctx.detach()
@@ -93,9 +110,16 @@ def build_engine(bundle_dir: str | Path, *, fp16: bool | None = None, max_batch:
         raise EngineBuildError(failed)
     path = bundle.path / engine_file_name(platform.gpu_name, platform.trt_version, precision)
     _write_atomic(path, plan)
-    record = engine_record(bundle, path, gpu=platform.gpu_name, compute_capability=platform.compute_capability,
-                           tensorrt=platform.trt_version, precision=precision, max_batch=max_batch,
-                           opt_batch=opt_batch)
+    record = engine_record(
+        bundle,
+        path,
+        gpu=platform.gpu_name,
+        compute_capability=platform.compute_capability,
+        tensorrt=platform.trt_version,
+        precision=precision,
+        max_batch=max_batch,
+        opt_batch=opt_batch,
+    )
     add_engine_record(bundle.path, record)
     return record
 
@@ -105,8 +129,9 @@ def _check_batches(opt_batch: int, max_batch: int) -> None:
         raise EngineBuildError(f"need 1 <= opt batch <= max batch, got opt {opt_batch} and max {max_batch}")
 
 
-def _serialize(bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
-               workspace_gb: float | None) -> tensorrt.IHostMemory:
+def _serialize(
+    bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int, workspace_gb: float | None
+) -> tensorrt.IHostMemory:
     import tensorrt as trt
 
     logger = trt_logger()
@@ -119,7 +144,7 @@ def _serialize(bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
         raise EngineBuildError(f"{bundle.onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
     config = builder.create_builder_config()
     if workspace_gb:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2 ** 30))
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     h, w = bundle.height, bundle.width
@@ -130,8 +155,10 @@ def _serialize(bundle: Bundle, *, fp16: bool, max_batch: int, opt_batch: int,
     _attach_timing_cache(config, cache_path)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"{bundle.onnx_path}: TensorRT {trt.__version__} could not build an engine "
-                               "(its log above says why); with little GPU memory, try a smaller --max-batch")
+        raise EngineBuildError(
+            f"{bundle.onnx_path}: TensorRT {trt.__version__} could not build an engine "
+            "(its log above says why); with little GPU memory, try a smaller --max-batch"
+        )
     _write_atomic(cache_path, config.get_timing_cache().serialize())
     return plan
 
@@ -164,15 +191,28 @@ def _write_atomic(path: Path, data: Any) -> None:
 
 def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
     """The build options, shared by edge-build-engine and export-engine --build-engine."""
-    group.add_argument("--fp16", action=argparse.BooleanOptionalAction,
-                       help="let TensorRT use fp16 kernels, or not (--no-fp16: an fp32 engine); default: fp16 "
-                            "unless bundle.yaml's precision says the model loses accuracy in fp16")
-    group.add_argument("--max-batch", type=int, default=32, metavar="N",
-                       help="largest batch the engine takes (default %(default)s)")
-    group.add_argument("--opt-batch", type=int, default=8, metavar="N",
-                       help="batch the engine is tuned for: the line config's batch.max_batch (default %(default)s)")
-    group.add_argument("--workspace-gb", type=float, metavar="GB",
-                       help="cap TensorRT's build workspace, e.g. 2 on a small Jetson (default: TensorRT's own)")
+    group.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        help="let TensorRT use fp16 kernels, or not (--no-fp16: an fp32 engine); default: fp16 "
+        "unless bundle.yaml's precision says the model loses accuracy in fp16",
+    )
+    group.add_argument(
+        "--max-batch", type=int, default=32, metavar="N", help="largest batch the engine takes (default %(default)s)"
+    )
+    group.add_argument(
+        "--opt-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batch the engine is tuned for: the line config's batch.max_batch (default %(default)s)",
+    )
+    group.add_argument(
+        "--workspace-gb",
+        type=float,
+        metavar="GB",
+        help="cap TensorRT's build workspace, e.g. 2 on a small Jetson (default: TensorRT's own)",
+    )
     group.add_argument("--device", type=int, default=0, metavar="N", help="CUDA GPU index (default %(default)s)")
 
 
@@ -187,20 +227,29 @@ def check_can_build(args: argparse.Namespace) -> None:
 
 def build_from_args(bundle_dir: str | Path, args: argparse.Namespace) -> str:
     """Build with add_engine_arguments' options; the one-line summary of what was built."""
-    record = build_engine(bundle_dir, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
-                          workspace_gb=args.workspace_gb, device=args.device)
-    return (f"{Path(bundle_dir) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
-            f"{record['tensorrt']}, batch 1..{record['max_batch']} (opt {record['opt_batch']}), "
-            f"{record['bytes'] / 2 ** 20:.1f} MiB; recorded in {Path(bundle_dir) / BUNDLE_FILE}")
+    record = build_engine(
+        bundle_dir,
+        fp16=args.fp16,
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        workspace_gb=args.workspace_gb,
+        device=args.device,
+    )
+    return (
+        f"{Path(bundle_dir) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
+        f"{record['tensorrt']}, batch 1..{record['max_batch']} (opt {record['opt_batch']}), "
+        f"{record['bytes'] / 2**20:.1f} MiB; recorded in {Path(bundle_dir) / BUNDLE_FILE}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="edge-build-engine",
         description="Build a TensorRT engine from a bundle's model.onnx on this machine (engines only run on the "
-                    "GPU model and TensorRT version that built them), write it into the bundle and record it in "
-                    "bundle.yaml, where `backend: auto` finds it. Needs TensorRT 10.x and pycuda.",
-        epilog="Example: edge-build-engine --bundle bundles/bottle-patchcore --max-batch 16 --opt-batch 4")
+        "GPU model and TensorRT version that built them), write it into the bundle and record it in "
+        "bundle.yaml, where `backend: auto` finds it. Needs TensorRT 10.x and pycuda.",
+        epilog="Example: edge-build-engine --bundle bundles/bottle-patchcore --max-batch 16 --opt-batch 4",
+    )
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     add_engine_arguments(p.add_argument_group("engine"))
     args = p.parse_args(argv)

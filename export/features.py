@@ -10,6 +10,7 @@ the channel maps: the whole chain is one 3×3 convolution per level with a const
 an upsample and a sum. That form has no unfold and no adaptive pooling, so it exports to
 ONNX and TensorRT as plain Conv/Resize/Add.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,8 @@ def reduced_patch_weights(channels: Sequence[int], pretrain_dim: int, target_dim
     weights = []
     for level, c in enumerate(channels):
         # unfold lays a patch out channel-major: index c·9 + ky·3 + kx, the layout of a conv weight.
-        per_level = adaptive_pool_matrix(c * PATCH_SIZE ** 2, pretrain_dim)
-        block = aggregate[:, level * pretrain_dim:(level + 1) * pretrain_dim]
+        per_level = adaptive_pool_matrix(c * PATCH_SIZE**2, pretrain_dim)
+        block = aggregate[:, level * pretrain_dim : (level + 1) * pretrain_dim]
         weights.append((block @ per_level).reshape(target_dim, c, PATCH_SIZE, PATCH_SIZE).float())
     return weights
 
@@ -73,6 +74,7 @@ class PatchFeatures(nn.Module):
         grid = levels[0].shape[-2:]
         maps = [self._level(0, levels[0])]
         for level in range(1, self.n_levels):
-            maps.append(F.interpolate(self._level(level, levels[level]), size=grid,
-                                      mode="bilinear", align_corners=False))
+            maps.append(
+                F.interpolate(self._level(level, levels[level]), size=grid, mode="bilinear", align_corners=False)
+            )
         return torch.cat(maps, dim=1) if self.native else sum(maps[1:], maps[0])

@@ -16,6 +16,7 @@ and its features cached per *round*; a round lasts ``las_every`` epochs (1, the 
 setting, makes fresh anomalies every epoch; more rounds trade variety for CPU time). A
 round's anomalies depend only on (seed, round), so ``--resume`` regenerates them exactly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,9 +35,26 @@ from torch import nn
 
 from .anomaly_synthesis import patch_labels
 from .backbones import Backbone
-from .simplenet import (LAS_STREAM, DiscriminatorConfig, DiscriminatorModel, Discriminator, PatchScorer, Prepared,
-                        anomaly_rng, epoch_batches, export_trained, feature_noise, finish, load_foregrounds,
-                        make_adaptor, noise_scale, optimise, prepare, synthesize, train)
+from .simplenet import (
+    LAS_STREAM,
+    Discriminator,
+    DiscriminatorConfig,
+    DiscriminatorModel,
+    PatchScorer,
+    Prepared,
+    anomaly_rng,
+    epoch_batches,
+    export_trained,
+    feature_noise,
+    finish,
+    load_foregrounds,
+    make_adaptor,
+    noise_scale,
+    optimise,
+    prepare,
+    synthesize,
+    train,
+)
 from .training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -53,17 +71,17 @@ class GlassConfig(DiscriminatorConfig):
     expected norm on other features, so they keep their meaning."""
 
     epochs: int = 640
-    mode: str = "hypersphere"          # GAS shell: around the centre (hypersphere) or the feature (manifold)
-    gas_steps: int = 20                # gradient-ascent steps per training step
-    gas_step_size: float = 0.001       # length of each ascent step
-    project_every: int = 5             # ascent steps between truncated projections
-    manifold_min: float = 0.5          # manifold mode: ‖GAS − normal‖ kept in [min, max]
+    mode: str = "hypersphere"  # GAS shell: around the centre (hypersphere) or the feature (manifold)
+    gas_steps: int = 20  # gradient-ascent steps per training step
+    gas_step_size: float = 0.001  # length of each ascent step
+    project_every: int = 5  # ascent steps between truncated projections
+    manifold_min: float = 0.5  # manifold mode: ‖GAS − normal‖ kept in [min, max]
     manifold_max: float = 1.0
-    radius_quantile: float = 0.75      # hypersphere mode: r = this quantile of normal distances to the centre
-    hard_mining: float = 0.5           # LAS patches below this quantile of squared error are left out of the focal loss
-    beta_mean: float = 0.5             # LAS: β ~ N(mean, std), clipped to [0.2, 0.8]
+    radius_quantile: float = 0.75  # hypersphere mode: r = this quantile of normal distances to the centre
+    hard_mining: float = 0.5  # LAS patches below this quantile of squared error are left out of the focal loss
+    beta_mean: float = 0.5  # LAS: β ~ N(mean, std), clipped to [0.2, 0.8]
     beta_std: float = 0.1
-    las_every: int = 1                 # epochs per round of LAS images (1: fresh ones every epoch)
+    las_every: int = 1  # epochs per round of LAS images (1: fresh ones every epoch)
     images_per_epoch: int | None = 392  # the official "limit": an epoch stops after about this many images
     adaptor_weight_decay: float = 1e-5
 
@@ -87,8 +105,10 @@ class GlassConfig(DiscriminatorConfig):
 
 # --- GAS ---------------------------------------------------------------------------------------
 
-def truncated_projection(x: torch.Tensor, base: torch.Tensor, low: float | torch.Tensor,
-                         high: float | torch.Tensor) -> torch.Tensor:
+
+def truncated_projection(
+    x: torch.Tensor, base: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor
+) -> torch.Tensor:
     """Each row of ``x`` moved along its offset from ``base`` (a row each, or one row) so
     that ``‖x − base‖`` lies in [low, high]; rows already inside do not move."""
     offset = x - base
@@ -107,8 +127,14 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def gradient_ascent(discriminator: Discriminator, start: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor],
-                    steps: int, step_size: float, project_every: int) -> torch.Tensor:
+def gradient_ascent(
+    discriminator: Discriminator,
+    start: torch.Tensor,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    step_size: float,
+    project_every: int,
+) -> torch.Tensor:
     """GAS: ``steps`` normalised steps of ``step_size`` up the gradient of BCE(D(x), anomalous),
     i.e. towards what D scores as normal, with ``project`` applied every ``project_every``
     steps. D runs in eval mode: the probe passes must not move BatchNorm's running
@@ -128,11 +154,12 @@ def gradient_ascent(discriminator: Discriminator, start: torch.Tensor, project: 
 
 # --- losses --------------------------------------------------------------------------------------
 
+
 def focal_loss(probs: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Binary focal loss on probabilities: ``mean(−(1 − p_t)^γ · log p_t)``, p_t the
     probability given to the true class."""
     p_true_class = torch.where(targets.bool(), probs, 1 - probs).clamp_min(1e-10)
-    return (-(1 - p_true_class) ** gamma * p_true_class.log()).mean()
+    return (-((1 - p_true_class) ** gamma) * p_true_class.log()).mean()
 
 
 def hard_focal_loss(probs: torch.Tensor, targets: torch.Tensor, mining: float) -> torch.Tensor:
@@ -146,6 +173,7 @@ def hard_focal_loss(probs: torch.Tensor, targets: torch.Tensor, mining: float) -
 
 
 # --- LAS rounds --------------------------------------------------------------------------------
+
 
 class LasRounds:
     """The current round's LAS features ``[N·h·w, D]`` (float16) and patch labels ``[N·h·w]``,
@@ -166,18 +194,30 @@ class LasRounds:
     def _make(self, current: int) -> None:
         p, config = self.prepared, self.config
         start = time.perf_counter()
-        images, masks = synthesize(p.images, anomaly_rng(config.seed, LAS_STREAM, current), p.textures,
-                                   self.foregrounds, beta_mean=config.beta_mean, beta_std=config.beta_std)
+        images, masks = synthesize(
+            p.images,
+            anomaly_rng(config.seed, LAS_STREAM, current),
+            p.textures,
+            self.foregrounds,
+            beta_mean=config.beta_mean,
+            beta_std=config.beta_std,
+        )
         features = p.frozen.cache(images, config.batch_size, f"LAS round {current + 1} features")
         grid = tuple(features.shape[1:3])
         self.rows = features.view(-1, features.shape[-1])
         self.labels = torch.from_numpy(np.stack([patch_labels(m, grid) for m in masks])).reshape(-1)
         self.round = current
-        log.info("LAS round %d: %d images, %.1f%% anomalous patches, in %.1f s", current + 1, len(images),
-                 100 * self.labels.float().mean().item(), time.perf_counter() - start)
+        log.info(
+            "LAS round %d: %d images, %.1f%% anomalous patches, in %.1f s",
+            current + 1,
+            len(images),
+            100 * self.labels.float().mean().item(),
+            time.perf_counter() - start,
+        )
 
 
 # --- training ----------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def position_centres(adaptor: nn.Module, rows: torch.Tensor, patches: int, chunk: int = 16) -> torch.Tensor:
@@ -186,13 +226,20 @@ def position_centres(adaptor: nn.Module, rows: torch.Tensor, patches: int, chunk
     n_images = len(rows) // patches
     total = torch.zeros(patches, adaptor.out_features)
     for start in range(0, n_images, chunk):
-        block = rows[start * patches:min(start + chunk, n_images) * patches].float()
+        block = rows[start * patches : min(start + chunk, n_images) * patches].float()
         total += adaptor(block).reshape(-1, patches, total.shape[1]).sum(dim=0)
     return total / n_images
 
 
-def gas_and_las(discriminator: Discriminator, true: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
-                centre: torch.Tensor | None, config: GlassConfig, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gas_and_las(
+    discriminator: Discriminator,
+    true: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor,
+    centre: torch.Tensor | None,
+    config: GlassConfig,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(GAS features made from the adapted normal features ``true``, the LAS features ``fake``
     ready for the loss). Hypersphere mode (``centre`` given, a row per feature): shells
     around the centres, r from this batch's normal distances; manifold mode: around ``true``."""
@@ -203,32 +250,54 @@ def gas_and_las(discriminator: Discriminator, true: torch.Tensor, fake: torch.Te
         # Textured anomalies are pushed out past the GAS shell: [2r, 4r] from the centre.
         fake = torch.where(labels[:, None], truncated_projection(fake, centre, 2 * radius, 4 * radius), fake)
     else:
-        project = partial(truncated_projection, base=true.detach(), low=config.manifold_min * scale,
-                          high=config.manifold_max * scale)
-    ascended = gradient_ascent(discriminator, feature_noise(true.detach(), config.noise), project,
-                               config.gas_steps, config.gas_step_size * scale, config.project_every)
+        project = partial(
+            truncated_projection, base=true.detach(), low=config.manifold_min * scale, high=config.manifold_max * scale
+        )
+    ascended = gradient_ascent(
+        discriminator,
+        feature_noise(true.detach(), config.noise),
+        project,
+        config.gas_steps,
+        config.gas_step_size * scale,
+        config.project_every,
+    )
     # The ascended values, with the adaptor still learning through `true`.
     return true + (ascended - true.detach()), fake
 
 
-def glass_loss(discriminator: Discriminator, true: torch.Tensor, gas: torch.Tensor, fake: torch.Tensor,
-               labels: torch.Tensor, mining: float) -> tuple[torch.Tensor, dict[str, float]]:
+def glass_loss(
+    discriminator: Discriminator,
+    true: torch.Tensor,
+    gas: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor,
+    mining: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """BCE (normal → 0, GAS → 1) + focal loss on the hard LAS patches; and the progress metrics."""
     scores = discriminator(torch.cat([true, gas]))
-    true_scores, gas_scores = scores[:len(true)], scores[len(true):]
-    bce = F.binary_cross_entropy(true_scores, torch.zeros_like(true_scores)) + \
-        F.binary_cross_entropy(gas_scores, torch.ones_like(gas_scores))
+    true_scores, gas_scores = scores[: len(true)], scores[len(true) :]
+    bce = F.binary_cross_entropy(true_scores, torch.zeros_like(true_scores)) + F.binary_cross_entropy(
+        gas_scores, torch.ones_like(gas_scores)
+    )
     fake_scores = discriminator(fake)
     focal = hard_focal_loss(fake_scores, labels, mining)
     loss = bce + focal
-    return loss, {"loss": loss.item(), "focal": focal.item(),
-                  "p_true": (true_scores < 0.5).float().mean().item(),
-                  "p_gas": (gas_scores >= 0.5).float().mean().item(),
-                  "p_las": (fake_scores[labels] >= 0.5).float().mean().nan_to_num(1.0).item()}
+    return loss, {
+        "loss": loss.item(),
+        "focal": focal.item(),
+        "p_true": (true_scores < 0.5).float().mean().item(),
+        "p_gas": (gas_scores >= 0.5).float().mean().item(),
+        "p_las": (fake_scores[labels] >= 0.5).float().mean().nan_to_num(1.0).item(),
+    }
 
 
-def glass_steps(prepared: Prepared, scorer: PatchScorer, optimizers: dict[str, torch.optim.Optimizer],
-                config: GlassConfig, las: LasRounds) -> Callable[[int], Iterator[dict[str, float]]]:
+def glass_steps(
+    prepared: Prepared,
+    scorer: PatchScorer,
+    optimizers: dict[str, torch.optim.Optimizer],
+    config: GlassConfig,
+    las: LasRounds,
+) -> Callable[[int], Iterator[dict[str, float]]]:
     adaptor, discriminator = scorer.adaptor, scorer.discriminator
     rows, patches = prepared.rows, prepared.patches
     scale = noise_scale(config.noise, prepared.dim)
@@ -239,8 +308,15 @@ def glass_steps(prepared: Prepared, scorer: PatchScorer, optimizers: dict[str, t
         for index in epoch_batches(len(prepared.features), patches, config.batch_size, config.images_per_epoch):
             true = adaptor(rows[index].float())
             labels = las_labels[index]
-            gas, fake = gas_and_las(discriminator, true, adaptor(las_rows[index].float()), labels,
-                                    None if centres is None else centres[index % patches], config, scale)
+            gas, fake = gas_and_las(
+                discriminator,
+                true,
+                adaptor(las_rows[index].float()),
+                labels,
+                None if centres is None else centres[index % patches],
+                config,
+                scale,
+            )
             loss, metrics = glass_loss(discriminator, true, gas, fake, labels, config.hard_mining)
             optimise(loss, optimizers)
             yield metrics
@@ -248,24 +324,38 @@ def glass_steps(prepared: Prepared, scorer: PatchScorer, optimizers: dict[str, t
     return steps
 
 
-def fit_glass(files: Sequence[Path], holdout: Sequence[Path], config: GlassConfig,
-              backbone: Backbone | None = None, checkpoint_dir: Path | None = None) -> DiscriminatorModel:
+def fit_glass(
+    files: Sequence[Path],
+    holdout: Sequence[Path],
+    config: GlassConfig,
+    backbone: Backbone | None = None,
+    checkpoint_dir: Path | None = None,
+) -> DiscriminatorModel:
     """Train GLASS's heads on good images ``files``; ``holdout`` (good images, may be empty)
     validates each epoch against synthetic anomalies and picks the kept epoch."""
     prepared = prepare(files, holdout, config, backbone)
     las = LasRounds(prepared, load_foregrounds(files, config.foreground, config.size), config)
     seed_everything(config.seed)
-    scorer = PatchScorer(make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim, sigmoid=True),
-                         sign=1.0)
+    scorer = PatchScorer(
+        make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim, sigmoid=True), sign=1.0
+    )
     optimizers = {
-        "adaptor": torch.optim.Adam(scorer.adaptor.parameters(), lr=config.lr,
-                                    weight_decay=config.adaptor_weight_decay),
+        "adaptor": torch.optim.Adam(
+            scorer.adaptor.parameters(), lr=config.lr, weight_decay=config.adaptor_weight_decay
+        ),
         "discriminator": torch.optim.AdamW(scorer.discriminator.parameters(), lr=config.discriminator_lr),
     }
     start = time.perf_counter()
-    result = train(scorer, optimizers, glass_steps(prepared, scorer, optimizers, config, las),
-                   math.ceil(min(len(files), config.images_per_epoch or len(files)) / config.batch_size),
-                   prepared.validation, config, checkpoint_dir, METHOD)
+    result = train(
+        scorer,
+        optimizers,
+        glass_steps(prepared, scorer, optimizers, config, las),
+        math.ceil(min(len(files), config.images_per_epoch or len(files)) / config.batch_size),
+        prepared.validation,
+        config,
+        checkpoint_dir,
+        METHOD,
+    )
     return finish(prepared, scorer, result, config, time.perf_counter() - start)
 
 

@@ -8,23 +8,28 @@ A method supplies only the patch scorer: normalised ``float [B, 3, H, W]`` → p
 when its image score is the map's maximum times a per-image factor (PatchCore's
 neighbourhood-density reweighting), which leaves the map as it is.
 """
+
 from __future__ import annotations
 
 import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    import onnx
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
 OPSET = 17
 PIXEL_SCALE = 1.0 / 255.0
 SMOOTHING_SIGMA = 4.0
-EXTERNAL_DATA_BYTES = 100 * 2 ** 20   # above this, weights go to model.onnx.data
+EXTERNAL_DATA_BYTES = 100 * 2**20  # above this, weights go to model.onnx.data
 
 
 class ImageInput(nn.Module):
@@ -53,8 +58,10 @@ def check_size(size: int) -> None:
     needs more pixels than the kernel's radius): in the config, not after hours of training."""
     radius = smoothing_radius(SMOOTHING_SIGMA)
     if size <= radius:
-        raise ValueError(f"size {size}: must be ≥ {radius + 1} px, or the anomaly map's smoothing "
-                         f"(σ {SMOOTHING_SIGMA:g}, radius {radius} px) does not fit")
+        raise ValueError(
+            f"size {size}: must be ≥ {radius + 1} px, or the anomaly map's smoothing "
+            f"(σ {SMOOTHING_SIGMA:g}, radius {radius} px) does not fit"
+        )
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -95,8 +102,14 @@ class AnomalyHead(nn.Module):
 class AnomalyGraph(nn.Module):
     """The whole exported graph: ImageInput → the method's patch scorer → AnomalyHead."""
 
-    def __init__(self, patch_scorer: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 size: tuple[int, int], sigma: float = SMOOTHING_SIGMA) -> None:
+    def __init__(
+        self,
+        patch_scorer: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        size: tuple[int, int],
+        sigma: float = SMOOTHING_SIGMA,
+    ) -> None:
         super().__init__()
         self.input = ImageInput(mean, std)
         self.patch_scorer = patch_scorer
@@ -115,7 +128,7 @@ def tensor_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
-def _declare_output_shapes(model: "onnx.ModelProto", height: int, width: int) -> None:
+def _declare_output_shapes(model: onnx.ModelProto, height: int, width: int) -> None:
     # The tracer's shape inference loses the static H, W behind Resize (and can even reuse
     # the batch name for another axis); the contract's shapes are written out instead, and
     # check_model(full_check=True) then verifies them against the graph.
@@ -155,8 +168,13 @@ def export_onnx(module: nn.Module, path: Path, height: int, width: int, opset: i
         # Slice) that ONNX Runtime and TensorRT fold when they load the model.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
-            module, (example,), buffer, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
             dynamic_axes={INPUT_NAME: {0: "B"}, **{name: {0: "B"} for name in OUTPUT_NAMES}},
         )
     model = onnx.load_from_string(buffer.getvalue())
@@ -164,8 +182,13 @@ def export_onnx(module: nn.Module, path: Path, height: int, width: int, opset: i
     data_path = path.with_name(path.name + ".data")
     external = tensor_bytes(module) > EXTERNAL_DATA_BYTES
     data_path.unlink(missing_ok=True)
-    onnx.save_model(model, path, save_as_external_data=external, all_tensors_to_one_file=True,
-                    location=data_path.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=data_path.name,
+        size_threshold=1024,
+    )
     onnx.checker.check_model(str(path), full_check=True)
     return [path, data_path] if external else [path]
-

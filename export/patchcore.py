@@ -4,6 +4,7 @@ feature, computed inside the exported graph with the bank as a constant. Optiona
 image score is reweighted by the density of the bank around the worst patch's match (the
 paper's eq. 7).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,18 +39,18 @@ class PatchCoreConfig:
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    size: int = 256                    # input height = width, pixels
+    size: int = 256  # input height = width, pixels
     coreset: str = "greedy"
-    coreset_ratio: float = 0.1         # bank size / all training patches; 0.01–0.25 is the useful range
-    projection_dim: int = 128          # random projection the greedy search measures distances in
-    pretrain_dim: int = 1536           # per-level pooled width (wide backbones only)
-    target_dim: int = 1024             # feature width after aggregation (wide backbones only)
-    chunk_size: int = 1024             # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
-    reweight_neighbours: int = 0       # b of the paper's eq. 7 (anomalib: 9); 0 = score is the map's max
-    holdout: float = 0.1               # fraction of good images kept for calibration
+    coreset_ratio: float = 0.1  # bank size / all training patches; 0.01–0.25 is the useful range
+    projection_dim: int = 128  # random projection the greedy search measures distances in
+    pretrain_dim: int = 1536  # per-level pooled width (wide backbones only)
+    target_dim: int = 1024  # feature width after aggregation (wide backbones only)
+    chunk_size: int = 1024  # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
+    reweight_neighbours: int = 0  # b of the paper's eq. 7 (anomalib: 9); 0 = score is the map's max
+    holdout: float = 0.1  # fraction of good images kept for calibration
     seed: int = 0
     batch_size: int = 8
-    reference: bool = False            # also score DATA's labelled test set in PyTorch (reference.npz)
+    reference: bool = False  # also score DATA's labelled test set in PyTorch (reference.npz)
 
     def __post_init__(self) -> None:
         if self.coreset not in CORESET_METHODS:
@@ -57,15 +58,19 @@ class PatchCoreConfig:
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
         if self.size % FEATURE_STRIDES[-1]:
-            raise ValueError(f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)")
+            raise ValueError(
+                f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)"
+            )
         check_size(self.size)
         for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
         if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:
             # b = 1: the softmax over the match alone is 1, so every score would be 0.
-            raise ValueError(f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
-                             f"(the paper's neighbourhood size; 9 in anomalib)")
+            raise ValueError(
+                f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
+                f"(the paper's neighbourhood size; 9 in anomalib)"
+            )
 
 
 @dataclass(slots=True)
@@ -74,25 +79,25 @@ class PatchCoreModel:
     backbone: Backbone
     feature_dim: int
     bank_size: int
-    n_patches: int                     # training patches the coreset was drawn from
+    n_patches: int  # training patches the coreset was drawn from
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-def neighbour_table(bank: torch.Tensor, k: int, block_bytes: int = 2 ** 26) -> torch.Tensor:
+def neighbour_table(bank: torch.Tensor, k: int, block_bytes: int = 2**26) -> torch.Tensor:
     """``int64 [M, k]``: each bank row's own index, then its ``k − 1`` nearest other rows,
     nearest first. Built block by block (``block_bytes`` of distances at a time), so a
     50000-row bank needs tens of MB here, never the ``M × M`` matrix."""
     bank = bank.float()
-    bank = bank - bank.mean(dim=0)              # as in the scorer: ‖a‖² − 2ab + ‖b‖² stays accurate
+    bank = bank - bank.mean(dim=0)  # as in the scorer: ‖a‖² − 2ab + ‖b‖² stays accurate
     squared = (bank * bank).sum(dim=1)
     rows = max(1, block_bytes // (4 * len(bank)))
     table = torch.empty(len(bank), k, dtype=torch.int64)
     for start in range(0, len(bank), rows):
-        block = bank[start:start + rows]
-        distances = squared[start:start + rows, None] - 2.0 * block @ bank.T + squared
+        block = bank[start : start + rows]
+        distances = squared[start : start + rows, None] - 2.0 * block @ bank.T + squared
         # The row itself goes first whatever its duplicates: eq. 7's numerator is m* itself.
         distances[torch.arange(len(block)), torch.arange(start, start + len(block))] = -math.inf
-        table[start:start + len(block)] = distances.topk(k, dim=1, largest=False).indices
+        table[start : start + len(block)] = distances.topk(k, dim=1, largest=False).indices
     return table
 
 
@@ -129,8 +134,12 @@ class NearestNeighbourScorer(nn.Module):
             start = time.perf_counter()
             # Neighbours within the bank are fixed at export: the graph only looks them up.
             self.register_buffer("support", neighbour_table(centred, reweight_neighbours))
-            log.info("reweighting: %d nearest neighbours of %d bank rows in %.1f s", reweight_neighbours,
-                     len(bank), time.perf_counter() - start)
+            log.info(
+                "reweighting: %d nearest neighbours of %d bank rows in %.1f s",
+                reweight_neighbours,
+                len(bank),
+                time.perf_counter() - start,
+            )
 
     def _expanded(self, a: torch.Tensor, i: int) -> torch.Tensor:
         """``‖b_j‖² − 2 a·b_j`` for chunk ``i``'s rows: ``[..., chunk]``."""
@@ -138,13 +147,13 @@ class NearestNeighbourScorer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = features.shape[-2:]
-        a = features.flatten(2).transpose(1, 2) - self.mean           # [B, P, D]
+        a = features.flatten(2).transpose(1, 2) - self.mean  # [B, P, D]
         best = None
         for i in range(self.n_chunks):
             partial = self._expanded(a, i).amin(dim=-1)
             best = partial if best is None else torch.minimum(best, partial)
         a_squared = (a * a).sum(dim=-1)
-        scores = (best + a_squared).clamp_min(0.0).sqrt()             # [B, P]
+        scores = (best + a_squared).clamp_min(0.0).sqrt()  # [B, P]
         patch_scores = scores.reshape(-1, 1, height, width)
         if not self.reweight_neighbours:
             return patch_scores
@@ -155,18 +164,18 @@ class NearestNeighbourScorer(nn.Module):
         worst patch (raw scores, before smoothing), m* its nearest bank row, N_b(m*) = m* and
         its b − 1 nearest bank rows (the precomputed table). Lies in [1 − 1/b, 1): m* is a*'s
         nearest row, so its term is the softmax's smallest."""
-        worst = scores.argmax(dim=1, keepdim=True)                                   # [B, 1]
+        worst = scores.argmax(dim=1, keepdim=True)  # [B, 1]
         # Tile by a constant width, not expand(-1, -1, D), which exports as shape arithmetic
         # (Equal, Where) for TensorRT's parser to resolve.
-        a_worst = a.gather(1, worst.unsqueeze(-1).repeat(1, 1, self.dim))            # [B, 1, D]
+        a_worst = a.gather(1, worst.unsqueeze(-1).repeat(1, 1, self.dim))  # [B, 1, D]
         # a*'s expanded distance to every bank row, [B, 1, M]: the scorer's own arithmetic
         # (centred, so fp16-safe), B rows instead of B·P, and B·M floats in memory.
         # The support distances are then gathered from it: no second copy of the bank.
         expanded = torch.cat([self._expanded(a_worst, i) for i in range(self.n_chunks)], dim=-1)
-        nearest = expanded.argmin(dim=-1).squeeze(1)                                # [B]
-        support = self.support.index_select(0, nearest).unsqueeze(1)                # [B, 1, b]
+        nearest = expanded.argmin(dim=-1).squeeze(1)  # [B]
+        support = self.support.index_select(0, nearest).unsqueeze(1)  # [B, 1, b]
         squared = expanded.gather(2, support).squeeze(1) + a_squared.gather(1, worst)
-        distances = squared.clamp_min(0.0).sqrt()                                   # [B, b]; column 0 is m*
+        distances = squared.clamp_min(0.0).sqrt()  # [B, b]; column 0 is m*
         # softmax subtracts the row's maximum first: exp never overflows, even in fp16.
         return 1.0 - distances.softmax(dim=-1)[:, 0]
 
@@ -199,7 +208,7 @@ def extract_patch_features(extractor: nn.Module, files: Sequence[Path], size: in
             flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).numpy()
             if out is None:
                 out = np.empty((len(files) * flat.shape[0] // len(batch), flat.shape[1]), dtype=np.float32)
-            out[row:row + len(flat)] = flat
+            out[row : row + len(flat)] = flat
             row += len(flat)
             bar.update(len(batch))
     return out
@@ -260,12 +269,23 @@ def fit_patchcore(files: Sequence[Path], config: PatchCoreConfig, backbone: Back
     start = time.perf_counter()
     bank = torch.from_numpy(features[select_coreset(features, config)])
     timings["coreset"] = time.perf_counter() - start
-    log.info("coreset (%s, %.3g): %d of %d patches in %.1f s",
-             config.coreset, config.coreset_ratio, len(bank), len(features), timings["coreset"])
+    log.info(
+        "coreset (%s, %.3g): %d of %d patches in %.1f s",
+        config.coreset,
+        config.coreset_ratio,
+        len(bank),
+        len(features),
+        timings["coreset"],
+    )
 
-    return PatchCoreModel(graph=scoring_graph(extractor, bank, config), backbone=backbone,
-                          feature_dim=features.shape[1], bank_size=len(bank), n_patches=len(features),
-                          timings_s=timings)
+    return PatchCoreModel(
+        graph=scoring_graph(extractor, bank, config),
+        backbone=backbone,
+        feature_dim=features.shape[1],
+        bank_size=len(bank),
+        n_patches=len(features),
+        timings_s=timings,
+    )
 
 
 def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = None) -> Path:
@@ -274,8 +294,7 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     config = config or PatchCoreConfig()
     check_out_dir(Path(out))
     split = split_training_data(Path(data), config.holdout, config.seed)
-    log.info("patchcore on %d images of %s (%d held out): %s", len(split.train), split.root,
-             len(split.holdout), config)
+    log.info("patchcore on %d images of %s (%d held out): %s", len(split.train), split.root, len(split.holdout), config)
     model = fit_patchcore(split.train, config)
     params = {
         **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUN_ONLY)},
@@ -285,7 +304,14 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
         "backbone_weights": Path(model.backbone.info.weights).name,
     }
     start = time.perf_counter()
-    write_bundle(Path(out), model.graph, method=METHOD, backbone=model.backbone.info.name,
-                 split=split, method_params=params, reference=config.reference)
+    write_bundle(
+        Path(out),
+        model.graph,
+        method=METHOD,
+        backbone=model.backbone.info.name,
+        split=split,
+        method_params=params,
+        reference=config.reference,
+    )
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return Path(out)

@@ -6,6 +6,7 @@ The model is wrapped in the line's Backend interface and scored through edge-eva
 code path (same image reading, resizing and pixel grid): the only difference left between
 the two sets of outputs is the runtime.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,6 +67,11 @@ def write_reference(bundle_dir: Path, graph: AnomalyGraph, data: Path, batch: in
     except (DatasetError, CalibrationError, OSError) as e:
         # The model is trained and its bundle complete: say so, not only what failed.
         raise DataError(f"the bundle {bundle.path} is written, but not its reference: {e}") from None
-    log.info("reference: %d test images scored in PyTorch in %.1f s → %s (%.1f MB)", len(items), seconds, path,
-             path.stat().st_size / 1e6)
+    log.info(
+        "reference: %d test images scored in PyTorch in %.1f s → %s (%.1f MB)",
+        len(items),
+        seconds,
+        path,
+        path.stat().st_size / 1e6,
+    )
     return path

@@ -3,6 +3,7 @@
 carries, where checkpoints live, a resumable learning-rate schedule, per-epoch randomness,
 and the bundle they end in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,13 +32,13 @@ class ScratchConfig(Protocol):
     epochs: int
     lr: float
     batch_size: int
-    checkpoint_every: int              # epochs between checkpoints (also written on Ctrl-C)
-    patience: int | None               # validations without improvement before stopping early
-    checkpoint_dir: str | None         # None: <out>.checkpoints beside the bundle
+    checkpoint_every: int  # epochs between checkpoints (also written on Ctrl-C)
+    patience: int | None  # validations without improvement before stopping early
+    checkpoint_dir: str | None  # None: <out>.checkpoints beside the bundle
     resume: bool
     holdout: float
     seed: int
-    reference: bool                    # also score DATA's labelled test set in PyTorch
+    reference: bool  # also score DATA's labelled test set in PyTorch
 
 
 def check_run_options(config: ScratchConfig) -> None:
@@ -58,8 +59,10 @@ def checkpoint_dir(out: Path, config: ScratchConfig) -> Path:
     overwrite hours of training that ``--resume`` could continue."""
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else Path(f"{Path(out)}.checkpoints")
     if (folder / LAST).is_file() and not config.resume:
-        raise DataError(f"checkpoint folder {folder} holds an earlier run: pass --resume to continue it, "
-                        f"or remove the folder (or choose another with --checkpoint-dir) to start over")
+        raise DataError(
+            f"checkpoint folder {folder} holds an earlier run: pass --resume to continue it, "
+            f"or remove the folder (or choose another with --checkpoint-dir) to start over"
+        )
     return folder
 
 
@@ -69,8 +72,9 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def cosine_lr(optimizer: torch.optim.Optimizer, base: float, epoch: int, step: int, steps_per_epoch: int,
-              epochs: int) -> None:
+def cosine_lr(
+    optimizer: torch.optim.Optimizer, base: float, epoch: int, step: int, steps_per_epoch: int, epochs: int
+) -> None:
     """Cosine decay from ``base`` to 0 over the run, set per step. Computed from the position
     alone (no scheduler state), so a checkpoint needs nothing beyond the optimizer."""
     progress = ((epoch - 1) * steps_per_epoch + step) / (epochs * steps_per_epoch)
@@ -88,24 +92,46 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarra
     """A shuffled epoch of indices ``0..n-1`` in batches; the last one is dropped when it
     holds a single sample, which BatchNorm cannot train on."""
     order = rng.permutation(n)
-    chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return chunks[:-1] if len(chunks) > 1 and len(chunks[-1]) == 1 else chunks
 
 
-def train(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer], folder: Path,
-          config: ScratchConfig, steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int,
-          validate: Callable[[], float], desc: str, identity: dict[str, Any]) -> TrainResult:
+def train(
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    folder: Path,
+    config: ScratchConfig,
+    steps: Callable[[int], Iterable[dict[str, float]]],
+    steps_per_epoch: int,
+    validate: Callable[[], float],
+    desc: str,
+    identity: dict[str, Any],
+) -> TrainResult:
     """Run the shared Trainer over ``config.epochs`` with model selection by ``validate``
     (higher is better; it must not look at the test set); resume first if asked, from a
     checkpoint of the same ``identity`` (export.training.run_identity) only."""
-    trainer = Trainer(modules, optimizers, folder, every=config.checkpoint_every, validate=validate,
-                      patience=config.patience, desc=desc, identity=identity)
+    trainer = Trainer(
+        modules,
+        optimizers,
+        folder,
+        every=config.checkpoint_every,
+        validate=validate,
+        patience=config.patience,
+        desc=desc,
+        identity=identity,
+    )
     if config.resume and not trainer.resume():
         log.info("%s: nothing to resume in %s, starting from epoch 1", desc, folder)
     start = time.perf_counter()
     result = trainer.fit(config.epochs, steps, steps_per_epoch)
-    log.info("%s: %d epochs in %.1f s, kept epoch %s (validation %s)", desc, result.epochs_run,
-             time.perf_counter() - start, result.best_epoch, result.best_score)
+    log.info(
+        "%s: %d epochs in %.1f s, kept epoch %s (validation %s)",
+        desc,
+        result.epochs_run,
+        time.perf_counter() - start,
+        result.best_epoch,
+        result.best_score,
+    )
     return result
 
 
@@ -113,12 +139,23 @@ def bundle_params(config: Any, result: TrainResult, extra: dict[str, Any]) -> di
     """``method_params`` for bundle.yaml: the config (without run-only fields), how training
     ended, and the method's own facts."""
     params = {k: v for k, v in asdict(config).items() if k not in RUN_ONLY and k != "size"}
-    return {**params, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "best_validation": result.best_score, **extra}
+    return {
+        **params,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_validation": result.best_score,
+        **extra,
+    }
 
 
-def export_scratch(data: Path, out: Path, config: ScratchConfig, method: str, backbone: str,
-                   fit: Callable[[TrainingSplit, Path], tuple[AnomalyGraph, dict[str, Any]]]) -> Path:
+def export_scratch(
+    data: Path,
+    out: Path,
+    config: ScratchConfig,
+    method: str,
+    backbone: str,
+    fit: Callable[[TrainingSplit, Path], tuple[AnomalyGraph, dict[str, Any]]],
+) -> Path:
     """The export every from-scratch method shares: refuse a used ``out`` before training,
     split off the hold-out, ``fit(split, checkpoint_folder)`` → (graph, method_params),
     write the bundle. Returns ``out``."""
@@ -126,11 +163,13 @@ def export_scratch(data: Path, out: Path, config: ScratchConfig, method: str, ba
     check_out_dir(out)
     folder = checkpoint_dir(out, config)
     split = split_training_data(Path(data), config.holdout, config.seed)
-    log.info("%s on %d images of %s (%d held out): %s", method, len(split.train), split.root,
-             len(split.holdout), config)
+    log.info(
+        "%s on %d images of %s (%d held out): %s", method, len(split.train), split.root, len(split.holdout), config
+    )
     graph, params = fit(split, folder)
     start = time.perf_counter()
-    write_bundle(out, graph, method=method, backbone=backbone, split=split, method_params=params,
-                 reference=config.reference)
+    write_bundle(
+        out, graph, method=method, backbone=backbone, split=split, method_params=params, reference=config.reference
+    )
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return out

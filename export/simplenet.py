@@ -12,6 +12,7 @@ Model selection never looks at the test set: the validation score is the AUROC o
 good images against the same images with LAS-style synthetic anomalies
 (``export/anomaly_synthesis.py``), image level and patch level, averaged.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,13 +40,13 @@ from .data import DataError, iter_batches, load_mask, split_training_data
 from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
 from .patchcore import feature_extractor
 from .scratch import checkpoint_dir as checkpoint_folder
-from .training import RUN_ONLY, RunOptions, TrainResult, Trainer, run_identity, seed_everything
+from .training import RUN_ONLY, RunOptions, Trainer, TrainResult, run_identity, seed_everything
 
 log = logging.getLogger(__name__)
 
 METHOD = "simplenet"
-VALIDATION_VARIANTS = 2            # synthetic anomalies per held-out good image
-VALIDATION_STREAM, LAS_STREAM = 1, 2   # separate seeded random streams (see anomaly_rng)
+VALIDATION_VARIANTS = 2  # synthetic anomalies per held-out good image
+VALIDATION_STREAM, LAS_STREAM = 1, 2  # separate seeded random streams (see anomaly_rng)
 OFFICIAL_BACKBONE = "wide_resnet50_2"
 OFFICIAL_NOISE_NORM = 0.015 * math.sqrt(1536)
 # σ of the training noise per backbone. SimpleNet's anomalies are normal features pushed off
@@ -67,27 +68,36 @@ class DiscriminatorConfig(RunOptions):
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    size: int = 288                    # input height = width; the official crop size
-    pretrain_dim: int = 1536           # per-level pooled width (wide backbones only)
-    target_dim: int = 1536             # feature width after aggregation (wide backbones only)
-    noise_std: float | None = None     # σ of the Gaussian feature noise; None: the backbone's (NOISE_STD)
-    hidden_dim: int = 1024             # discriminator's hidden layer
-    lr: float = 1e-4                   # the adaptor's learning rate (the official base lr)
+    size: int = 288  # input height = width; the official crop size
+    pretrain_dim: int = 1536  # per-level pooled width (wide backbones only)
+    target_dim: int = 1536  # feature width after aggregation (wide backbones only)
+    noise_std: float | None = None  # σ of the Gaussian feature noise; None: the backbone's (NOISE_STD)
+    hidden_dim: int = 1024  # discriminator's hidden layer
+    lr: float = 1e-4  # the adaptor's learning rate (the official base lr)
     discriminator_lr: float = 2e-4
     epochs: int = 160
-    batch_size: int = 8                # images per training step (all their patches)
-    validate_every: int = 1            # epochs between validations (model selection)
-    textures: str | None = None        # texture folder for synthetic anomalies; None: procedural
-    foreground: str | None = None      # folder of foreground masks named like the images; None: whole image
+    batch_size: int = 8  # images per training step (all their patches)
+    validate_every: int = 1  # epochs between validations (model selection)
+    textures: str | None = None  # texture folder for synthetic anomalies; None: procedural
+    foreground: str | None = None  # folder of foreground masks named like the images; None: whole image
 
     def __post_init__(self) -> None:
         if self.backbone not in NOISE_STD:
             raise ValueError(f"backbone {self.backbone!r}: choose from {', '.join(NOISE_STD)}")
         if self.size % FEATURE_STRIDES[-1]:
-            raise ValueError(f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)")
+            raise ValueError(
+                f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)"
+            )
         check_size(self.size)
-        for name in ("pretrain_dim", "target_dim", "hidden_dim", "epochs", "batch_size",
-                     "validate_every", "checkpoint_every"):
+        for name in (
+            "pretrain_dim",
+            "target_dim",
+            "hidden_dim",
+            "epochs",
+            "batch_size",
+            "validate_every",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
         for name in ("noise_std", "lr", "discriminator_lr"):
@@ -107,12 +117,13 @@ class SimpleNetConfig(DiscriminatorConfig):
     """Every knob of a SimpleNet export; ``configs/methods/simplenet.yaml`` mirrors these
     defaults, the official ones (40 meta-epochs × 4 epochs, validated once per meta-epoch)."""
 
-    margin: float = 0.5                # truncated L1: normal ≥ +margin, noised ≤ −margin
+    margin: float = 0.5  # truncated L1: normal ≥ +margin, noised ≤ −margin
     discriminator_weight_decay: float = 1e-5
     validate_every: int = 4
 
 
 # --- the two heads ---------------------------------------------------------------------------
+
 
 def make_adaptor(dim: int) -> nn.Linear:
     """The feature adaptor: one Linear(dim, dim), Xavier-normal weights as the official code."""
@@ -175,6 +186,7 @@ def truncated_l1_loss(true_scores: torch.Tensor, fake_scores: torch.Tensor, marg
 
 # --- the frozen front end and its feature cache ----------------------------------------------
 
+
 class FrozenFeatures:
     """The frozen front end (``uint8 [B, H, W, 3]`` → patch features ``[B, D, h, w]``) run in
     ONNX Runtime. It is the exported graph's own front half, traced the same way, so the
@@ -186,10 +198,17 @@ class FrozenFeatures:
         buffer = io.BytesIO()
         example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # the tracer's notes, already weighed in graph.export_onnx
-            torch.onnx.export(extractor.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=["features"],
-                              dynamic_axes={INPUT_NAME: {0: "B"}, "features": {0: "B"}})
+            warnings.simplefilter("ignore")  # the tracer's notes, already weighed in graph.export_onnx
+            torch.onnx.export(
+                extractor.eval(),
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=["features"],
+                dynamic_axes={INPUT_NAME: {0: "B"}, "features": {0: "B"}},
+            )
         self.session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -201,10 +220,10 @@ class FrozenFeatures:
         out: torch.Tensor | None = None
         with tqdm(total=len(images), desc=desc, unit="img", leave=False) as bar:
             for start in range(0, len(images), batch_size):
-                feats = torch.from_numpy(self(images[start:start + batch_size])).permute(0, 2, 3, 1)
+                feats = torch.from_numpy(self(images[start : start + batch_size])).permute(0, 2, 3, 1)
                 if out is None:
                     out = torch.empty((len(images), *feats.shape[1:]), dtype=torch.float16)
-                out[start:start + len(feats)] = feats
+                out[start : start + len(feats)] = feats
                 bar.update(len(feats))
         return out
 
@@ -234,15 +253,19 @@ def anomaly_rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def synthesize(images: np.ndarray, rng: np.random.Generator, textures: TextureSource,
-               foregrounds: np.ndarray | None, **las: float) -> tuple[np.ndarray, np.ndarray]:
+def synthesize(
+    images: np.ndarray, rng: np.random.Generator, textures: TextureSource, foregrounds: np.ndarray | None, **las: float
+) -> tuple[np.ndarray, np.ndarray]:
     """LAS on every image: (``uint8 [N, H, W, 3]``, masks ``bool [N, H, W]``)."""
-    pairs = [local_anomaly(img, rng, textures, None if foregrounds is None else foregrounds[i], **las)
-             for i, img in enumerate(tqdm(images, desc="synthetic anomalies", unit="img", leave=False))]
+    pairs = [
+        local_anomaly(img, rng, textures, None if foregrounds is None else foregrounds[i], **las)
+        for i, img in enumerate(tqdm(images, desc="synthetic anomalies", unit="img", leave=False))
+    ]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 # --- validation on held-out good images and synthetic anomalies ------------------------------
+
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann–Whitney U with average ranks for ties); NaN when one
@@ -252,7 +275,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     if not n_pos or not n_neg:
         return math.nan
     _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0          # 1-based, ties share their mean
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean
     rank_sum = average_rank[inverse][labels].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -261,8 +284,8 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 class SyntheticValidation:
     """Held-out good images and LAS-corrupted copies of them, as cached features."""
 
-    features: torch.Tensor       # float16 [n, h, w, D]: the good images first, then the anomalies
-    labels: np.ndarray           # bool [n, h, w]: anomalous patches
+    features: torch.Tensor  # float16 [n, h, w, D]: the good images first, then the anomalies
+    labels: np.ndarray  # bool [n, h, w]: anomalous patches
     size: int
 
     def __call__(self, scorer: PatchScorer) -> float:
@@ -277,8 +300,9 @@ class SyntheticValidation:
         return (image_auroc + patch_auroc) / 2
 
 
-def build_validation(frozen: FrozenFeatures, files: Sequence[Path], config: DiscriminatorConfig,
-                     textures: TextureSource) -> SyntheticValidation:
+def build_validation(
+    frozen: FrozenFeatures, files: Sequence[Path], config: DiscriminatorConfig, textures: TextureSource
+) -> SyntheticValidation:
     good = load_images(files, config.size)
     foregrounds = load_foregrounds(files, config.foreground, config.size)
     copies = np.concatenate([good] * VALIDATION_VARIANTS)
@@ -292,15 +316,16 @@ def build_validation(frozen: FrozenFeatures, files: Sequence[Path], config: Disc
 
 # --- training ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Prepared:
     """What both methods start from: the frozen front end and the cached training features."""
 
     backbone: Backbone
-    extractor: nn.Sequential          # ImageInput → backbone → PatchFeatures (exported as is)
+    extractor: nn.Sequential  # ImageInput → backbone → PatchFeatures (exported as is)
     frozen: FrozenFeatures
-    images: np.ndarray                # uint8 [N, H, W, 3]
-    features: torch.Tensor            # float16 [N, h, w, D]
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    features: torch.Tensor  # float16 [N, h, w, D]
     textures: TextureSource
     validation: SyntheticValidation | None
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -320,11 +345,12 @@ class Prepared:
         return self.features.view(-1, self.dim)
 
 
-def prepare(files: Sequence[Path], holdout: Sequence[Path], config: DiscriminatorConfig,
-            backbone: Backbone | None = None) -> Prepared:
+def prepare(
+    files: Sequence[Path], holdout: Sequence[Path], config: DiscriminatorConfig, backbone: Backbone | None = None
+) -> Prepared:
     start = time.perf_counter()
     backbone = backbone or load_backbone(config.backbone, config.backbone_weights)
-    extractor = feature_extractor(backbone, config)   # reads pretrain_dim / target_dim only
+    extractor = feature_extractor(backbone, config)  # reads pretrain_dim / target_dim only
     frozen = FrozenFeatures(extractor, config.size)
     textures = TextureSource(config.textures)
     images = load_images(files, config.size)
@@ -333,8 +359,14 @@ def prepare(files: Sequence[Path], holdout: Sequence[Path], config: Discriminato
     if validation is None:
         log.warning("no held-out good images: no model selection, the last epoch is kept")
     seconds = time.perf_counter() - start
-    log.info("features: %d images → %s patches × %d (float16) in %.1f s; anomalies from %s textures",
-             len(images), "×".join(map(str, features.shape[:3])), features.shape[-1], seconds, textures.describe())
+    log.info(
+        "features: %d images → %s patches × %d (float16) in %.1f s; anomalies from %s textures",
+        len(images),
+        "×".join(map(str, features.shape[:3])),
+        features.shape[-1],
+        seconds,
+        textures.describe(),
+    )
     return Prepared(backbone, extractor, frozen, images, features, textures, validation, {"features": seconds})
 
 
@@ -346,20 +378,33 @@ def epoch_batches(n_images: int, patches: int, batch_size: int, limit: int | Non
     return [(index[:, None] * patches + torch.arange(patches)).reshape(-1) for index in images]
 
 
-def train(scorer: PatchScorer, optimizers: dict[str, torch.optim.Optimizer],
-          steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int,
-          validation: SyntheticValidation | None, config: DiscriminatorConfig,
-          checkpoint_dir: Path | None, desc: str) -> TrainResult:
+def train(
+    scorer: PatchScorer,
+    optimizers: dict[str, torch.optim.Optimizer],
+    steps: Callable[[int], Iterable[dict[str, float]]],
+    steps_per_epoch: int,
+    validation: SyntheticValidation | None,
+    config: DiscriminatorConfig,
+    checkpoint_dir: Path | None,
+    desc: str,
+) -> TrainResult:
     """The shared Trainer around ``steps``; selects the epoch with the best validation.
     ``desc``: the method's name, also what its checkpoints record (run_identity)."""
     with ExitStack() as stack:
         # Model selection restores the best epoch from its checkpoint: without a folder to
         # keep, one lives for the run.
         directory = checkpoint_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{desc}-")))
-        trainer = Trainer({"adaptor": scorer.adaptor, "discriminator": scorer.discriminator}, optimizers, directory,
-                          every=config.checkpoint_every, validate=None if validation is None else lambda: validation(scorer),
-                          validate_every=config.validate_every, patience=config.patience, desc=desc,
-                          identity=run_identity(desc, config))
+        trainer = Trainer(
+            {"adaptor": scorer.adaptor, "discriminator": scorer.discriminator},
+            optimizers,
+            directory,
+            every=config.checkpoint_every,
+            validate=None if validation is None else lambda: validation(scorer),
+            validate_every=config.validate_every,
+            patience=config.patience,
+            desc=desc,
+            identity=run_identity(desc, config),
+        )
         if config.resume and not trainer.resume():
             log.warning("--resume: no checkpoint in %s; starting from epoch 1", directory)
         return trainer.fit(config.epochs, steps, steps_per_epoch)
@@ -374,8 +419,9 @@ def optimise(loss: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]) -
         opt.step()
 
 
-def simplenet_steps(prepared: Prepared, scorer: PatchScorer, optimizers: dict[str, torch.optim.Optimizer],
-                    config: SimpleNetConfig) -> Callable[[int], Iterator[dict[str, float]]]:
+def simplenet_steps(
+    prepared: Prepared, scorer: PatchScorer, optimizers: dict[str, torch.optim.Optimizer], config: SimpleNetConfig
+) -> Callable[[int], Iterator[dict[str, float]]]:
     adaptor, discriminator = scorer.adaptor, scorer.discriminator
     features, patches = prepared.rows, prepared.patches
 
@@ -383,11 +429,14 @@ def simplenet_steps(prepared: Prepared, scorer: PatchScorer, optimizers: dict[st
         for index in epoch_batches(len(prepared.features), patches, config.batch_size):
             true = adaptor(features[index].float())
             scores = discriminator(torch.cat([true, feature_noise(true, config.noise)]))
-            true_scores, fake_scores = scores[:len(true)], scores[len(true):]
+            true_scores, fake_scores = scores[: len(true)], scores[len(true) :]
             loss = truncated_l1_loss(true_scores, fake_scores, config.margin)
             optimise(loss, optimizers)
-            yield {"loss": loss.item(), "p_true": (true_scores >= config.margin).float().mean().item(),
-                   "p_fake": (fake_scores <= -config.margin).float().mean().item()}
+            yield {
+                "loss": loss.item(),
+                "p_true": (true_scores >= config.margin).float().mean().item(),
+                "p_fake": (fake_scores <= -config.margin).float().mean().item(),
+            }
 
     return steps
 
@@ -406,20 +455,32 @@ def scoring_graph(extractor: nn.Sequential, scorer: PatchScorer, size: int) -> A
     """The exported graph: ``extractor``'s backbone and patch front end, the trained heads,
     the shared head. No noise, no synthesis: those exist only in training."""
     _, backbone, front = extractor
-    return AnomalyGraph(nn.Sequential(backbone, front, scorer), backbone.info.mean, backbone.info.std,
-                        (size, size)).eval()
+    return AnomalyGraph(
+        nn.Sequential(backbone, front, scorer), backbone.info.mean, backbone.info.std, (size, size)
+    ).eval()
 
 
-def finish(prepared: Prepared, scorer: PatchScorer, result: TrainResult, config: DiscriminatorConfig,
-           train_s: float) -> DiscriminatorModel:
+def finish(
+    prepared: Prepared, scorer: PatchScorer, result: TrainResult, config: DiscriminatorConfig, train_s: float
+) -> DiscriminatorModel:
     scorer.eval()
-    return DiscriminatorModel(graph=scoring_graph(prepared.extractor, scorer, config.size), backbone=prepared.backbone,
-                              feature_dim=prepared.dim, result=result,
-                              timings_s={**prepared.timings_s, "train": train_s}, textures=prepared.textures.describe())
+    return DiscriminatorModel(
+        graph=scoring_graph(prepared.extractor, scorer, config.size),
+        backbone=prepared.backbone,
+        feature_dim=prepared.dim,
+        result=result,
+        timings_s={**prepared.timings_s, "train": train_s},
+        textures=prepared.textures.describe(),
+    )
 
 
-def fit_simplenet(files: Sequence[Path], holdout: Sequence[Path], config: SimpleNetConfig,
-                  backbone: Backbone | None = None, checkpoint_dir: Path | None = None) -> DiscriminatorModel:
+def fit_simplenet(
+    files: Sequence[Path],
+    holdout: Sequence[Path],
+    config: SimpleNetConfig,
+    backbone: Backbone | None = None,
+    checkpoint_dir: Path | None = None,
+) -> DiscriminatorModel:
     """Train SimpleNet's heads on good images ``files``; ``holdout`` (good images, may be
     empty) validates each epoch against synthetic anomalies and picks the kept epoch."""
     prepared = prepare(files, holdout, config, backbone)
@@ -427,27 +488,47 @@ def fit_simplenet(files: Sequence[Path], holdout: Sequence[Path], config: Simple
     scorer = PatchScorer(make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim), sign=-1.0)
     optimizers = {
         "adaptor": torch.optim.AdamW(scorer.adaptor.parameters(), lr=config.lr),
-        "discriminator": torch.optim.Adam(scorer.discriminator.parameters(), lr=config.discriminator_lr,
-                                          weight_decay=config.discriminator_weight_decay),
+        "discriminator": torch.optim.Adam(
+            scorer.discriminator.parameters(),
+            lr=config.discriminator_lr,
+            weight_decay=config.discriminator_weight_decay,
+        ),
     }
     start = time.perf_counter()
-    result = train(scorer, optimizers, simplenet_steps(prepared, scorer, optimizers, config),
-                   math.ceil(len(files) / config.batch_size), prepared.validation, config, checkpoint_dir, METHOD)
+    result = train(
+        scorer,
+        optimizers,
+        simplenet_steps(prepared, scorer, optimizers, config),
+        math.ceil(len(files) / config.batch_size),
+        prepared.validation,
+        config,
+        checkpoint_dir,
+        METHOD,
+    )
     return finish(prepared, scorer, result, config, time.perf_counter() - start)
 
 
 # --- export ------------------------------------------------------------------------------------
 
-def export_trained(method: str, fit: Callable[..., DiscriminatorModel], data: Path, out: Path,
-                   config: DiscriminatorConfig) -> Path:
+
+def export_trained(
+    method: str, fit: Callable[..., DiscriminatorModel], data: Path, out: Path, config: DiscriminatorConfig
+) -> Path:
     """Train ``fit`` on the good images of ``data`` minus the hold-out, write the bundle
     ``out``; checkpoints go where export.scratch.checkpoint_dir says."""
     out = Path(out)
     check_out_dir(out)
     checkpoints = checkpoint_folder(out, config)
     split = split_training_data(Path(data), config.holdout, config.seed)
-    log.info("%s on %d images of %s (%d held out), checkpoints in %s: %s", method, len(split.train), split.root,
-             len(split.holdout), checkpoints, config)
+    log.info(
+        "%s on %d images of %s (%d held out), checkpoints in %s: %s",
+        method,
+        len(split.train),
+        split.root,
+        len(split.holdout),
+        checkpoints,
+        config,
+    )
     model = fit(split.train, split.holdout, config, checkpoint_dir=checkpoints)
     r = model.result
     params: dict[str, Any] = {
@@ -462,8 +543,15 @@ def export_trained(method: str, fit: Callable[..., DiscriminatorModel], data: Pa
         "backbone_weights": Path(model.backbone.info.weights).name,
     }
     start = time.perf_counter()
-    write_bundle(out, model.graph, method=method, backbone=model.backbone.info.name, split=split, method_params=params,
-                 reference=config.reference)
+    write_bundle(
+        out,
+        model.graph,
+        method=method,
+        backbone=model.backbone.info.name,
+        split=split,
+        method_params=params,
+        reference=config.reference,
+    )
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return out
 

@@ -11,6 +11,7 @@
    Levels are combined either by concatenating their features into one bank (``concat``)
    or by multiplying the per-level distance maps (``multiply``), the seed's two fusions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,8 +30,7 @@ from .data import TrainingSplit
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
-from .scratch import (batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images,
-                      train)
+from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
 from .training import RunOptions, TrainResult, run_identity, seed_everything
 from .wavelet import WAVELETS, wavelet_downsampling
 
@@ -38,16 +38,16 @@ if TYPE_CHECKING:
     from torchvision.models import ResNet
 
 METHOD = "ssl"
-BACKBONE = "resnet18-ssl"          # bundle.yaml's backbone: trained here, not an ImageNet one
+BACKBONE = "resnet18-ssl"  # bundle.yaml's backbone: trained here, not an ImageNet one
 FUSIONS = ("concat", "multiply")
-DOWNSAMPLING = ("stride", *WAVELETS)   # stride: torchvision's ResNet-18 | a wavelet: WaveCNet's DWT-LL
+DOWNSAMPLING = ("stride", *WAVELETS)  # stride: torchvision's ResNet-18 | a wavelet: WaveCNet's DWT-LL
 CLASSES = ("good", "cutpaste", "scar")
 CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 # PatchFeatures' target width; ResNet-18's levels together have at most 960 channels, so
 # they always keep their native width (3×3 mean per level, levels concatenated).
 NATIVE_WIDTH = 1024
-VALIDATION_STREAM = 2 ** 31       # epoch_rng "epoch" of the fixed validation views: never a real epoch
+VALIDATION_STREAM = 2**31  # epoch_rng "epoch" of the fixed validation views: never a real epoch
 # Read only by stage 2: a finished stage 1 resumes into any of them (its checkpoint holds stage 1 alone).
 STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size")
 
@@ -57,20 +57,20 @@ class SSLConfig(RunOptions):
     """Every knob of an ``ssl`` export (the run options come from RunOptions);
     ``configs/methods/ssl.yaml`` mirrors these defaults."""
 
-    size: int = 128                    # input height = width, px (see ssl.yaml for why not 256)
-    levels: str = "layer2,layer3"      # ResNet-18 stages whose features are scored, comma-separated
-    fusion: str = "concat"             # concat: one bank of joined features | multiply: per-level maps multiplied
-    downsample: str = "stride"         # stride: strided conv + max-pool | haar, db2, db3: wavelet LL (WaveCNet)
+    size: int = 128  # input height = width, px (see ssl.yaml for why not 256)
+    levels: str = "layer2,layer3"  # ResNet-18 stages whose features are scored, comma-separated
+    fusion: str = "concat"  # concat: one bank of joined features | multiply: per-level maps multiplied
+    downsample: str = "stride"  # stride: strided conv + max-pool | haar, db2, db3: wavelet LL (WaveCNet)
     epochs: int = 10
-    lr: float = 0.03                   # SGD, momentum 0.9, cosine decay to 0 (CutPaste's recipe)
+    lr: float = 0.03  # SGD, momentum 0.9, cosine decay to 0 (CutPaste's recipe)
     weight_decay: float = 3e-5
-    jitter: float = 0.1                # colour jitter of whole images and of pasted patches
-    batch_size: int = 16               # good images per step; each also yields a CutPaste and a scar view
+    jitter: float = 0.1  # colour jitter of whole images and of pasted patches
+    batch_size: int = 16  # good images per step; each also yields a CutPaste and a scar view
     coreset: str = "greedy"
-    coreset_ratio: float = 0.1         # bank size / all training patches (per level for multiply)
+    coreset_ratio: float = 0.1  # bank size / all training patches (per level for multiply)
     projection_dim: int = 128
     chunk_size: int = 4096
-    checkpoint_every: int = 5          # half of the 10 epochs: RunOptions' 10 would checkpoint only at the end
+    checkpoint_every: int = 5  # half of the 10 epochs: RunOptions' 10 would checkpoint only at the end
 
     def __post_init__(self) -> None:
         check_run_options(self)
@@ -96,6 +96,7 @@ class SSLConfig(RunOptions):
 
 # --- stage 1: learn to see synthetic anomalies ------------------------------------------------
 
+
 def labelled_views(images: np.ndarray, rng: np.random.Generator, jitter: float) -> tuple[np.ndarray, np.ndarray]:
     """Each image as three views, ``uint8 [3N, H, W, 3]`` with labels ``[3N]`` (indices of
     CLASSES): the good image, then CutPaste and scar-CutPaste of it, all three colour-jittered
@@ -114,7 +115,7 @@ def resnet(downsample: str = "stride") -> ResNet:
     of layer2-4 with their shortcuts) by the wavelet's LL band, same feature-map sizes.
     Built so before any checkpoint is loaded into it. The wavelet modules hold no random
     weights: the convolutions' initial weights are those of ``stride`` for the same seed."""
-    from torchvision.models import resnet18     # here: torchvision costs seconds to import, and --help needs none of it
+    from torchvision.models import resnet18  # here: torchvision costs seconds to import, and --help needs none of it
 
     net = resnet18(weights=None)
     if downsample != "stride":
@@ -124,8 +125,12 @@ def resnet(downsample: str = "stride") -> ResNet:
 
 def stages(net: ResNet) -> dict[str, list[nn.Module]]:
     """ResNet-18's modules by stage: each level's output is its stage's last module's."""
-    return {"layer1": [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1],
-            "layer2": [net.layer2], "layer3": [net.layer3], "layer4": [net.layer4]}
+    return {
+        "layer1": [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1],
+        "layer2": [net.layer2],
+        "layer3": [net.layer3],
+        "layer4": [net.layer4],
+    }
 
 
 def level_sections(net: ResNet, levels: tuple[str, ...]) -> list[nn.Sequential]:
@@ -154,8 +159,9 @@ def classify(model: nn.Module, normalise: ImageInput, views: np.ndarray) -> torc
     return model(normalise(torch.from_numpy(views)))
 
 
-def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig,
-                   folder: Path) -> tuple[ResNet, TrainResult]:
+def fit_classifier(
+    images: np.ndarray, validation: np.ndarray, config: SSLConfig, folder: Path
+) -> tuple[ResNet, TrainResult]:
     """Stage 1: ResNet-18 from scratch, 3-way cross-entropy on good / CutPaste / scar views.
     Model selection: cross-entropy on fixed views of ``validation`` (good images the network
     never trains on), negated so that higher is better; never the test set."""
@@ -179,22 +185,37 @@ def fit_classifier(images: np.ndarray, validation: np.ndarray, config: SSLConfig
             yield {"loss": loss.item()}
 
     def validate() -> float:
-        logits = torch.cat([classify(model, normalise, val_views[i:i + 48]) for i in range(0, len(val_views), 48)])
+        logits = torch.cat([classify(model, normalise, val_views[i : i + 48]) for i in range(0, len(val_views), 48)])
         return -F.cross_entropy(logits, torch.from_numpy(val_labels)).item()
 
-    result = train({"classifier": model}, {"sgd": optimizer}, folder, config, steps, n_steps, validate,
-                   f"{METHOD} stage 1", run_identity(METHOD, config, STAGE_2))
+    result = train(
+        {"classifier": model},
+        {"sgd": optimizer},
+        folder,
+        config,
+        steps,
+        n_steps,
+        validate,
+        f"{METHOD} stage 1",
+        run_identity(METHOD, config, STAGE_2),
+    )
     return net.eval(), result
 
 
 # --- stage 2: patch density on the trained features -------------------------------------------
 
+
 def trained_backbone(net: ResNet, levels: tuple[str, ...], weights: str) -> Backbone:
     """The trained network up to its deepest requested stage as a frozen Backbone whose
     levels are ``levels``: what the exported graph runs."""
-    info = BackboneInfo(name=BACKBONE, channels=tuple(CHANNELS[name] for name in levels),
-                        strides=tuple(STRIDES[name] for name in levels), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                        weights=weights)
+    info = BackboneInfo(
+        name=BACKBONE,
+        channels=tuple(CHANNELS[name] for name in levels),
+        strides=tuple(STRIDES[name] for name in levels),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        weights=weights,
+    )
     return Backbone(level_sections(net, levels), info)
 
 
@@ -224,18 +245,23 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     if config.fusion == "concat":
         bank = torch.from_numpy(features[select_coreset(features, config)])
         # PatchCore's graph builder and coreset read only fields SSLConfig shares with its config.
-        return scoring_graph(extractor, bank, config), {"bank_size": len(bank), "feature_dim": features.shape[1],
-                                                        "training_patches": len(features)}
+        return scoring_graph(extractor, bank, config), {
+            "bank_size": len(bank),
+            "feature_dim": features.shape[1],
+            "training_patches": len(features),
+        }
     per_level = np.split(features, np.cumsum(backbone.info.channels)[:-1], axis=1)
     banks = [torch.from_numpy(level[select_coreset(level, config)]) for level in per_level]
     scorer = nn.Sequential(backbone, front, LevelProduct(banks, backbone.info.channels, config.chunk_size))
     graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
-    return graph, {"bank_size": [len(b) for b in banks], "feature_dim": list(backbone.info.channels),
-                   "training_patches": len(features)}
+    return graph, {
+        "bank_size": [len(b) for b in banks],
+        "feature_dim": list(backbone.info.channels),
+        "training_patches": len(features),
+    }
 
 
-def fit_graph(split: TrainingSplit, config: SSLConfig,
-              folder: Path) -> tuple[AnomalyGraph, dict[str, Any]]:
+def fit_graph(split: TrainingSplit, config: SSLConfig, folder: Path) -> tuple[AnomalyGraph, dict[str, Any]]:
     """Both stages on ``split``: returns the scoring graph and the bundle's method_params.
     Validation uses the hold-out's good images (or the training images when there is no
     hold-out), with synthetic anomalies drawn on them."""
@@ -251,5 +277,4 @@ def export_ssl(data: Path, out: Path, config: SSLConfig | None = None) -> Path:
     """Train the self-supervised CNN on the good images of ``data`` minus the hold-out and
     write the bundle directory ``out``. Returns ``out``."""
     config = config or SSLConfig()
-    return export_scratch(data, out, config, METHOD, BACKBONE,
-                          lambda split, folder: fit_graph(split, config, folder))
+    return export_scratch(data, out, config, METHOD, BACKBONE, lambda split, folder: fit_graph(split, config, folder))

@@ -5,6 +5,7 @@ N epochs and on Ctrl-C, ``--resume`` that continues bit-for-bit where it stopped
 included), seeding, and model selection / early stopping on a validation score that the method
 computes from training data or held-out good parts, never from the test set.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,7 +34,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-RUN_ONLY = ("checkpoint_dir", "checkpoint_every", "resume", "reference")   # how to run, not what the model is: kept out of bundles
+RUN_ONLY = (
+    "checkpoint_dir",
+    "checkpoint_every",
+    "resume",
+    "reference",
+)  # how to run, not what the model is: kept out of bundles
 
 
 def run_identity(method: str, config: Any, after_training: Iterable[str] = ()) -> dict[str, Any]:
@@ -53,13 +59,13 @@ class RunOptions:
     default. As base-class fields they come first in ``dataclasses.fields``, and so in
     bundle.yaml's method_params."""
 
-    checkpoint_every: int = 10         # epochs between checkpoints (also written on Ctrl-C)
-    patience: int | None = None        # validations without improvement before stopping early; None: all epochs
+    checkpoint_every: int = 10  # epochs between checkpoints (also written on Ctrl-C)
+    patience: int | None = None  # validations without improvement before stopping early; None: all epochs
     checkpoint_dir: str | None = None  # None: <out>.checkpoints beside the bundle
-    resume: bool = False               # continue from checkpoint_dir's last checkpoint
-    holdout: float = 0.1               # good images kept out of training: validation, then calibration
+    resume: bool = False  # continue from checkpoint_dir's last checkpoint
+    holdout: float = 0.1  # good images kept out of training: validation, then calibration
     seed: int = 0
-    reference: bool = False            # also score DATA's labelled test set in PyTorch (reference.npz)
+    reference: bool = False  # also score DATA's labelled test set in PyTorch (reference.npz)
 
 
 @dataclass
@@ -69,7 +75,7 @@ class TrainResult:
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
-    stopped_early: bool = False        # patience ran out: the run is finished, --resume trains no further
+    stopped_early: bool = False  # patience ran out: the run is finished, --resume trains no further
 
 
 class Trainer:
@@ -82,24 +88,35 @@ class Trainer:
     records another.
     """
 
-    def __init__(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 checkpoint_dir: Path | None, *, every: int = 10, validate: Callable[[], float] | None = None,
-                 validate_every: int = 1, patience: int | None = None, desc: str = "train",
-                 identity: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        modules: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        checkpoint_dir: Path | None,
+        *,
+        every: int = 10,
+        validate: Callable[[], float] | None = None,
+        validate_every: int = 1,
+        patience: int | None = None,
+        desc: str = "train",
+        identity: dict[str, Any] | None = None,
+    ):
         self.modules, self.optimizers = modules, optimizers
         self.dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.every, self.validate, self.validate_every, self.patience = every, validate, validate_every, patience
         self.desc, self.identity = desc, identity
         self.result = TrainResult(0, None, None)
-        self._snapshot: dict | None = None     # the state at the end of the last whole epoch
+        self._snapshot: dict | None = None  # the state at the end of the last whole epoch
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"identity": self.identity,
-                "modules": {k: m.state_dict() for k, m in self.modules.items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "result": self.result,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+        return {
+            "identity": self.identity,
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "result": self.result,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
 
     def save(self, name: str = LAST) -> Path | None:
         """Write the end-of-epoch state: a Ctrl-C mid-epoch must not save half-updated weights or an
@@ -109,7 +126,7 @@ class Trainer:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp"
         torch.save(self._snapshot, tmp)
-        tmp.replace(self.dir / name)          # a crash mid-write never leaves a half checkpoint
+        tmp.replace(self.dir / name)  # a crash mid-write never leaves a half checkpoint
         return self.dir / name
 
     def _load(self, path: Path, with_rng: bool) -> None:
@@ -119,12 +136,13 @@ class Trainer:
         try:
             for k, m in self.modules.items():
                 m.load_state_dict(state["modules"][k])
-        except RuntimeError as exc:      # keys or shapes that differ, in a checkpoint that records no identity
+        except RuntimeError as exc:  # keys or shapes that differ, in a checkpoint that records no identity
             if "loading state_dict" not in str(exc):
                 raise
-            raise DataError(f"checkpoint folder {self.dir} holds another network than this run's: resume with "
-                            f"the options of the run that wrote it, or start this one in another --checkpoint-dir"
-                            ) from exc
+            raise DataError(
+                f"checkpoint folder {self.dir} holds another network than this run's: resume with "
+                f"the options of the run that wrote it, or start this one in another --checkpoint-dir"
+            ) from exc
         if with_rng:
             for k, o in self.optimizers.items():
                 o.load_state_dict(state["optimizers"][k])
@@ -138,13 +156,20 @@ class Trainer:
             return
         theirs, ours = written["method"], self.identity["method"]
         if theirs != ours:
-            raise DataError(f"checkpoint folder {self.dir} holds a {theirs} run, not a {ours} one: resume it with "
-                            f"--method {theirs}, or start this one in another --checkpoint-dir")
+            raise DataError(
+                f"checkpoint folder {self.dir} holds a {theirs} run, not a {ours} one: resume it with "
+                f"--method {theirs}, or start this one in another --checkpoint-dir"
+            )
         keys = sorted(written.keys() | self.identity.keys())
-        differs = ", ".join(f"{k} {self.identity.get(k)!r} (the checkpoint's: {written.get(k)!r})"
-                            for k in keys if written.get(k) != self.identity.get(k))
-        raise DataError(f"checkpoint folder {self.dir} holds a run with other options: {differs}; resume with that "
-                        f"run's options, or start this one in another --checkpoint-dir")
+        differs = ", ".join(
+            f"{k} {self.identity.get(k)!r} (the checkpoint's: {written.get(k)!r})"
+            for k in keys
+            if written.get(k) != self.identity.get(k)
+        )
+        raise DataError(
+            f"checkpoint folder {self.dir} holds a run with other options: {differs}; resume with that "
+            f"run's options, or start this one in another --checkpoint-dir"
+        )
 
     def resume(self) -> bool:
         """Continue from the last checkpoint if there is one; False when starting fresh."""
@@ -164,8 +189,9 @@ class Trainer:
                 for m in self.modules.values():
                     m.train()
                 sums: dict[str, float] = {}
-                bar = tqdm(steps(epoch), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{epochs}",
-                           unit="step", leave=False)
+                bar = tqdm(
+                    steps(epoch), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{epochs}", unit="step", leave=False
+                )
                 n = 0
                 for n, losses in enumerate(bar, 1):
                     for k, v in losses.items():
@@ -173,8 +199,9 @@ class Trainer:
                     bar.set_postfix({k: f"{s / n:.4f}" for k, s in sums.items()})
                 means = {k: s / max(n, 1) for k, s in sums.items()}
                 if any(not math.isfinite(v) for v in means.values()):
-                    raise FloatingPointError(f"{self.desc}: loss became {means} in epoch {epoch}; "
-                                             "lower the learning rate or check the data")
+                    raise FloatingPointError(
+                        f"{self.desc}: loss became {means} in epoch {epoch}; lower the learning rate or check the data"
+                    )
                 r.epochs_run = epoch
                 line = f"{self.desc} epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
                 if self.validate is not None and (epoch % self.validate_every == 0 or epoch == epochs):
@@ -196,14 +223,20 @@ class Trainer:
                 if epoch % self.every == 0:
                     self.save(LAST)
                 if r.stopped_early:
-                    log.info("%s: no better validation for %d epochs, stopping early at epoch %d (best: epoch %d)",
-                             self.desc, since_best, epoch, r.best_epoch)
+                    log.info(
+                        "%s: no better validation for %d epochs, stopping early at epoch %d (best: epoch %d)",
+                        self.desc,
+                        since_best,
+                        epoch,
+                        r.best_epoch,
+                    )
                     break
         except KeyboardInterrupt:
             r.interrupted = True
             path = self.save(LAST)
-            log.warning("%s interrupted after epoch %d; checkpoint %s (continue with --resume)",
-                        self.desc, r.epochs_run, path)
+            log.warning(
+                "%s interrupted after epoch %d; checkpoint %s (continue with --resume)", self.desc, r.epochs_run, path
+            )
             raise
         self.save(LAST)
         if r.best_epoch is not None and r.best_epoch != r.epochs_run and self.dir is not None:

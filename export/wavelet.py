@@ -13,6 +13,7 @@ the wavelet's 1-D low-pass taps), stride 2: one plain Conv in ONNX, nothing a ru
 TensorRT needs to know about. The taps are hard-coded (Daubechies' scaling filters,
 orthonormal: they sum to √2, so the 2-D filter's DC gain is 2); no wavelet package is needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,17 @@ _A = math.sqrt(5 + 2 * _R10)
 LOWPASS: dict[str, tuple[float, ...]] = {
     "haar": (1 / _R2, 1 / _R2),
     "db2": tuple(v / (4 * _R2) for v in (1 + _R3, 3 + _R3, 3 - _R3, 1 - _R3)),
-    "db3": tuple(v * _R2 / 32 for v in (1 + _R10 + _A, 5 + _R10 + 3 * _A, 10 - 2 * _R10 + 2 * _A,
-                                        10 - 2 * _R10 - 2 * _A, 5 + _R10 - 3 * _A, 1 + _R10 - _A)),
+    "db3": tuple(
+        v * _R2 / 32
+        for v in (
+            1 + _R10 + _A,
+            5 + _R10 + 3 * _A,
+            10 - 2 * _R10 + 2 * _A,
+            10 - 2 * _R10 - 2 * _A,
+            5 + _R10 - 3 * _A,
+            1 + _R10 - _A,
+        )
+    ),
 }
 WAVELETS = tuple(LOWPASS)
 

@@ -18,6 +18,7 @@ This checks names and types, not behaviour: the code still runs for real only on
 and pybind11-stubgen (the dev extra). Exit status: 0 clean, 1 type errors, 3 the bindings
 could not be fetched (no registry).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,13 +91,28 @@ def fetch(version: str, cache: Path) -> Path | None:
     found = sorted(cache.glob(f"tensorrt_cu12_bindings-{version}-*.whl"))
     if found:
         return found[0]
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-                             "--only-binary", ":all:", "--dest", str(cache), f"tensorrt-cu12-bindings=={version}"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            str(cache),
+            f"tensorrt-cu12-bindings=={version}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     found = sorted(cache.glob(f"tensorrt_cu12_bindings-{version}-*.whl"))
     if result.returncode or not found:
-        say(f"could not download tensorrt-cu12-bindings=={version}: "
-            f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
+        say(
+            f"could not download tensorrt-cu12-bindings=={version}: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+        )
         return None
     return found[0]
 
@@ -106,8 +122,9 @@ def stand_in_libraries(folder: Path) -> Path:
     source = folder / "stand_ins.c"
     source.write_text(STAND_INS)
     for name in LIBRARIES:
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(folder / name), f"-Wl,-soname,{name}", str(source)],
-                       check=True)
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-o", str(folder / name), f"-Wl,-soname,{name}", str(source)], check=True
+        )
     return folder
 
 
@@ -147,7 +164,9 @@ def amend(stubs: Path) -> int:
             line = re.sub(r"(:|->)\s*bool\b", r"\1 builtins.bool", line)
             lines[i] = re.sub(r"(\w+: )Dims\b(?!\w)", r"\1Dims | collections.abc.Sequence[typing.SupportsInt]", line)
         text = "\n".join(lines) + "\n"
-        text = text.replace("\nclass Dims:\n", "\nclass Dims:\n    def __iter__(self) -> typing.Iterator[int]: ...\n", 1)
+        text = text.replace(
+            "\nclass Dims:\n", "\nclass Dims:\n    def __iter__(self) -> typing.Iterator[int]: ...\n", 1
+        )
         future, _, rest = text.partition("\n") if text.startswith("from __future__") else ("", "", text)
         path.write_text(f"{future}\nimport builtins\nimport collections.abc\nimport typing\n{rest}")
     return replaced
@@ -163,20 +182,40 @@ def check_version(version: str, files: list[str], cache: Path, work: Path, libra
     env = {**os.environ, "PYTHONPATH": str(site), "LD_LIBRARY_PATH": str(libraries)}
     facts = subprocess.run([sys.executable, "-c", DIMS_FACTS], capture_output=True, text=True, env=env)
     if facts.returncode:
-        raise SystemExit(f"TensorRT {version}: its bindings do not behave as the stubs will be amended to say:\n"
-                         f"{facts.stderr}")
-    subprocess.run([sys.executable, "-m", "pybind11_stubgen", "tensorrt", "-o", str(stubs), "--ignore-all-errors"],
-                   check=True, capture_output=True, env=env)
+        raise SystemExit(
+            f"TensorRT {version}: its bindings do not behave as the stubs will be amended to say:\n{facts.stderr}"
+        )
+    subprocess.run(
+        [sys.executable, "-m", "pybind11_stubgen", "tensorrt", "-o", str(stubs), "--ignore-all-errors"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     replaced = amend(stubs)
     config = work / "mypy.ini"
     config.write_text(MYPY_INI)
-    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config),
-                             "--cache-dir", str(work / version / "mypy-cache"), *files],
-                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "MYPYPATH": str(stubs)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--cache-dir",
+            str(work / version / "mypy-cache"),
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "MYPYPATH": str(stubs)},
+    )
     output = result.stdout.strip()
-    print(f"TensorRT {facts.stdout.strip()} ({wheel.name}; {replaced} plugin-API signatures not valid Python, "
-          f"left unchecked): {'ok' if result.returncode == 0 else 'ERRORS'}")
-    if not output.startswith("Success"):          # errors, or notes (reveal_type while editing)
+    print(
+        f"TensorRT {facts.stdout.strip()} ({wheel.name}; {replaced} plugin-API signatures not valid Python, "
+        f"left unchecked): {'ok' if result.returncode == 0 else 'ERRORS'}"
+    )
+    if not output.startswith("Success"):  # errors, or notes (reveal_type while editing)
         print("\n".join(f"  {line}" for line in output.splitlines()))
     return result.returncode
 
@@ -185,15 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*", default=list(FILES), metavar="FILE", help="default: " + ", ".join(FILES))
     p.add_argument("--versions", default=",".join(VERSIONS), help="TensorRT versions (default %(default)s)")
-    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "tensorrt-bindings",
-                   help="where downloaded wheels are kept (default %(default)s)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=REPO / ".cache" / "tensorrt-bindings",
+        help="where downloaded wheels are kept (default %(default)s)",
+    )
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trt-api-") as scratch:
         work = Path(scratch)
         libraries = stand_in_libraries(work / "lib")
-        statuses = [check_version(v.strip(), args.files, args.cache, work, libraries)
-                    for v in args.versions.split(",") if v.strip()]
+        statuses = [
+            check_version(v.strip(), args.files, args.cache, work, libraries)
+            for v in args.versions.split(",")
+            if v.strip()
+        ]
     if None in statuses:
         return NO_BINDINGS
     return 1 if any(statuses) else 0

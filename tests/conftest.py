@@ -1,5 +1,6 @@
 """Fixtures shared across the test rooms: real image files on disk and the evaluation data
 that lives beside the repository (never inside it)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"   # ../shared beside the repository
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # ../shared beside the repository
 MVTEC_BOTTLE = SHARED_DATA / "mvtec" / "bottle"
 
 
@@ -26,8 +27,8 @@ def textured_image(rng: np.random.Generator, height: int, width: int) -> np.ndar
 def write_images() -> Callable[..., list[Path]]:
     """``write_images(folder, n, size=(H, W), seed=0, gray=False)``: n PNG files named
     000.png, 001.png, ... in folder (created), returned in order."""
-    def write(folder: Path, n: int, size: tuple[int, int] = (64, 64), seed: int = 0,
-              gray: bool = False) -> list[Path]:
+
+    def write(folder: Path, n: int, size: tuple[int, int] = (64, 64), seed: int = 0, gray: bool = False) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
         paths = []

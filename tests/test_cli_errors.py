@@ -1,4 +1,5 @@
 """Bad command lines and bad configs: each is one clear line on stderr and exit code 2, never a traceback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,9 +31,10 @@ def files(tmp_path_factory):
     (root / "bad.yaml").write_text("line: l\n  station: s\n")
     (root / "list.yaml").write_text("- just a list\n")
     (root / "v.avi").write_bytes(b"")
-    (root / "unknown.yaml").write_text(f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi}}\n"
-                                       "batch: {max_bach: 4}\n")
-    (root / "line.yaml").write_text("line: l\nstation: s\nsource: {kind: video, path: v.avi}\n")   # no bundle yet
+    (root / "unknown.yaml").write_text(
+        f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi}}\nbatch: {{max_bach: 4}}\n"
+    )
+    (root / "line.yaml").write_text("line: l\nstation: s\nsource: {kind: video, path: v.avi}\n")  # no bundle yet
     return root
 
 
@@ -50,8 +52,11 @@ CASES = [
     ("edge-capture", [], "required: --config, --out"),
     ("edge-capture", ["--config", "{root}/bad.yaml", "--out", "{root}/o"], "YAML syntax error"),
     ("edge-capture", ["--config", "{root}/bad.yaml", "--out", "{root}/o", "--count", "0"], "--count must be >= 1"),
-    ("edge-capture", ["--config", "{root}/line.yaml", "--out", "{root}/o", "--stream", "top"],
-     "--stream top: not in the config; its streams are cam0"),
+    (
+        "edge-capture",
+        ["--config", "{root}/line.yaml", "--out", "{root}/o", "--stream", "top"],
+        "--stream top: not in the config; its streams are cam0",
+    ),
     ("edge-listen", ["--count", "many"], "invalid int value: 'many'"),
     ("edge-listen", ["--timeout", "soon"], "invalid float value: 'soon'"),
     ("edge-listen", ["--server-key", "{root}/server.key"], "--server-key and --client-key go together"),

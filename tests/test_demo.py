@@ -1,5 +1,6 @@
 """The README's first command, `edge-demo` (what ./scripts/demo.sh runs): the whole line on the
 embedded synthetic parts, run again over an earlier run's folder as a user would."""
+
 from __future__ import annotations
 
 import re
@@ -16,12 +17,17 @@ from tests.conftest import REPO_ROOT
 def test_demo_runs_end_to_end_over_an_earlier_run(tmp_path: Path) -> None:
     out = tmp_path / "demo-out"
     (out / "bundle").mkdir(parents=True)
-    (out / "bundle" / "bundle.yaml").write_text("schema_version: 1\n")     # an earlier run's bundle
+    (out / "bundle" / "bundle.yaml").write_text("schema_version: 1\n")  # an earlier run's bundle
     (out / "evidence").mkdir()
     (out / "evidence" / "old-run.png").write_bytes(b"")
 
-    result = subprocess.run([sys.executable, "-m", "demo.run", "--out", str(out)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "demo.run", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     inspected = re.search(r"parts inspected (\d+) of (\d+) \(frames in (\d+), dropped (\d+)\)", result.stdout)

@@ -1,4 +1,5 @@
 """The line side must run on a Jetson or GPU box with no torch: import it with torch made unimportable."""
+
 from __future__ import annotations
 
 import subprocess

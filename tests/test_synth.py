@@ -1,4 +1,5 @@
 """The demo's procedural data set: MVTec layout, exact masks, determinism, and the video writer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -112,8 +113,9 @@ def test_cli_writes_the_set_with_the_seed(tmp_path: Path) -> None:
 
 # Mean absolute error measured on these frames: 0 (FFV1, lossless), 1.7 (MJPG), 2.8 (mp4v).
 @pytest.mark.parametrize("codec", synth._VIDEO_CODECS, ids=[c[0] for c in synth._VIDEO_CODECS])
-def test_every_fallback_codec_round_trips(codec: tuple[str, str, int], default_set: DatasetInfo,
-                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_fallback_codec_round_trips(
+    codec: tuple[str, str, int], default_set: DatasetInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(synth, "_VIDEO_CODECS", (codec,))
     images = [p for p, _, _ in default_set.test_items[::3]]
     written = write_video(images, tmp_path / "line.video", fps=10)

@@ -1,5 +1,6 @@
 """Inference backends: one small interface (load, infer a batch, describe), like Polygraphy's
 runners. Runtimes are imported lazily so `import edge` needs none of them."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ KINDS = ("auto", "onnxruntime", "tensorrt")
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    kind: str                   # "tensorrt" or "onnxruntime"
+    kind: str  # "tensorrt" or "onnxruntime"
     reason: str
     engine: dict | None = None  # the engine record, for "tensorrt"
 
@@ -34,8 +35,9 @@ def choose_backend(bundle: Bundle, platform: Platform) -> Choice:
         engine = require_engine(bundle, platform.gpu_name, platform.trt_version)
     except StaleEngineError as e:
         return Choice("onnxruntime", str(e))
-    return Choice("tensorrt", f"engine {engine['file']} fits {platform.gpu_name}, TensorRT {platform.trt_version}",
-                  engine)
+    return Choice(
+        "tensorrt", f"engine {engine['file']} fits {platform.gpu_name}, TensorRT {platform.trt_version}", engine
+    )
 
 
 def _choose(bundle: Bundle, kind: str, gpu: int) -> Choice:
@@ -60,6 +62,7 @@ def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0, max_batch: in
         backend: Backend = TensorRTBackend(bundle, choice.engine, gpu)
     else:
         from edge.backends.onnxruntime import OnnxRuntimeBackend
+
         backend = OnnxRuntimeBackend(bundle, gpu=gpu, max_batch=max_batch)
     log.info("backend %s → %s (%s): %s", kind, choice.kind, choice.reason, backend.describe())
     return backend

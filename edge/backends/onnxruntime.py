@@ -1,4 +1,5 @@
 """ONNX Runtime backend: CPU everywhere, CUDA / TensorRT execution providers when installed."""
+
 from __future__ import annotations
 
 import logging
@@ -21,11 +22,12 @@ def choose_providers(available: list[str]) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
-ORT_TRT_CACHE = "ort-trt-cache"    # in the bundle: the TensorRT provider's engines and tactic timings
+ORT_TRT_CACHE = "ort-trt-cache"  # in the bundle: the TensorRT provider's engines and tactic timings
 
 
-def provider_options(providers: list[str], bundle: Bundle, gpu: int, max_batch: int,
-                     trt_cache: bool = True) -> list[str | tuple[str, dict[str, str]]]:
+def provider_options(
+    providers: list[str], bundle: Bundle, gpu: int, max_batch: int, trt_cache: bool = True
+) -> list[str | tuple[str, dict[str, str]]]:
     """``providers`` as InferenceSession takes them, the GPU ones on CUDA device ``gpu``. The
     TensorRT provider's defaults do not suit a line: it would build fp32, build again at every
     start and reload (minutes, inside the first batch), and again whenever a batch is larger than
@@ -39,13 +41,20 @@ def provider_options(providers: list[str], bundle: Bundle, gpu: int, max_batch: 
         opts = {"device_id": str(gpu)}
         if p == "TensorrtExecutionProvider":
             shape = f"x{bundle.height}x{bundle.width}x3"
-            opts.update(trt_fp16_enable=str(bundle.fp16_caution is None), trt_profile_min_shapes=f"image:1{shape}",
-                        trt_profile_opt_shapes=f"image:{max_batch}{shape}",
-                        trt_profile_max_shapes=f"image:{max_batch}{shape}")
+            opts.update(
+                trt_fp16_enable=str(bundle.fp16_caution is None),
+                trt_profile_min_shapes=f"image:1{shape}",
+                trt_profile_opt_shapes=f"image:{max_batch}{shape}",
+                trt_profile_max_shapes=f"image:{max_batch}{shape}",
+            )
             if trt_cache:
                 cache = str(bundle.path / ORT_TRT_CACHE)
-                opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache,
-                            trt_timing_cache_enable="True", trt_timing_cache_path=cache)
+                opts.update(
+                    trt_engine_cache_enable="True",
+                    trt_engine_cache_path=cache,
+                    trt_timing_cache_enable="True",
+                    trt_timing_cache_path=cache,
+                )
         out.append((p, opts))
     return out
 
@@ -61,13 +70,20 @@ def elsewhere(session_options: dict[str, dict[str, str]], gpu: int) -> bool:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
-                 gpu: int = 0, max_batch: int = 8):
+    def __init__(
+        self,
+        bundle: Bundle,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        gpu: int = 0,
+        max_batch: int = 8,
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendError("onnxruntime is not installed: pip install onnxruntime "
-                               "(or onnxruntime-gpu on a CUDA box)") from None
+            raise BackendError(
+                "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu on a CUDA box)"
+            ) from None
         self._ort = ort
         self.bundle = bundle
         opts = ort.SessionOptions()
@@ -79,32 +95,48 @@ class OnnxRuntimeBackend:
         trt_cache = "TensorrtExecutionProvider" in self.providers and self._cache_folder()
 
         def session(providers: list[str]):
-            return ort.InferenceSession(str(bundle.onnx_path), sess_options=opts,
-                                        providers=provider_options(providers, bundle, gpu, max_batch, trt_cache))
+            return ort.InferenceSession(
+                str(bundle.onnx_path),
+                sess_options=opts,
+                providers=provider_options(providers, bundle, gpu, max_batch, trt_cache),
+            )
+
         try:
             self.session = session(self.providers)
             if elsewhere(self.session.get_provider_options(), gpu):
-                log.warning("%s: ONNX Runtime's TensorRT provider failed to load (see its message above) and it "
-                            "fell back to CUDA device 0; loading it again on CUDA device %d", bundle.name, gpu)
+                log.warning(
+                    "%s: ONNX Runtime's TensorRT provider failed to load (see its message above) and it "
+                    "fell back to CUDA device 0; loading it again on CUDA device %d",
+                    bundle.name,
+                    gpu,
+                )
                 self.session = session(["CUDAExecutionProvider", "CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types per failure; all mean the same here
-            raise BackendError(f"{bundle.onnx_path}: ONNX Runtime could not load it ({e}); re-export the bundle") from None
+            raise BackendError(
+                f"{bundle.onnx_path}: ONNX Runtime could not load it ({e}); re-export the bundle"
+            ) from None
         # A run that fails on the GPU raises (those parts are judged ERROR, the next batch tries again)
         # instead of ONNX Runtime quietly moving the model to device 0 or the CPU for good.
         self.session.disable_fallback()
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != ["image"] or not {"anomaly_map", "score"} <= set(outputs):
-            raise BackendError(f"{bundle.onnx_path}: inputs {inputs} / outputs {outputs} do not follow the "
-                               "engine contract (image → anomaly_map, score); re-export the bundle")
+            raise BackendError(
+                f"{bundle.onnx_path}: inputs {inputs} / outputs {outputs} do not follow the "
+                "engine contract (image → anomaly_map, score); re-export the bundle"
+            )
 
     def _cache_folder(self) -> bool:
         try:
             (self.bundle.path / ORT_TRT_CACHE).mkdir(exist_ok=True)
             return True
         except OSError as e:
-            log.warning("%s: cannot keep the TensorRT provider's engines in the bundle (%s): it builds them again "
-                        "at every start; make the bundle folder writable", self.bundle.name, e)
+            log.warning(
+                "%s: cannot keep the TensorRT provider's engines in the bundle (%s): it builds them again "
+                "at every start; make the bundle folder writable",
+                self.bundle.name,
+                e,
+            )
             return False
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +144,13 @@ class OnnxRuntimeBackend:
         return maps.astype(np.float32, copy=False), scores.astype(np.float32, copy=False)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": self._ort.__version__,
-                "providers": self.session.get_providers(), "model": self.bundle.name,
-                "input": [self.bundle.height, self.bundle.width]}
+        return {
+            "backend": self.name,
+            "version": self._ort.__version__,
+            "providers": self.session.get_providers(),
+            "model": self.bundle.name,
+            "input": [self.bundle.height, self.bundle.width],
+        }
 
     def close(self) -> None:
         self.session = None

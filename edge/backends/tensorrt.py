@@ -8,13 +8,15 @@ system module, so nothing here asks for the pip package. scripts/check_tensorrt_
 type-checks this file against TensorRT's own Python bindings (10.3, JetPack 6.1's, and the
 newest 10.x) without a GPU.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,21 +25,23 @@ from edge.bundle import Bundle
 from edge.engines import rebuild_command
 
 if TYPE_CHECKING:
-    import tensorrt         # for the type checker only; imported at run time after require_runtime()
+    import tensorrt  # for the type checker only; imported at run time after require_runtime()
 
 INPUT = "image"
 OUTPUTS = ("anomaly_map", "score")
-INSTALL_HINT = ("on x86: pip install tensorrt-cu12 pycuda (TensorRT's wheels download from NVIDIA's index, "
-                "pypi.nvidia.com) or install NVIDIA's TensorRT tarball; on a Jetson: TensorRT comes with JetPack "
-                "(sudo apt install python3-libnvinfer), then pip install pycuda")
+INSTALL_HINT = (
+    "on x86: pip install tensorrt-cu12 pycuda (TensorRT's wheels download from NVIDIA's index, "
+    "pypi.nvidia.com) or install NVIDIA's TensorRT tarball; on a Jetson: TensorRT comes with JetPack "
+    "(sudo apt install python3-libnvinfer), then pip install pycuda"
+)
 
 
 def require_runtime() -> None:
     """Import tensorrt and pycuda.driver, or raise a one-line BackendError that says how to
     install them. Callers then import them by name, which costs nothing the second time."""
     try:
-        import tensorrt  # noqa: F401
         import pycuda.driver  # noqa: F401
+        import tensorrt  # noqa: F401
     except ImportError as e:
         what = "pycuda" if (e.name or "").startswith("pycuda") else "TensorRT"
         state = "is not installed" if isinstance(e, ModuleNotFoundError) else "cannot be loaded"
@@ -58,10 +62,11 @@ def trt_logger() -> tensorrt.ILogger:
 @dataclass(frozen=True, slots=True)
 class Platform:
     """What this machine offers TensorRT: the facts that backend choice and engine checks use."""
+
     trt_version: str | None = None
     gpu_name: str | None = None
     compute_capability: str | None = None
-    problem: str | None = None          # why TensorRT cannot run here; None when it can
+    problem: str | None = None  # why TensorRT cannot run here; None when it can
 
 
 def probe_platform(device: int = 0) -> Platform:
@@ -75,8 +80,11 @@ def probe_platform(device: int = 0) -> Platform:
     try:
         cuda.init()
         gpu = cuda.Device(device)
-        return Platform(trt_version=trt.__version__, gpu_name=gpu.name(),
-                        compute_capability="%d.%d" % gpu.compute_capability())
+        return Platform(
+            trt_version=trt.__version__,
+            gpu_name=gpu.name(),
+            compute_capability="{}.{}".format(*gpu.compute_capability()),
+        )
     except cuda.Error as e:
         return Platform(trt_version=trt.__version__, problem=f"no usable CUDA GPU {device} ({e})")
 
@@ -100,7 +108,7 @@ class TensorRTBackend:
         self._runtime: tensorrt.Runtime | None = None
         self._engine: tensorrt.ICudaEngine | None = None
         self._context: tensorrt.IExecutionContext | None = None
-        self._host: dict[str, Any] = {}        # pycuda page-locked arrays; .base is the allocation
+        self._host: dict[str, Any] = {}  # pycuda page-locked arrays; .base is the allocation
         self._device: dict[str, Any] = {}
         path = bundle.path / engine["file"]
         try:
@@ -132,29 +140,36 @@ class TensorRTBackend:
         self._runtime = trt.Runtime(trt_logger())
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
-            raise BackendError(f"{path}: TensorRT {self.version} could not load this engine (its log above says why); "
-                               f"rebuild it: {rebuild_command(self.bundle)}")
+            raise BackendError(
+                f"{path}: TensorRT {self.version} could not load this engine (its log above says why); "
+                f"rebuild it: {rebuild_command(self.bundle)}"
+            )
         self.max_batch = self._max_batch(path)
         h, w, b = self.bundle.height, self.bundle.width, self.max_batch
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise BackendError(f"{path}: TensorRT {self.version} could not create an execution context for batch "
-                               f"{b} (its log above says why; most often too little free GPU memory); rebuild it "
-                               f"with a smaller --max-batch: {rebuild_command(self.bundle)} --max-batch N")
+            raise BackendError(
+                f"{path}: TensorRT {self.version} could not create an execution context for batch "
+                f"{b} (its log above says why; most often too little free GPU memory); rebuild it "
+                f"with a smaller --max-batch: {rebuild_command(self.bundle)} --max-batch N"
+            )
         self._context.set_input_shape(INPUT, (b, h, w, 3))
         self._stream = self._cuda.Stream()
         for name in (INPUT, *OUTPUTS):
-            host = self._cuda.pagelocked_empty(tuple(self._context.get_tensor_shape(name)),
-                                               trt.nptype(self._engine.get_tensor_dtype(name)))
+            host = self._cuda.pagelocked_empty(
+                tuple(self._context.get_tensor_shape(name)), trt.nptype(self._engine.get_tensor_dtype(name))
+            )
             self._host[name] = host
             self._device[name] = self._cuda.mem_alloc(host.nbytes)
             # Set once: the buffers never move, only the batch size changes.
             self._context.set_tensor_address(name, int(self._device[name]))
         shapes = {name: self._host[name].shape for name in OUTPUTS}
         if shapes != {"anomaly_map": (b, 1, h, w), "score": (b,)}:
-            raise BackendError(f"{path}: outputs {shapes} at batch {b} do not follow the engine contract "
-                               f"(anomaly_map [B, 1, {h}, {w}], score [B]); re-export the bundle, then "
-                               f"{rebuild_command(self.bundle)}")
+            raise BackendError(
+                f"{path}: outputs {shapes} at batch {b} do not follow the engine contract "
+                f"(anomaly_map [B, 1, {h}, {w}], score [B]); re-export the bundle, then "
+                f"{rebuild_command(self.bundle)}"
+            )
 
     def _max_batch(self, path: Path) -> int:
         """The engine's max batch, once its I/O is checked against the engine contract."""
@@ -162,16 +177,21 @@ class TensorRTBackend:
 
         engine, h, w = self._engine, self.bundle.height, self.bundle.width
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
-        if names == {INPUT, *OUTPUTS} and engine.get_tensor_mode(INPUT) == trt.TensorIOMode.INPUT \
-                and engine.get_tensor_dtype(INPUT) == trt.DataType.UINT8:
+        if (
+            names == {INPUT, *OUTPUTS}
+            and engine.get_tensor_mode(INPUT) == trt.TensorIOMode.INPUT
+            and engine.get_tensor_dtype(INPUT) == trt.DataType.UINT8
+        ):
             max_shape = tuple(engine.get_tensor_profile_shape(INPUT, 0)[2])
             if max_shape[1:] == (h, w, 3):
                 return int(max_shape[0])
-        raise BackendError(f"{path}: its I/O tensors {sorted(names)} do not follow the engine contract "
-                           f"(image uint8 [B, {h}, {w}, 3] → anomaly_map, score); {rebuild_command(self.bundle)}")
+        raise BackendError(
+            f"{path}: its I/O tensors {sorted(names)} do not follow the engine contract "
+            f"(image uint8 [B, {h}, {w}, 3] → anomaly_map, score); {rebuild_command(self.bundle)}"
+        )
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        chunks = [self._run(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+        chunks = [self._run(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
         if len(chunks) == 1:
             return chunks[0]
         maps, scores = zip(*chunks)
@@ -194,9 +214,16 @@ class TensorRTBackend:
         return self._host["anomaly_map"][:n].astype(np.float32), self._host["score"][:n].astype(np.float32)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": self.version, "gpu": self.gpu, "engine": self.engine["file"],
-                "precision": self.engine.get("precision"), "max_batch": self.max_batch,
-                "model": self.bundle.name, "input": [self.bundle.height, self.bundle.width]}
+        return {
+            "backend": self.name,
+            "version": self.version,
+            "gpu": self.gpu,
+            "engine": self.engine["file"],
+            "precision": self.engine.get("precision"),
+            "max_batch": self.max_batch,
+            "model": self.bundle.name,
+            "input": [self.bundle.height, self.bundle.width],
+        }
 
     def close(self) -> None:
         if self._ctx is None:

@@ -1,4 +1,5 @@
 """A backend that overflows on chosen parts, as an fp16 engine can, on top of the brightness bundle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 def overflowing(monkeypatch):
     """``overflowing(cli_module, value, output)``: the backend that cli_module loads gives NaN
     (output "map") or inf (output "score") for the parts of grey level `value`."""
+
     def patch(module, value: int, output: str) -> None:
         load = module.load_backend
 
@@ -24,7 +26,10 @@ def overflowing(monkeypatch):
                 else:
                     scores[hit] = np.inf
                 return maps, scores
+
             backend.infer = infer_overflowing
             return backend
+
         monkeypatch.setattr(module, "load_backend", load_overflowing)
+
     return patch

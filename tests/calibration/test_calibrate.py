@@ -1,4 +1,5 @@
 """edge-calibrate on a real ONNX bundle whose scores are known (the brightness model)."""
+
 from __future__ import annotations
 
 import cv2
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 import calibration.cli
-from calibration.calibrate import fit, Scores, warnings_for
+from calibration.calibrate import Scores, fit, warnings_for
 from calibration.cli import main
 from calibration.eval_cli import main as eval_main
 from edge.bundle import load_bundle
@@ -24,7 +25,7 @@ def write_parts(folder, values):
 
 def test_cli_writes_threshold_the_line_reads(tmp_path, capsys):
     bundle = make_bundle(tmp_path / "b", threshold=None)
-    values = list(range(40, 80, 2))                        # 20 good parts, scores v/255
+    values = list(range(40, 80, 2))  # 20 good parts, scores v/255
     data = write_parts(tmp_path / "good", values)
     assert main(["--bundle", str(bundle), "--data", str(data), "--k", "2"]) == 0
     scores = np.array(values) / 255
@@ -64,7 +65,7 @@ def test_non_finite_outputs_are_refused_before_fitting(tmp_path, capsys, overflo
     overflowing(calibration.cli, 50, "map")
     overflowing(calibration.cli, 60, "score")
     assert main(["--bundle", str(bundle), "--data", str(data)]) == 2
-    err = capsys.readouterr().err.splitlines()[-1]          # after the progress bar
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
     assert err.startswith("edge-calibrate: ") and "2 of 20 images" in err and "not finite" in err
     assert "good/005.png" in err and "good/010.png" in err and "--no-fp16" in err
     assert not (bundle / "calibration.yaml").exists()

@@ -1,5 +1,6 @@
 """edge-eval on a real ONNX bundle whose answers are known (the brightness model), over a synthetic
 MVTec-layout folder; and on real MVTec bottle with an exported PatchCore bundle when the data is there."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,16 @@ from sklearn.metrics import roc_auc_score
 import calibration.eval_cli
 from calibration.cli import main as calibrate_main
 from calibration.eval_cli import main
-from calibration.evaluate import (DatasetError, compare, evaluate, evaluate_outputs, find_items, pixel_grid,
-                                  to_grid)
+from calibration.evaluate import DatasetError, compare, evaluate, evaluate_outputs, find_items, pixel_grid, to_grid
 from calibration.report import write_report
 from edge.backends import load_backend
 from edge.bundle import load_bundle
 
 from ..edge.conftest import make_bundle, part
 
-GOOD_VALUES = (40, 50, 60, 70, 80)     # scores v/255, all below the bundle's threshold 0.5
-SPOT = (16, 16, 16)                     # y, x, side at 64 px: an 8-px square at the model's 32 px
-MISSED_VALUE = 45                       # "missed" defects are plain and dark: scored like good parts
+GOOD_VALUES = (40, 50, 60, 70, 80)  # scores v/255, all below the bundle's threshold 0.5
+SPOT = (16, 16, 16)  # y, x, side at 64 px: an 8-px square at the model's 32 px
+MISSED_VALUE = 45  # "missed" defects are plain and dark: scored like good parts
 
 
 def write_png(path: Path, img: np.ndarray) -> None:
@@ -95,7 +95,10 @@ def test_json_holds_every_number(tmp_path, category):
     assert data["calibration"]["threshold"] == 0.5 and data["pixel_grid"] == [32, 32]
     assert data["overall"]["confusion"]["false_reject_rate_95"][0] == 0.0
     assert [(i["file"], i["verdict"]) for i in data["images"]][5:8] == [
-        ("missed/000.png", "OK"), ("missed/001.png", "OK"), ("spot/000.png", "NG")]
+        ("missed/000.png", "OK"),
+        ("missed/001.png", "OK"),
+        ("spot/000.png", "NG"),
+    ]
 
 
 def test_same_code_path_for_reference_outputs_and_compare(tmp_path, category):
@@ -122,7 +125,7 @@ def test_pixel_grid_bounds_memory():
     h, w = pixel_grid(4000, 512, 512)
     assert 4000 * h * w <= 1 << 24 and h == w and h < 512
     maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
-    np.testing.assert_allclose(to_grid(maps, (2, 2))[0], [[2.5, 4.5], [10.5, 12.5]])   # area means
+    np.testing.assert_allclose(to_grid(maps, (2, 2))[0], [[2.5, 4.5], [10.5, 12.5]])  # area means
 
 
 def test_layout_errors_name_what_is_missing(tmp_path, category):
@@ -151,7 +154,7 @@ def test_cli_writes_json_and_a_self_contained_report(tmp_path, category, capsys)
     assert data["overall"]["n_defect"] == 5
     page = (bundle / "eval" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "data:image/jpeg;base64," in page
-    assert "<script" not in page and 'src="http' not in page and "<link" not in page   # nothing fetched
+    assert "<script" not in page and 'src="http' not in page and "<link" not in page  # nothing fetched
     assert "FALSE ACCEPT" in page and "missed/000.png" in page
 
 
@@ -182,7 +185,7 @@ def test_unreadable_or_non_finite_test_parts_are_data_errors(tmp_path, category,
     bundle = make_bundle(tmp_path / "b")
     (category / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     assert main(["--bundle", str(bundle), "--data", str(category)]) == 2
-    err = capsys.readouterr().err.splitlines()[-1]          # after the progress bar
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
     assert err.startswith("edge-eval: ") and "good/._000.png: unreadable image" in err
     (category / "test" / "good" / "._000.png").unlink()
     overflowing(calibration.eval_cli, GOOD_VALUES[2], "score")
@@ -219,8 +222,24 @@ def test_bottle_patchcore_bundle(tmp_path):
     export_cli = pytest.importorskip("export.cli", reason="export-engine not available")
     bundle = tmp_path / "bottle"
     # A small random coreset keeps export in seconds; the metrics need only be sane, not best.
-    assert export_cli.main(["--method", "patchcore", "--data", str(BOTTLE), "--out", str(bundle),
-                            "--coreset", "random", "--coreset-ratio", "0.01", "--reference"]) == 0
+    assert (
+        export_cli.main(
+            [
+                "--method",
+                "patchcore",
+                "--data",
+                str(BOTTLE),
+                "--out",
+                str(bundle),
+                "--coreset",
+                "random",
+                "--coreset-ratio",
+                "0.01",
+                "--reference",
+            ]
+        )
+        == 0
+    )
     assert calibrate_main(["--bundle", str(bundle), "--holdout"]) == 0
     assert main(["--bundle", str(bundle), "--data", str(BOTTLE), "--out", str(tmp_path / "eval")]) == 0
     data = json.loads((tmp_path / "eval" / "eval.json").read_text())

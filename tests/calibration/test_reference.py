@@ -3,6 +3,7 @@ reference fits, the comparison in the printout, eval.json and the report, and th
 that gates a deployment losing more image AUROC than the budget. The reference's outputs here are
 known numbers written with the real writer; export-engine --reference producing them from a
 PyTorch model is tested in tests/export/test_reference.py."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,10 @@ def test_a_deployed_model_equal_to_its_reference_is_within_budget(tmp_path, cate
 def test_a_deployed_model_that_loses_more_than_the_budget_fails(tmp_path, category, capsys):
     def reference_finds_the_missed_parts(scores, maps):
         scores[5:7] = 0.9
-    code, out, data = evaluate_cli(with_reference(tmp_path, category, reference_finds_the_missed_parts),
-                                   category, capsys)
+
+    code, out, data = evaluate_cli(
+        with_reference(tmp_path, category, reference_finds_the_missed_parts), category, capsys
+    )
     assert code == 1
     assert "OVER BUDGET" in out
     assert data["reference_comparison"]["image_auroc_drop_points"] == pytest.approx(100 * (1 - 17 / 25))
@@ -72,6 +75,7 @@ def test_small_differences_within_the_budget_pass(tmp_path, category, capsys):
     def fp16_like(scores, maps):
         maps += np.float32(1e-3)
         scores += np.float32(1e-3)
+
     code, out, data = evaluate_cli(with_reference(tmp_path, category, fp16_like), category, capsys)
     assert code == 0 and data["reference_comparison"]["map_max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
 
@@ -104,5 +108,5 @@ def test_a_damaged_reference_is_a_one_line_error(tmp_path, category, capsys):
         load_reference(load_bundle(bundle_dir))
     capsys.readouterr()
     assert main(["--bundle", str(bundle_dir), "--data", str(category)]) == 2
-    [err] = capsys.readouterr().err.strip().splitlines()   # before any scoring: no progress bar
+    [err] = capsys.readouterr().err.strip().splitlines()  # before any scoring: no progress bar
     assert err.startswith("edge-eval: ") and "reference.npz: unreadable" in err

@@ -1,4 +1,5 @@
 """The report's heatmaps on the scale of the line's NG evidence, whatever the sign of the scores."""
+
 from __future__ import annotations
 
 import warnings
@@ -8,7 +9,7 @@ import numpy as np
 from edge.evidence import heat_overlay
 
 GREY = np.full((64, 64, 3), 128, np.uint8)
-RED, BLUE = 2, 0   # BGR channels
+RED, BLUE = 2, 0  # BGR channels
 
 
 def spot_map(background: float, spot: float) -> np.ndarray:

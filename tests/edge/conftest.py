@@ -1,6 +1,7 @@
 """Line-side fixtures: a real (tiny) ONNX bundle built without torch, so the edge tests run
 the real ONNX Runtime on a model whose answer is known: the anomaly map is the pixel
 brightness, so bright parts are NG and dark parts OK."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,11 @@ def make_brightness_onnx(path: Path, height: int, width: int, *, fail_on_saturat
     ]
     initializers = [scale]
     if fail_on_saturated:
-        initializers += [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
-                         helper.make_tensor("limit", TensorProto.FLOAT, [], [250.0]),
-                         helper.make_tensor("five", TensorProto.INT64, [], [5])]
+        initializers += [
+            helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            helper.make_tensor("limit", TensorProto.FLOAT, [], [250.0]),
+            helper.make_tensor("five", TensorProto.INT64, [], [5]),
+        ]
         nodes[4:4] = [
             helper.make_node("ReduceMax", ["f"], ["fmax"], keepdims=0),
             helper.make_node("GreaterOrEqual", ["fmax", "limit"], ["hot"]),
@@ -39,37 +42,64 @@ def make_brightness_onnx(path: Path, height: int, width: int, *, fail_on_saturat
             helper.make_node("Mul", ["map0", "gain"], ["anomaly_map"]),
         ]
     graph = helper.make_graph(
-        nodes, "brightness",
+        nodes,
+        "brightness",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["B", height, width, 3])],
-        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["B", 1, height, width]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B"])],
-        initializer=initializers)
+        [
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["B", 1, height, width]),
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B"]),
+        ],
+        initializer=initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
-def make_bundle(root: Path, height: int = 32, width: int = 32, *, threshold: float | None = 0.5,
-                fail_on_saturated: bool = False) -> Path:
+def make_bundle(
+    root: Path, height: int = 32, width: int = 32, *, threshold: float | None = 0.5, fail_on_saturated: bool = False
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     onnx_path = root / "model.onnx"
     make_brightness_onnx(onnx_path, height, width, fail_on_saturated=fail_on_saturated)
     data = onnx_path.read_bytes()
     meta = {
-        "schema_version": 1, "method": "brightness", "backbone": "none", "created_at": "2026-11-23T00:00:00+00:00",
-        "input": {"name": "image", "height": height, "width": width, "channels": 3, "dtype": "uint8",
-                  "layout": "NHWC", "colour": "RGB"},
-        "outputs": {"anomaly_map": {"shape": ["B", 1, height, width], "dtype": "float32"},
-                    "score": {"shape": ["B"], "dtype": "float32"}},
+        "schema_version": 1,
+        "method": "brightness",
+        "backbone": "none",
+        "created_at": "2026-11-23T00:00:00+00:00",
+        "input": {
+            "name": "image",
+            "height": height,
+            "width": width,
+            "channels": 3,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "colour": "RGB",
+        },
+        "outputs": {
+            "anomaly_map": {"shape": ["B", 1, height, width], "dtype": "float32"},
+            "score": {"shape": ["B"], "dtype": "float32"},
+        },
         "files": {"model.onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
         "engines": [],
     }
     (root / "bundle.yaml").write_text(yaml.safe_dump(meta))
     if threshold is not None:
-        (root / "calibration.yaml").write_text(yaml.safe_dump({
-            "schema_version": 1, "mu": threshold - 0.1, "sigma": 0.1 / 3, "k": 3.0, "threshold": threshold,
-            "pixel_threshold": threshold, "n": 20}))
+        (root / "calibration.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "schema_version": 1,
+                    "mu": threshold - 0.1,
+                    "sigma": 0.1 / 3,
+                    "k": 3.0,
+                    "threshold": threshold,
+                    "pixel_threshold": threshold,
+                    "n": 20,
+                }
+            )
+        )
     return root
 
 
@@ -83,5 +113,5 @@ def part(value: int, size: tuple[int, int] = (48, 64), spot: tuple[int, int, int
     img = np.full((*size, 3), value, np.uint8)
     if spot:
         y, x, s = spot
-        img[y:y + s, x:x + s] = 255
+        img[y : y + s, x : x + s] = 255
     return img

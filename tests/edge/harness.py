@@ -1,4 +1,5 @@
 """Running the real daemon in tests: a config on disk, an `edge-run` process, a subscriber."""
+
 from __future__ import annotations
 
 import os
@@ -45,10 +46,14 @@ def write_config(tmp_path: Path, bundle: Path, source: dict | None, **sections) 
     sections override/extend the defaults here."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     camera = {"station": "st1", "source": source} if source is not None else {}
-    cfg = {"line": "line3", **camera, "bundle": str(bundle),
-           "batch": {"max_batch": 4, "max_wait_ms": 5},
-           "queue": {"size": 64, "overflow": "block"},
-           "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1, "wait_timeout_s": 20}}
+    cfg = {
+        "line": "line3",
+        **camera,
+        "bundle": str(bundle),
+        "batch": {"max_batch": 4, "max_wait_ms": 5},
+        "queue": {"size": 64, "overflow": "block"},
+        "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1, "wait_timeout_s": 20},
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) else value
     path = tmp_path / "line.yaml"
@@ -57,12 +62,18 @@ def write_config(tmp_path: Path, bundle: Path, source: dict | None, **sections) 
 
 
 def start(config: Path) -> subprocess.Popen:
-    return subprocess.Popen(EDGE_RUN + ["--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "EDGE_ORT_THREADS": "1"})
+    return subprocess.Popen(
+        [*EDGE_RUN, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "EDGE_ORT_THREADS": "1"},
+    )
 
 
-def collect(listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60, streams: int = 1,
-            on_status=None):
+def collect(
+    listener: Listener, proc: subprocess.Popen, on_verdict=None, timeout_s: float = 60, streams: int = 1, on_status=None
+):
     """Verdicts and statuses until the daemon's final status (state 'stopped') for every stream;
     on_verdict(n, verdict) after the n-th verdict, on_status(n, status) after every status but
     the final ones, n being the verdicts so far."""
@@ -95,8 +106,9 @@ def assert_accounted(verdicts: list[dict], final: dict) -> None:
     assert c["frames_in"] == len(verdicts) + c["dropped"]
 
 
-def run_to_the_end(proc: subprocess.Popen, endpoint: str,
-                   on_verdict: Callable[[int, dict], object] | None = None) -> tuple[list[dict], dict, list[dict]]:
+def run_to_the_end(
+    proc: subprocess.Popen, endpoint: str, on_verdict: Callable[[int, dict], object] | None = None
+) -> tuple[list[dict], dict, list[dict]]:
     """Listen to a started daemon until its final status (``collect``); it must then exit 0
     with every frame accounted for. Returns the verdicts, the final status and all statuses."""
     with Listener(endpoint, "line3/") as listener:

@@ -1,5 +1,6 @@
 """edge-capture: a line's cameras recorded to image files, with no model yet: real video files
 and the genicam package's virtual GenTL camera, through the edge-capture command."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,9 @@ def write_line(tmp_path: Path, streams: list[dict]) -> Path:
 
 
 def run_capture(config: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*EDGE_CAPTURE, "--config", str(config), "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*EDGE_CAPTURE, "--config", str(config), "--out", str(out), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def video_stream(name: str, path: Path) -> dict:
@@ -56,16 +58,29 @@ def test_frames_are_saved_losslessly_and_a_later_capture_adds_to_them(tmp_path: 
 
 
 def test_a_short_or_dead_stream_is_reported_and_fails_the_run(tmp_path: Path) -> None:
-    config = write_line(tmp_path, [
-        video_stream("short", write_video(tmp_path / "short.avi", pattern(3))),
-        {"station": "gone", "source": {"kind": "camera", "name": "gone", "url": str(tmp_path / "absent.avi"),
-                                       "reconnect": {"initial_s": 0.05, "max_s": 0.1}}}])
+    config = write_line(
+        tmp_path,
+        [
+            video_stream("short", write_video(tmp_path / "short.avi", pattern(3))),
+            {
+                "station": "gone",
+                "source": {
+                    "kind": "camera",
+                    "name": "gone",
+                    "url": str(tmp_path / "absent.avi"),
+                    "reconnect": {"initial_s": 0.05, "max_s": 0.1},
+                },
+            },
+        ],
+    )
     result = run_capture(config, tmp_path / "out", "--count", "5", "--timeout", "1")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0] == f"short: 3 of 5 frames saved in {tmp_path / 'out' / 'short'} (the source ended)"
-    assert lines[1].startswith(f"gone: 0 of 5 frames saved in {tmp_path / 'out' / 'gone'} (no usable frame for 1 s "
-                               f"(source reconnecting; cannot open it))")
+    assert lines[1].startswith(
+        f"gone: 0 of 5 frames saved in {tmp_path / 'out' / 'gone'} (no usable frame for 1 s "
+        f"(source reconnecting; cannot open it))"
+    )
     assert not (tmp_path / "out" / "gone").exists()
 
 
@@ -76,8 +91,11 @@ def test_a_stream_of_only_unusable_frames_times_out_with_the_reason(tmp_path: Pa
     stream["source"].update(loop=True, fps=50, roi={"x": 0, "y": 0, "width": 640, "height": 480})
     result = run_capture(write_line(tmp_path, [stream]), tmp_path / "out", "--count", "3", "--timeout", "1")
     assert result.returncode == 1
-    assert re.fullmatch(r"top: 0 of 3 frames saved in \S+ \(\d+ unreadable, no usable frame for 1 s \(source "
-                        r"streaming; the \d+×\d+ frame does not contain source.roi .*\)\)\n", result.stdout)
+    assert re.fullmatch(
+        r"top: 0 of 3 frames saved in \S+ \(\d+ unreadable, no usable frame for 1 s \(source "
+        r"streaming; the \d+×\d+ frame does not contain source.roi .*\)\)\n",
+        result.stdout,
+    )
     assert result.stderr.count("not saved") == 1
 
 
@@ -92,19 +110,41 @@ def test_only_the_streams_asked_for_and_a_wrong_name_says_the_right_ones(tmp_pat
 
 def test_the_daemon_still_insists_on_a_bundle(tmp_path: Path) -> None:
     config = write_line(tmp_path, [video_stream("top", write_video(tmp_path / "v.avi", pattern(2)))])
-    result = subprocess.run([sys.executable, "-c", "import sys; from edge.cli import run_main; sys.exit(run_main())",
-                             "--config", str(config)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edge.cli import run_main; sys.exit(run_main())",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "bundle: required key is missing" in result.stderr
 
 
 def test_a_genicam_camera_is_captured_with_its_features(tmp_path: Path) -> None:
     genicam = pytest.importorskip("genicam", reason="needs the genicam extra")
     cti = Path(genicam.__file__).parent / "viky.cti"
-    config = write_line(tmp_path, [{"station": "green", "source": {
-        "kind": "genicam", "name": "green", "cti": str(cti), "device": "1",
-        "features": {"PixelFormat": "Mono8", "Width": 320}}}])
+    config = write_line(
+        tmp_path,
+        [
+            {
+                "station": "green",
+                "source": {
+                    "kind": "genicam",
+                    "name": "green",
+                    "cti": str(cti),
+                    "device": "1",
+                    "features": {"PixelFormat": "Mono8", "Width": 320},
+                },
+            }
+        ],
+    )
     result = run_capture(config, tmp_path / "out", "--count", "4", "--interval", "0.1")
     assert result.returncode == 0, result.stderr
     images = [cv2.imread(str(p)) for p in sorted((tmp_path / "out" / "green").glob("*.png"))]
     assert len(images) == 4 and all(i.shape == (400, 320, 3) for i in images)
-    assert all(np.array_equal(i[..., 0], i[..., 1]) for i in images)     # Mono8: grey in, grey out
+    assert all(np.array_equal(i[..., 0], i[..., 1]) for i in images)  # Mono8: grey in, grey out

@@ -1,5 +1,6 @@
 """edge-run --check: the line started up as the daemon would, one frame per camera judged and
 printed, nothing published; its exit status says whether every camera's frame was judged."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,15 +20,18 @@ from .harness import EDGE_RUN, pattern, write_config, write_video
 
 
 def run_check(config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*EDGE_RUN, "--config", str(config), "--check", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [*EDGE_RUN, "--config", str(config), "--check", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_check_judges_one_frame_per_camera_and_says_what_it_saw(tmp_path):
     ok_video = write_video(tmp_path / "ok.avi", [part(40)] * 5)
     ng_video = write_video(tmp_path / "ng.avi", [part(40, spot=(10, 10, 12))] * 5)
-    streams = [{"station": "top", "source": {"kind": "video", "name": "top", "path": str(ok_video)}},
-               {"station": "side", "source": {"kind": "video", "name": "side", "path": str(ng_video)}}]
+    streams = [
+        {"station": "top", "source": {"kind": "video", "name": "top", "path": str(ok_video)}},
+        {"station": "side", "source": {"kind": "video", "name": "side", "path": str(ng_video)}},
+    ]
     config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), None, streams=streams)
 
     result = run_check(config, "--check-out", str(tmp_path / "heatmaps"))
@@ -50,9 +54,18 @@ def test_check_judges_one_frame_per_camera_and_says_what_it_saw(tmp_path):
 
 def test_a_camera_that_gives_no_frame_fails_the_check(tmp_path):
     good = write_video(tmp_path / "good.avi", pattern(3))
-    streams = [{"station": "top", "source": {"kind": "video", "name": "top", "path": str(good)}},
-               {"station": "side", "source": {"kind": "camera", "name": "side", "url": str(tmp_path / "absent.avi"),
-                                              "reconnect": {"initial_s": 0.05, "max_s": 0.1}}}]
+    streams = [
+        {"station": "top", "source": {"kind": "video", "name": "top", "path": str(good)}},
+        {
+            "station": "side",
+            "source": {
+                "kind": "camera",
+                "name": "side",
+                "url": str(tmp_path / "absent.avi"),
+                "reconnect": {"initial_s": 0.05, "max_s": 0.1},
+            },
+        },
+    ]
     config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), None, streams=streams)
 
     result = run_check(config, "--check-timeout", "1")
@@ -64,8 +77,11 @@ def test_a_camera_that_gives_no_frame_fails_the_check(tmp_path):
 
 
 def test_a_start_up_error_is_exit_2_with_the_reason(tmp_path):
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle", threshold=None),
-                             {"kind": "video", "path": str(write_video(tmp_path / "v.avi", pattern(2)))})
+    config, _ = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle", threshold=None),
+        {"kind": "video", "path": str(write_video(tmp_path / "v.avi", pattern(2)))},
+    )
     result = run_check(config)
     assert result.returncode == 2 and "no calibration.yaml" in result.stderr and result.stdout == ""
 
@@ -79,7 +95,7 @@ def test_a_subscriber_gets_nothing_from_a_check(tmp_path):
             # Subscribed for sure before the check starts: a published verdict would arrive.
             assert daemon.publisher.wait_for_subscribers(1, 10.0, threading.Event())
             checks = check_line(daemon, 10.0)
-            assert [c.verdict.verdict for c in checks] == ["NG"]      # pattern(6)'s first part has the defect
+            assert [c.verdict.verdict for c in checks] == ["NG"]  # pattern(6)'s first part has the defect
             assert listener.recv(0.5) is None
     finally:
         daemon.close()
@@ -96,5 +112,5 @@ class LateCamera(Source):
 
 
 def test_a_frame_that_comes_after_the_deadline_does_not_count():
-    (frame, seconds, state), = first_frames([LateCamera("slow")], 0.2).values()
+    ((frame, seconds, state),) = first_frames([LateCamera("slow")], 0.2).values()
     assert (frame, seconds, state) == (None, 0.2, "streaming")

@@ -1,4 +1,5 @@
 """Line config: the good configs load as written, every bad one is one line naming the key."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.config import (BatchConfig, ConfigError, EvidenceConfig, LineConfig, PublishConfig, QueueConfig, StreamConfig,
-                         ReconnectConfig, RoiConfig, SourceConfig, load_config, parse_config)
+from edge.config import (
+    BatchConfig,
+    ConfigError,
+    EvidenceConfig,
+    LineConfig,
+    PublishConfig,
+    QueueConfig,
+    ReconnectConfig,
+    RoiConfig,
+    SourceConfig,
+    StreamConfig,
+    load_config,
+    parse_config,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DELETE = object()
@@ -26,8 +39,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def minimal() -> dict:
-    return {"line": "line3", "station": "cam-top", "bundle": "bundle",
-            "source": {"kind": "video", "path": "parts.mp4"}}
+    return {"line": "line3", "station": "cam-top", "bundle": "bundle", "source": {"kind": "video", "path": "parts.mp4"}}
 
 
 def patched(patch: dict) -> dict:
@@ -78,10 +90,16 @@ BAD = [
     ({"source": {"kind": "camera"}}, "source", "exactly one of 'url' or 'index'"),
     ({"source": {"kind": "camera", "url": "rtsp://h/s", "index": 0}}, "source", "exactly one of 'url' or 'index'"),
     ({"source": {"kind": "camera", "index": -1}}, "source.index", "an integer >= 0"),
-    ({"source": {"kind": "camera", "index": 0, "reconnect": {"initial_s": 2.0, "max_s": 1.0}}},
-     "source.reconnect.max_s", "must be >= source.reconnect.initial_s"),
-    ({"source": {"kind": "camera", "index": 0, "reconnect": {"max": 1.0}}},
-     "source.reconnect.max", "did you mean 'max_s'?"),
+    (
+        {"source": {"kind": "camera", "index": 0, "reconnect": {"initial_s": 2.0, "max_s": 1.0}}},
+        "source.reconnect.max_s",
+        "must be >= source.reconnect.initial_s",
+    ),
+    (
+        {"source": {"kind": "camera", "index": 0, "reconnect": {"max": 1.0}}},
+        "source.reconnect.max",
+        "did you mean 'max_s'?",
+    ),
     ({"backend": "cuda"}, "backend", "one of 'auto', 'onnxruntime', 'tensorrt'"),
     ({"gpu": -1}, "gpu", "an integer >= 0"),
     ({"gpu": "cuda:1"}, "gpu", "(got 'cuda:1')"),
@@ -117,25 +135,54 @@ def test_top_level_must_be_a_mapping(data: object, where: str) -> None:
 
 def test_good_config_round_trip(home: Path) -> None:
     data = {
-        "line": "line7", "station": "s2", "bundle": "bundle", "backend": "onnxruntime", "gpu": 1, "k": 4,
-        "log_level": "DEBUG", "source": {"kind": "camera", "name": "top", "url": "rtsp://127.0.0.1:8554/s",
-                   "reconnect": {"initial_s": 1, "max_s": 30}},
+        "line": "line7",
+        "station": "s2",
+        "bundle": "bundle",
+        "backend": "onnxruntime",
+        "gpu": 1,
+        "k": 4,
+        "log_level": "DEBUG",
+        "source": {
+            "kind": "camera",
+            "name": "top",
+            "url": "rtsp://127.0.0.1:8554/s",
+            "reconnect": {"initial_s": 1, "max_s": 30},
+        },
         "batch": {"max_batch": 16, "max_wait_ms": 0},
         "queue": {"size": 8, "overflow": "block"},
-        "publish": {"bind": "tcp://0.0.0.0:6000", "heartbeat_s": 0.5, "sndhwm": 10, "wait_for_subscribers": 2,
-                    "wait_timeout_s": 3},
+        "publish": {
+            "bind": "tcp://0.0.0.0:6000",
+            "heartbeat_s": 0.5,
+            "sndhwm": 10,
+            "wait_for_subscribers": 2,
+            "wait_timeout_s": 3,
+        },
         "evidence": {"dir": "out/ng", "max_files": 5},
     }
     path = home / "line7.yaml"
     path.write_text(yaml.safe_dump(data))
     expected = LineConfig(
-        line="line7", station="s2", bundle=home.resolve() / "bundle", backend="onnxruntime", gpu=1, k=4.0,
-        log_level="DEBUG", source=SourceConfig(kind="camera", name="top", url="rtsp://127.0.0.1:8554/s",
-                            reconnect=ReconnectConfig(initial_s=1.0, max_s=30.0)),
-        batch=BatchConfig(max_batch=16, max_wait_ms=0.0), queue=QueueConfig(size=8, overflow="block"),
-        publish=PublishConfig(bind="tcp://0.0.0.0:6000", heartbeat_s=0.5, sndhwm=10, wait_for_subscribers=2,
-                              wait_timeout_s=3.0),
-        evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5), path=path)
+        line="line7",
+        station="s2",
+        bundle=home.resolve() / "bundle",
+        backend="onnxruntime",
+        gpu=1,
+        k=4.0,
+        log_level="DEBUG",
+        source=SourceConfig(
+            kind="camera",
+            name="top",
+            url="rtsp://127.0.0.1:8554/s",
+            reconnect=ReconnectConfig(initial_s=1.0, max_s=30.0),
+        ),
+        batch=BatchConfig(max_batch=16, max_wait_ms=0.0),
+        queue=QueueConfig(size=8, overflow="block"),
+        publish=PublishConfig(
+            bind="tcp://0.0.0.0:6000", heartbeat_s=0.5, sndhwm=10, wait_for_subscribers=2, wait_timeout_s=3.0
+        ),
+        evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5),
+        path=path,
+    )
     expected.streams = [StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0)]
     cfg = load_config(path)
     assert cfg == expected
@@ -150,21 +197,45 @@ def test_several_streams(home: Path) -> None:
     assert [s.source.index for s in cfg.streams] == [0, 1, 2] and cfg.station is None
 
 
-@pytest.mark.parametrize("data, key, says", [
-    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}}], "station": "b"}, "streams", "not both"),
-    ({"streams": []}, "streams", "non-empty list"),
-    ({"streams": [{"station": "a"}]}, r"streams\[0\]\.source", "required key is missing"),
-    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}},
-                  {"station": "a", "source": {"kind": "camera", "name": "c1", "index": 1}}]},
-     r"streams\[\]\.station", "must differ"),
-    ({"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}},
-                  {"station": "b", "source": {"kind": "camera", "index": 1}}]}, r"streams\[\]\.source\.name",
-     "must differ"),
-    ({"streams": [{"station": "a", "source": {"kind": "camera"}}]}, r"streams\[0\]\.source", "exactly one of"),
-    ({"streams": [{"station": "status", "source": {"kind": "camera", "index": 0}}]}, r"streams\[0\]\.station",
-     "other than 'status'"),
-    ({}, "station", "station: and source:"),
-])
+@pytest.mark.parametrize(
+    "data, key, says",
+    [
+        (
+            {"streams": [{"station": "a", "source": {"kind": "camera", "index": 0}}], "station": "b"},
+            "streams",
+            "not both",
+        ),
+        ({"streams": []}, "streams", "non-empty list"),
+        ({"streams": [{"station": "a"}]}, r"streams\[0\]\.source", "required key is missing"),
+        (
+            {
+                "streams": [
+                    {"station": "a", "source": {"kind": "camera", "index": 0}},
+                    {"station": "a", "source": {"kind": "camera", "name": "c1", "index": 1}},
+                ]
+            },
+            r"streams\[\]\.station",
+            "must differ",
+        ),
+        (
+            {
+                "streams": [
+                    {"station": "a", "source": {"kind": "camera", "index": 0}},
+                    {"station": "b", "source": {"kind": "camera", "index": 1}},
+                ]
+            },
+            r"streams\[\]\.source\.name",
+            "must differ",
+        ),
+        ({"streams": [{"station": "a", "source": {"kind": "camera"}}]}, r"streams\[0\]\.source", "exactly one of"),
+        (
+            {"streams": [{"station": "status", "source": {"kind": "camera", "index": 0}}]},
+            r"streams\[0\]\.station",
+            "other than 'status'",
+        ),
+        ({}, "station", "station: and source:"),
+    ],
+)
 def test_bad_streams(home: Path, data: dict, key: str, says: str) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(str(home / 'c.yaml'))}: {key}: .*{says}"):
         parse_config({"line": "l", "bundle": "bundle", **data}, home / "c.yaml")
@@ -172,24 +243,39 @@ def test_bad_streams(home: Path, data: dict, key: str, says: str) -> None:
 
 def test_defaults_fill_what_is_left_out(home: Path) -> None:
     cfg = parse_config({**minimal(), "batch": None}, home / "c.yaml")
-    assert (cfg.batch, cfg.queue, cfg.publish, cfg.evidence) == (BatchConfig(), QueueConfig(), PublishConfig(),
-                                                                 EvidenceConfig())
+    assert (cfg.batch, cfg.queue, cfg.publish, cfg.evidence) == (
+        BatchConfig(),
+        QueueConfig(),
+        PublishConfig(),
+        EvidenceConfig(),
+    )
     assert (cfg.backend, cfg.k, cfg.source.loop, cfg.source.fps, cfg.source.name) == ("auto", None, False, None, "cam0")
 
 
-def test_relative_paths_resolve_against_the_config_file_not_the_cwd(home: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_resolve_against_the_config_file_not_the_cwd(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (home / "sub").mkdir()
     config = home / "sub" / "line.yaml"
-    config.write_text(yaml.safe_dump({**minimal(), "bundle": "../bundle", "evidence": {"dir": "ng"},
-                                      "source": {"kind": "images", "path": "../shots"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **minimal(),
+                "bundle": "../bundle",
+                "evidence": {"dir": "ng"},
+                "source": {"kind": "images", "path": "../shots"},
+            }
+        )
+    )
     monkeypatch.chdir(home / "bundle")
     cfg = load_config(Path("../sub/line.yaml"))
     assert cfg.bundle == home.resolve() / "bundle"
     assert cfg.source.path == home.resolve() / "shots"
     assert cfg.evidence.dir == home.resolve() / "sub" / "ng"
-    absolute = parse_config({**minimal(), "bundle": str(home / "bundle"),
-                             "source": {"kind": "video", "path": str(home / "parts.mp4")}}, Path("/elsewhere/l.yaml"))
+    absolute = parse_config(
+        {**minimal(), "bundle": str(home / "bundle"), "source": {"kind": "video", "path": str(home / "parts.mp4")}},
+        Path("/elsewhere/l.yaml"),
+    )
     assert absolute.bundle == home.resolve() / "bundle"
 
 
@@ -226,8 +312,9 @@ def test_demo_example_parses(tmp_path: Path) -> None:
     path = install("demo.yaml", tmp_path)
     (path.parent / "parts.mp4").write_bytes(b"")
     cfg = load_config(path)
-    assert cfg.source == SourceConfig(kind="video", name="cam0", path=path.parent.resolve() / "parts.mp4",
-                                      loop=False, fps=None)
+    assert cfg.source == SourceConfig(
+        kind="video", name="cam0", path=path.parent.resolve() / "parts.mp4", loop=False, fps=None
+    )
     assert cfg.queue.overflow == "block"
     assert cfg.publish.wait_for_subscribers == 1
 
@@ -236,8 +323,17 @@ def test_line3_documents_every_key() -> None:
     text = (CONFIGS / "line3.yaml").read_text()
     documented = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert all("#" in line for line in documented), [line for line in documented if "#" not in line]
-    sections = (LineConfig, StreamConfig, SourceConfig, ReconnectConfig, RoiConfig, BatchConfig, QueueConfig,
-                PublishConfig, EvidenceConfig)
+    sections = (
+        LineConfig,
+        StreamConfig,
+        SourceConfig,
+        ReconnectConfig,
+        RoiConfig,
+        BatchConfig,
+        QueueConfig,
+        PublishConfig,
+        EvidenceConfig,
+    )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {f.name for section in sections for f in dataclasses.fields(section)}
     missing = [key for key in sorted(keys) if f"{key}:" not in text]

@@ -1,4 +1,5 @@
 """Bundle loading, queue and batcher, preprocessing and verdicts: the per-frame path, piece by piece."""
+
 from __future__ import annotations
 
 import threading
@@ -37,19 +38,22 @@ def test_bundle_refuses_altered_model(tiny_bundle):
         load_bundle(tiny_bundle)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(schema_version=99), "schema_version 99"),
-    (lambda m: m["input"].update(layout="NCHW"), "uint8 NHWC RGB"),
-    (lambda m: m.pop("input"), "missing or bad field"),
-    (lambda m: m["input"].update(height=0), "input is 0x32 pixels"),
-    (lambda m: m.pop("files"), "files must map model.onnx"),
-    (lambda m: m.update(files=["model.onnx"]), "files must map model.onnx"),
-    (lambda m: m["files"].update({"model.onnx": None}), "files must map model.onnx"),
-    (lambda m: m["files"]["model.onnx"].pop("sha256"), "files must map model.onnx"),
-    (lambda m: m["files"]["model.onnx"].update(bytes="many"), "files must map model.onnx"),
-    (lambda m: m["files"].update({"../model.onnx": m["files"]["model.onnx"]}), "files must map model.onnx"),
-    (lambda m: m.update(precision=["fp16"]), "precision must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m.update(schema_version=99), "schema_version 99"),
+        (lambda m: m["input"].update(layout="NCHW"), "uint8 NHWC RGB"),
+        (lambda m: m.pop("input"), "missing or bad field"),
+        (lambda m: m["input"].update(height=0), "input is 0x32 pixels"),
+        (lambda m: m.pop("files"), "files must map model.onnx"),
+        (lambda m: m.update(files=["model.onnx"]), "files must map model.onnx"),
+        (lambda m: m["files"].update({"model.onnx": None}), "files must map model.onnx"),
+        (lambda m: m["files"]["model.onnx"].pop("sha256"), "files must map model.onnx"),
+        (lambda m: m["files"]["model.onnx"].update(bytes="many"), "files must map model.onnx"),
+        (lambda m: m["files"].update({"../model.onnx": m["files"]["model.onnx"]}), "files must map model.onnx"),
+        (lambda m: m.update(precision=["fp16"]), "precision must be a mapping"),
+    ],
+)
 def test_bundle_refuses_bad_meta(tiny_bundle, edit, match):
     meta = yaml.safe_load((tiny_bundle / "bundle.yaml").read_text())
     edit(meta)
@@ -58,10 +62,12 @@ def test_bundle_refuses_bad_meta(tiny_bundle, edit, match):
         load_bundle(tiny_bundle)
 
 
-@pytest.mark.parametrize("name, fix", [("bundle.yaml", "re-export the bundle"),
-                                       ("calibration.yaml", "run edge-calibrate again")])
-@pytest.mark.parametrize("content", [b"\xff\xfe garbage", b"a: [\n", b"- 1\n- 2\n"],
-                         ids=["not-utf8", "not-yaml", "not-a-mapping"])
+@pytest.mark.parametrize(
+    "name, fix", [("bundle.yaml", "re-export the bundle"), ("calibration.yaml", "run edge-calibrate again")]
+)
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe garbage", b"a: [\n", b"- 1\n- 2\n"], ids=["not-utf8", "not-yaml", "not-a-mapping"]
+)
 def test_unreadable_yaml_is_one_line_naming_the_file_and_the_fix(tiny_bundle, name, fix, content):
     (tiny_bundle / name).write_bytes(content)
     with pytest.raises(BundleError) as caught:
@@ -70,15 +76,18 @@ def test_unreadable_yaml_is_one_line_naming_the_file_and_the_fix(tiny_bundle, na
     assert message.startswith(f"{tiny_bundle / name}: ") and message.endswith(fix) and "\n" not in message
 
 
-@pytest.mark.parametrize("key, value, must_be", [
-    ("threshold", float("inf"), "a finite number"),        # every part would be OK
-    ("threshold", float("nan"), "a finite number"),
-    ("mu", float("nan"), "a finite number"),
-    ("k", float("inf"), "a finite number"),
-    ("pixel_threshold", float("nan"), "a finite number"),
-    ("sigma", float("inf"), "a finite number >= 0"),
-    ("sigma", -1.0, "a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, must_be",
+    [
+        ("threshold", float("inf"), "a finite number"),  # every part would be OK
+        ("threshold", float("nan"), "a finite number"),
+        ("mu", float("nan"), "a finite number"),
+        ("k", float("inf"), "a finite number"),
+        ("pixel_threshold", float("nan"), "a finite number"),
+        ("sigma", float("inf"), "a finite number >= 0"),
+        ("sigma", -1.0, "a finite number >= 0"),
+    ],
+)
 def test_calibration_values_must_be_finite(tiny_bundle, key, value, must_be):
     path = tiny_bundle / "calibration.yaml"
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), key: value}))
@@ -147,12 +156,15 @@ def test_batcher_idle_and_closed():
     assert q.next_batch(4, 1.0, 1.0) is None and q.frames_in["cam0"] == 1
 
 
-@pytest.mark.parametrize("image, why", [
-    (None, "camera timeout"),
-    (np.zeros((48, 64), np.uint8), "expected HxWx3 uint8"),
-    (np.zeros((48, 64, 3), np.float32), "expected HxWx3 uint8"),
-    (np.zeros((4, 4, 3), np.uint8), "too small"),
-])
+@pytest.mark.parametrize(
+    "image, why",
+    [
+        (None, "camera timeout"),
+        (np.zeros((48, 64), np.uint8), "expected HxWx3 uint8"),
+        (np.zeros((48, 64, 3), np.float32), "expected HxWx3 uint8"),
+        (np.zeros((4, 4, 3), np.uint8), "too small"),
+    ],
+)
 def test_bad_frames_are_named(image, why):
     assert why in frame_problem(frame(0, image, error="camera timeout" if image is None else None))
 
@@ -167,21 +179,21 @@ def test_to_input_resizes_to_model_size():
 def test_judge_ok_ng_and_regions_in_frame_pixels():
     judge = Judge(threshold=0.5, pixel_threshold=0.4)
     amap = np.zeros((32, 32), np.float32)
-    amap[8:12, 16:24] = 0.9                 # one 8x4 blob at model resolution
+    amap[8:12, 16:24] = 0.9  # one 8x4 blob at model resolution
     amap[28:30, 2:4] = 0.45
-    f = frame(0, part(0, (64, 128)))        # frame is 2x model size vertically, 4x horizontally
+    f = frame(0, part(0, (64, 128)))  # frame is 2x model size vertically, 4x horizontally
     v = judge.judge(f, amap, 0.9)
     assert v.verdict == "NG" and len(v.regions) == 2
     top = v.regions[0]
     assert top.bbox == (64, 16, 32, 8) and top.area_px == 32 * 8 and top.peak == pytest.approx(0.9)
-    assert judge.judge(f, np.zeros((32, 32), np.float32), 0.5).verdict == "OK"   # at threshold: OK
+    assert judge.judge(f, np.zeros((32, 32), np.float32), 0.5).verdict == "OK"  # at threshold: OK
 
 
 @pytest.mark.parametrize("model, image", [((288, 288), (480, 654)), ((256, 256), (480, 643)), ((64, 64), (100, 67))])
 def test_region_bboxes_cover_the_region_inside_the_judged_image(model, image):
     (mh, mw), (fh, fw) = model, image
     amap = np.zeros(model, np.float32)
-    amap[mh // 2:, mw // 2:] = 1.0          # touches the right and bottom edges
+    amap[mh // 2 :, mw // 2 :] = 1.0  # touches the right and bottom edges
     amap[3:7, 5:9] = 1.0
     v = Judge(0.5, 0.5).judge(frame(0, np.zeros((fh, fw, 3), np.uint8)), amap, 1.0)
     boxes = sorted(r.bbox for r in v.regions)
@@ -211,11 +223,16 @@ def test_onnxruntime_backend_runs_the_contract(tiny_bundle):
 def test_backend_refuses_contract_breaking_model(tmp_path):
     import onnx
     from onnx import TensorProto, helper
+
     root = make_bundle(tmp_path / "b")
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(root / "model.onnx"))
     from edge.backends import BackendError
+
     with pytest.raises(BackendError, match="engine contract"):
         load_backend(load_bundle(root, verify_hashes=False))

@@ -1,5 +1,6 @@
 """The daemon as users run it: a real `edge-run` process on a real video file, a real ZeroMQ
 subscriber on loopback. Every frame grabbed must end as one published verdict or a counted drop."""
+
 from __future__ import annotations
 
 import signal
@@ -27,7 +28,7 @@ def test_every_frame_of_a_video_gets_its_verdict(tmp_path):
     assert [v["verdict"] for v in verdicts] == ["NG" if i % 3 == 0 else "OK" for i in range(45)]
     ng = verdicts[0]
     assert ng["regions"] and ng["score"] > ng["threshold"] and ng["model"].startswith("bundle@")
-    x, y, w, h = ng["regions"][0]["bbox"]       # the 12x12 spot at (10,10) in the 64x48 frame
+    x, y, w, h = ng["regions"][0]["bbox"]  # the 12x12 spot at (10,10) in the 64x48 frame
     assert abs(x - 10) <= 3 and abs(y - 10) <= 3 and abs(w - 12) <= 4 and abs(h - 12) <= 4
     c = final["counters"]
     assert (c["ok"], c["ng"], c["error"], c["dropped"], c["in_flight"]) == (30, 15, 0, 0, 0)
@@ -37,9 +38,12 @@ def test_every_frame_of_a_video_gets_its_verdict(tmp_path):
 def test_sigterm_mid_stream_loses_nothing(tmp_path):
     video = write_video(tmp_path / "parts.avi", pattern(30))
     # A looping video paced like a camera, and a drop-oldest queue: the live configuration.
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "loop": True, "fps": 200},
-                                    queue={"size": 8, "overflow": "drop_oldest"})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 200},
+        queue={"size": 8, "overflow": "drop_oldest"},
+    )
     proc = start(config)
     sent = []
 
@@ -62,7 +66,7 @@ def test_sigterm_mid_stream_loses_nothing(tmp_path):
 def test_bad_config_is_one_line_exit_2(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("line: line3\nstation: st1\nbundle: nowhere\nsource: {kind: video, path: x.avi}\n")
-    r = subprocess.run(EDGE_RUN + ["--config", str(path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*EDGE_RUN, "--config", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "bundle" in r.stderr
 
@@ -71,9 +75,12 @@ def test_uncalibrated_bundle_is_refused_with_the_fix(tmp_path):
     video = write_video(tmp_path / "parts.avi", pattern(3))
     bundle = make_bundle(tmp_path / "raw", threshold=None)
     path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump({"line": "l", "station": "s", "bundle": str(bundle),
-                                    "source": {"kind": "video", "path": str(video)}}))
-    r = subprocess.run(EDGE_RUN + ["--config", str(path)], capture_output=True, text=True, timeout=60)
+    path.write_text(
+        yaml.safe_dump(
+            {"line": "l", "station": "s", "bundle": str(bundle), "source": {"kind": "video", "path": str(video)}}
+        )
+    )
+    r = subprocess.run([*EDGE_RUN, "--config", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "edge-calibrate --bundle" in r.stderr
 
 
@@ -83,10 +90,13 @@ def test_a_burst_of_signals_never_hangs_the_line(tmp_path):
     another (a signal handler that sets an Event while the code it interrupted holds that Event's
     lock hangs the process for good)."""
     video = write_video(tmp_path / "parts.avi", pattern(30))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "loop": True, "fps": 200},
-                                    queue={"overflow": "drop_oldest"},
-                                    log_level="WARNING")   # thousands of reload lines would fill start()'s pipe
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 200},
+        queue={"overflow": "drop_oldest"},
+        log_level="WARNING",
+    )  # thousands of reload lines would fill start()'s pipe
     proc = start(config)
 
     def signals() -> None:
@@ -98,8 +108,7 @@ def test_a_burst_of_signals_never_hangs_the_line(tmp_path):
 
     sender = threading.Thread(target=signals)
     with Listener(endpoint, "line3/") as listener:
-        verdicts, final, _ = collect(listener, proc, on_verdict=lambda n, _m: n == 20 and sender.start(),
-                                     timeout_s=60)
+        verdicts, final, _ = collect(listener, proc, on_verdict=lambda n, _m: n == 20 and sender.start(), timeout_s=60)
     sender.join()
     assert proc.wait(20) == 0
     assert_accounted(verdicts, final)

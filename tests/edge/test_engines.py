@@ -4,6 +4,7 @@ real tiny bundle: whether an engine fits is decided from its record, no engine n
 
 Building and running a real engine needs TensorRT 10, pycuda and a CUDA GPU; those tests are
 here and skip with the reason when any of them is missing (CI has none)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,16 +22,17 @@ from edge.backends.onnxruntime import ORT_TRT_CACHE, elsewhere, provider_options
 from edge.backends.tensorrt import Platform, probe_platform
 from edge.bundle import load_bundle
 from edge.engines import StaleEngineError, engine_file_name, engine_record, find_engine, require_engine
-from export.engine import add_engine_record, build_engine, use_fp16
 from export.cli import main as export_main
+from export.engine import add_engine_record, build_engine, use_fp16
 from export.engine import main as build_main
 
 H100, ORIN, TRT = "NVIDIA H100 80GB HBM3", "Orin", "10.8.0"
 GPU_HERE = Platform(trt_version=TRT, gpu_name=H100, compute_capability="9.0")
 
 PLATFORM = probe_platform()
-needs_gpu = pytest.mark.skipif(PLATFORM.problem is not None,
-                               reason=f"needs TensorRT 10, pycuda and a CUDA GPU: {PLATFORM.problem}")
+needs_gpu = pytest.mark.skipif(
+    PLATFORM.problem is not None, reason=f"needs TensorRT 10, pycuda and a CUDA GPU: {PLATFORM.problem}"
+)
 without_tensorrt = pytest.mark.skipif(PLATFORM.problem is None, reason="TensorRT and a GPU are usable here")
 
 
@@ -38,13 +40,25 @@ def add_engine(root: Path, gpu: str = H100, trt: str = TRT, content: bytes = b"n
     """An engine file and its bundle.yaml record; `changes` edit the record as a stale one would read."""
     path = root / engine_file_name(gpu, trt, "fp16")
     path.write_bytes(content)
-    record = {**engine_record(load_bundle(root), path, gpu=gpu, compute_capability="9.0", tensorrt=trt,
-                              precision="fp16", max_batch=8, opt_batch=4), **changes}
+    record = {
+        **engine_record(
+            load_bundle(root),
+            path,
+            gpu=gpu,
+            compute_capability="9.0",
+            tensorrt=trt,
+            precision="fp16",
+            max_batch=8,
+            opt_batch=4,
+        ),
+        **changes,
+    }
     add_engine_record(root, record)
     return record
 
 
 # -- naming and records -------------------------------------------------------------------
+
 
 def test_engine_file_is_named_by_gpu_and_tensorrt_version():
     assert engine_file_name(H100, "10.8.0", "fp16") == "model.nvidia-h100-80gb-hbm3-trt10.8.0-fp16.engine"
@@ -65,6 +79,7 @@ def test_record_is_added_replaced_and_other_keys_kept(tiny_bundle):
 
 # -- staleness ----------------------------------------------------------------------------
 
+
 def test_fitting_engine_is_found(tiny_bundle):
     record = add_engine(tiny_bundle)
     assert find_engine(load_bundle(tiny_bundle), H100, TRT) == (record, [])
@@ -79,14 +94,17 @@ def _stale_file(root: Path, record: dict, how: str) -> None:
         path.write_bytes(bytes(b ^ 1 for b in path.read_bytes()))
 
 
-@pytest.mark.parametrize("gpu, trt, changes, damage, why", [
-    (ORIN, TRT, {}, None, f"built for {H100!r}, this GPU is {ORIN!r}"),
-    (H100, "10.9.0", {}, None, f"built with TensorRT {TRT}, this machine has 10.9.0"),
-    (H100, TRT, {"onnx_sha256": "0" * 64}, None, "built from another model.onnx (the model changed since)"),
-    (H100, TRT, {"onnx_data_sha256": "0" * 64}, None, "built from another model.onnx.data"),
-    (H100, TRT, {}, "missing", "listed in bundle.yaml but the file is missing"),
-    (H100, TRT, {}, "altered", "content differs from its sha256 in bundle.yaml"),
-])
+@pytest.mark.parametrize(
+    "gpu, trt, changes, damage, why",
+    [
+        (ORIN, TRT, {}, None, f"built for {H100!r}, this GPU is {ORIN!r}"),
+        (H100, "10.9.0", {}, None, f"built with TensorRT {TRT}, this machine has 10.9.0"),
+        (H100, TRT, {"onnx_sha256": "0" * 64}, None, "built from another model.onnx (the model changed since)"),
+        (H100, TRT, {"onnx_data_sha256": "0" * 64}, None, "built from another model.onnx.data"),
+        (H100, TRT, {}, "missing", "listed in bundle.yaml but the file is missing"),
+        (H100, TRT, {}, "altered", "content differs from its sha256 in bundle.yaml"),
+    ],
+)
 def test_stale_engine_is_rejected_with_its_reason(tiny_bundle, gpu, trt, changes, damage, why):
     record = add_engine(tiny_bundle, **changes)
     if damage:
@@ -122,6 +140,7 @@ def test_no_fitting_engine_error_lists_reasons_and_rebuild_command(tiny_bundle):
 
 
 # -- backend: auto, decided from facts --------------------------------------------------------
+
 
 def test_auto_without_tensorrt_runs_onnxruntime(tiny_bundle):
     add_engine(tiny_bundle)
@@ -170,6 +189,7 @@ def test_unknown_backend_is_refused(tiny_bundle):
 
 # -- a machine without TensorRT ----------------------------------------------------------------
 
+
 @without_tensorrt
 def test_configured_tensorrt_without_it_is_one_clear_error(tiny_bundle):
     with pytest.raises(BackendError) as e:
@@ -198,17 +218,26 @@ def test_onnxruntime_gpu_providers_run_on_the_configured_gpu(tiny_bundle):
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     trt, cuda, cpu = provider_options(providers, bundle, gpu=1, max_batch=8)
     cache = str(bundle.path / ORT_TRT_CACHE)
-    assert trt == ("TensorrtExecutionProvider", {
-        "device_id": "1", "trt_fp16_enable": "True", "trt_profile_min_shapes": "image:1x32x32x3",
-        "trt_profile_opt_shapes": "image:8x32x32x3", "trt_profile_max_shapes": "image:8x32x32x3",
-        "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
-        "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache})
+    assert trt == (
+        "TensorrtExecutionProvider",
+        {
+            "device_id": "1",
+            "trt_fp16_enable": "True",
+            "trt_profile_min_shapes": "image:1x32x32x3",
+            "trt_profile_opt_shapes": "image:8x32x32x3",
+            "trt_profile_max_shapes": "image:8x32x32x3",
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": cache,
+        },
+    )
     assert (cuda, cpu) == (("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider")
 
 
 def test_the_tensorrt_provider_follows_the_bundles_fp16_advice_and_may_go_without_a_cache(tiny_bundle):
     advise_fp32(tiny_bundle)
-    (_, opts), = provider_options(["TensorrtExecutionProvider"], load_bundle(tiny_bundle), 0, 4, trt_cache=False)
+    ((_, opts),) = provider_options(["TensorrtExecutionProvider"], load_bundle(tiny_bundle), 0, 4, trt_cache=False)
     assert opts["trt_fp16_enable"] == "False" and not any("cache" in key for key in opts)
 
 
@@ -218,8 +247,10 @@ def test_a_session_that_fell_back_to_another_gpu_is_noticed():
     assert not elsewhere({"CPUExecutionProvider": {}}, gpu=1)
 
 
-@pytest.mark.skipif(PLATFORM.problem is None or "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
-                    reason="a GPU runtime is here, where GPU 3 may not exist")
+@pytest.mark.skipif(
+    PLATFORM.problem is None or "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+    reason="a GPU runtime is here, where GPU 3 may not exist",
+)
 def test_a_configured_gpu_is_harmless_on_a_cpu_box(tiny_bundle):
     backend = load_backend(load_bundle(tiny_bundle), "auto", gpu=3)
     try:
@@ -259,8 +290,22 @@ def test_bundle_that_loses_accuracy_in_fp16_builds_fp32_unless_told(tiny_bundle,
 def export_engine(tmp_path: Path, write_images, *extra: str) -> list[str]:
     """export-engine's PatchCore on 4 tiny images, ending in --build-engine; its argv."""
     write_images(tmp_path / "good", 4)
-    return ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "bundle"),
-            "--size", "64", "--coreset-ratio", "0.05", "--holdout", "0.25", "--build-engine", *extra]
+    return [
+        "--method",
+        "patchcore",
+        "--data",
+        str(tmp_path / "good"),
+        "--out",
+        str(tmp_path / "bundle"),
+        "--size",
+        "64",
+        "--coreset-ratio",
+        "0.05",
+        "--holdout",
+        "0.25",
+        "--build-engine",
+        *extra,
+    ]
 
 
 @without_tensorrt
@@ -280,18 +325,21 @@ def test_export_engine_refuses_opt_batch_above_max_before_training(tmp_path, wri
 
 def test_engine_builder_needs_no_torch():
     """It runs on a Jetson with only TensorRT and the line side."""
-    code = ("import sys\n"
-            "class NoTorch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in {'torch', 'torchvision', 'timm'}:\n"
-            "            raise ImportError(name + ' is blocked')\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "import export.engine\n")
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'torchvision', 'timm'}:\n"
+        "            raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "import export.engine\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
 
 # -- on a GPU: a real engine ---------------------------------------------------------------------
+
 
 @needs_gpu
 def test_built_engine_fits_and_matches_onnxruntime_at_every_batch_size(tiny_bundle):

@@ -1,10 +1,10 @@
 """Fault injection on the real daemon: a real `edge-run` process, real sockets on loopback,
 each fault bounded in time. In every case: frames in = verdicts out + counted drops, nothing
 judged OK that was not judged, and the daemon keeps running (or exits 0 when told to stop)."""
+
 from __future__ import annotations
 
 import signal
-import time
 
 import cv2
 import yaml
@@ -21,8 +21,7 @@ def test_inference_exception_gives_error_never_ok(tmp_path):
     bundle = make_bundle(tmp_path / "bundle", fail_on_saturated=True)
     frames = [part(40, (48, 64), spot=(5, 5, 4) if i in (7, 20, 21) else None) for i in range(40)]
     video = write_video(tmp_path / "v.avi", frames)
-    config, endpoint = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)},
-                                    batch={"max_batch": 1})
+    config, endpoint = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)}, batch={"max_batch": 1})
     verdicts, _, _ = run_to_the_end(start(config), endpoint)
     by_seq = {v["seq"]: v for v in verdicts}
     assert [s for s, v in by_seq.items() if v["verdict"] == "ERROR"] == [7, 20, 21]
@@ -43,34 +42,46 @@ def test_bad_files_in_an_image_folder(tmp_path):
     got = {v["frame_id"]: v for v in verdicts}
     assert [got[n]["verdict"] for n in sorted(got)] == ["OK", "ERROR", "OK", "NG", "ERROR"]
     assert "01_corrupt.png" in got["01_corrupt.png"]["error"] and "too small" in got["04_tiny.png"]["error"]
-    x, y, w, h = got["03_big.png"]["regions"][0]["bbox"]    # found in the 640x480 frame's own pixels
+    x, y, w, h = got["03_big.png"]["regions"][0]["bbox"]  # found in the 640x480 frame's own pixels
     assert abs(x - 100) <= 12 and abs(y - 100) <= 12 and abs(w - 120) <= 25 and abs(h - 120) <= 25
 
 
 def test_camera_drop_and_return(tmp_path):
     # OpenCV opens a file path as a camera URL; its end is a drop-out, and it comes back.
     video = write_video(tmp_path / "cam.avi", pattern(10))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "camera", "url": str(video), "reconnect": {"initial_s": 0.05, "max_s": 0.2}},
-                                    queue={"overflow": "drop_oldest"})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "camera", "url": str(video), "reconnect": {"initial_s": 0.05, "max_s": 0.2}},
+        queue={"overflow": "drop_oldest"},
+    )
     proc = start(config)
-    _, final, statuses = run_to_the_end(proc, endpoint,
-                                        on_verdict=lambda n, _m: n == 35 and proc.send_signal(signal.SIGTERM))
+    _, final, statuses = run_to_the_end(
+        proc, endpoint, on_verdict=lambda n, _m: n == 35 and proc.send_signal(signal.SIGTERM)
+    )
     assert final["source"]["reconnects"] >= 3, "35 frames from a 10-frame camera means it came back 3 times"
     assert final["counters"]["error"] == 0 and {s["source"]["state"] for s in statuses} <= {
-        "connecting", "streaming", "reconnecting", "ended"}
+        "connecting",
+        "streaming",
+        "reconnecting",
+        "ended",
+    }
 
 
 def test_stalled_subscriber_does_not_stop_the_line(tmp_path):
     """One subscriber stops reading: its messages are dropped at the high-water mark; the line and
     the subscriber that keeps reading lose nothing."""
-    n = 30000   # enough to overflow the stalled peer's pipe and the kernel's socket buffers on loopback
+    n = 30000  # enough to overflow the stalled peer's pipe and the kernel's socket buffers on loopback
     video = write_video(tmp_path / "v.avi", pattern(30))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "loop": True, "fps": 10000}, batch={"max_batch": 16},
-                                    publish={"sndhwm": 1000, "wait_for_subscribers": 2})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 10000},
+        batch={"max_batch": 16},
+        publish={"sndhwm": 1000, "wait_for_subscribers": 2},
+    )
     ctx = zmq.Context()
-    stalled = ctx.socket(zmq.SUB)            # connects, subscribes, then never reads
+    stalled = ctx.socket(zmq.SUB)  # connects, subscribes, then never reads
     stalled.setsockopt(zmq.RCVHWM, 10)
     stalled.setsockopt(zmq.RCVBUF, 4096)
     stalled.setsockopt_string(zmq.SUBSCRIBE, "line3/st1")
@@ -80,8 +91,9 @@ def test_stalled_subscriber_does_not_stop_the_line(tmp_path):
         with Listener(endpoint, "line3/") as listener:
             # 30000 parts are CPU-bound work: some 15 s on an idle 2-core machine, three times that
             # on a busy one; collect's default 60 s would fail a line that is only slow.
-            verdicts, final, _ = collect(listener, proc, timeout_s=300,
-                                         on_verdict=lambda k, _m: k == n and proc.send_signal(signal.SIGTERM))
+            verdicts, final, _ = collect(
+                listener, proc, timeout_s=300, on_verdict=lambda k, _m: k == n and proc.send_signal(signal.SIGTERM)
+            )
         stalled_got = 0
         while stalled.poll(200):
             stalled.recv_multipart()
@@ -98,9 +110,13 @@ def test_stalled_subscriber_does_not_stop_the_line(tmp_path):
 def test_sighup_swaps_a_good_bundle_and_refuses_a_broken_one(tmp_path):
     video = write_video(tmp_path / "v.avi", pattern(30))
     first = make_bundle(tmp_path / "first")
-    config, endpoint = write_config(tmp_path, first, {"kind": "video", "path": str(video), "loop": True, "fps": 100},
-                                    queue={"overflow": "drop_oldest"})
-    second = make_bundle(tmp_path / "second", height=16, width=16)     # another model: another hash
+    config, endpoint = write_config(
+        tmp_path,
+        first,
+        {"kind": "video", "path": str(video), "loop": True, "fps": 100},
+        queue={"overflow": "drop_oldest"},
+    )
+    second = make_bundle(tmp_path / "second", height=16, width=16)  # another model: another hash
     broken = make_bundle(tmp_path / "broken")
     (broken / "model.onnx").write_bytes(b"garbage")
 

@@ -1,6 +1,7 @@
 """Several models in one daemon: each camera may name its own bundle (and k). Frames of a batch
 are inferred per model, each verdict carries its stream's model and threshold, a bundle that
 several cameras name is loaded once, and a reload switches all of them or none."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,15 +22,22 @@ def two_cameras(tmp_path, side: dict) -> tuple:
     """top and side film the same parts (every 3rd NG under the brightness model); top is judged
     by the line's bundle, side as ``side`` says."""
     video = write_video(tmp_path / "v.avi", pattern(12))
-    streams = [{"station": "top", "source": {"kind": "video", "name": "top", "path": str(video)}},
-               {"station": "side", "source": {"kind": "video", "name": "side", "path": str(video)}, **side}]
-    return write_config(tmp_path, make_bundle(tmp_path / "line-bundle"), None, streams=streams,
-                        batch={"max_batch": 8, "max_wait_ms": 20})
+    streams = [
+        {"station": "top", "source": {"kind": "video", "name": "top", "path": str(video)}},
+        {"station": "side", "source": {"kind": "video", "name": "side", "path": str(video)}, **side},
+    ]
+    return write_config(
+        tmp_path,
+        make_bundle(tmp_path / "line-bundle"),
+        None,
+        streams=streams,
+        batch={"max_batch": 8, "max_wait_ms": 20},
+    )
 
 
 def test_each_camera_is_judged_by_its_own_bundle_and_k(tmp_path) -> None:
-    side = make_bundle(tmp_path / "side-bundle", height=16, width=16)     # another model, another input size
-    config, endpoint = two_cameras(tmp_path, {"bundle": str(side), "k": 30})   # threshold 0.4 + 30 sigma: 1.4
+    side = make_bundle(tmp_path / "side-bundle", height=16, width=16)  # another model, another input size
+    config, endpoint = two_cameras(tmp_path, {"bundle": str(side), "k": 30})  # threshold 0.4 + 30 sigma: 1.4
 
     proc = start(config)
     with Listener(endpoint, "line3/") as listener:
@@ -53,7 +61,7 @@ def test_a_bundle_several_cameras_name_is_loaded_once(tmp_path) -> None:
     config, _ = two_cameras(tmp_path, {"k": 30})
     daemon = Daemon(load_config(config))
     try:
-        (name, cameras), = daemon.models().items()
+        ((name, cameras),) = daemon.models().items()
         assert name.startswith("line-bundle@") and cameras == ["top", "side"]
         top, side = daemon.streams["top"], daemon.streams["side"]
         assert top.model is side.model and (top.judge.threshold, side.judge.threshold) == pytest.approx((0.5, 1.4))
@@ -99,8 +107,10 @@ def test_a_reload_switches_every_camera_or_none(tmp_path) -> None:
 
 def test_every_camera_needs_a_bundle(tmp_path) -> None:
     (tmp_path / "b").mkdir()
-    streams = [{"station": "top", "source": {"kind": "camera", "name": "top", "index": 0}, "bundle": "b"},
-               {"station": "side", "source": {"kind": "camera", "name": "side", "index": 1}}]
+    streams = [
+        {"station": "top", "source": {"kind": "camera", "name": "top", "index": 0}, "bundle": "b"},
+        {"station": "side", "source": {"kind": "camera", "name": "side", "index": 1}},
+    ]
     with pytest.raises(ConfigError, match=r"line.yaml: streams\[1\].bundle: required key is missing; add the bundle"):
         parse_config({"line": "l", "streams": streams}, tmp_path / "line.yaml")
     cfg = parse_config({"line": "l", "bundle": "b", "k": 4, "streams": streams}, tmp_path / "line.yaml")
@@ -110,8 +120,9 @@ def test_every_camera_needs_a_bundle(tmp_path) -> None:
 def test_check_says_which_bundle_judges_which_camera(tmp_path) -> None:
     side = make_bundle(tmp_path / "side-bundle", height=16, width=16)
     config, _ = two_cameras(tmp_path, {"bundle": str(side)})
-    result = subprocess.run([*EDGE_RUN, "--config", str(config), "--check"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [*EDGE_RUN, "--config", str(config), "--check"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"bundle   {tmp_path / 'line-bundle'} (32×32 input) for top, threshold 0.5")

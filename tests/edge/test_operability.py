@@ -1,4 +1,5 @@
 """What an operator sees: Prometheus metrics and JSON logs from a real daemon."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,14 @@ def scrape(port: int) -> dict[str, float]:
 def test_prometheus_metrics_and_json_logs(tmp_path):
     port = free_port()
     video = write_video(tmp_path / "v.avi", pattern(30))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "loop": True, "fps": 200},
-                                    metrics={"bind": f"127.0.0.1:{port}"}, log_format="json",
-                                    evidence={"dir": str(tmp_path / "evidence"), "ok_every": 10})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 200},
+        metrics={"bind": f"127.0.0.1:{port}"},
+        log_format="json",
+        evidence={"dir": str(tmp_path / "evidence"), "ok_every": 10},
+    )
     proc = start(config)
     scraped = {}
     labels = 'line="line3",station="st1"'
@@ -52,13 +57,17 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
         verdicts, final, _ = collect(listener, proc, on_verdict=scrape_then_stop)
     assert proc.wait(20) == 0
     assert_accounted(verdicts, final)
-    ok, ng = scraped[f'edge_verdicts_total{{{labels},verdict="OK"}}'], scraped[f'edge_verdicts_total{{{labels},verdict="NG"}}']
+    ok, ng = (
+        scraped[f'edge_verdicts_total{{{labels},verdict="OK"}}'],
+        scraped[f'edge_verdicts_total{{{labels},verdict="NG"}}'],
+    )
     assert ok + ng >= 120 and ng > 0 and scraped[f"edge_source_up{{{labels}}}"] == 1
     assert scraped[f'edge_latency_ms{{{labels},quantile="0.99"}}'] > 0
     assert scraped[f"edge_frames_in_total{{{labels}}}"] >= ok + ng
     assert [(k, v) for k, v in scraped.items() if k.startswith("edge_model_info")] == [
-        (f'edge_model_info{{{labels},model="{final["model"]}"}}', 1)]
-    assert scraped[f"edge_evidence_saved_total{{{labels}}}"] <= ng       # the writer may lag, never lead
+        (f'edge_model_info{{{labels},model="{final["model"]}"}}', 1)
+    ]
+    assert scraped[f"edge_evidence_saved_total{{{labels}}}"] <= ng  # the writer may lag, never lead
     assert scraped[f"edge_ok_samples_saved_total{{{labels}}}"] <= ok // 10
     logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
     assert any("stopped" in e["msg"] for e in logs) and all({"t", "level", "logger", "msg"} <= set(e) for e in logs)
@@ -66,19 +75,28 @@ def test_prometheus_metrics_and_json_logs(tmp_path):
 
 # The text exposition format: a label value is quoted, with backslash, double quote and newline escaped.
 _LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
-_SAMPLE = re.compile(rf'[a-zA-Z_:][a-zA-Z0-9_:]*\{{{_LABEL}(?:,{_LABEL})*\}} \S+')
+_SAMPLE = re.compile(rf"[a-zA-Z_:][a-zA-Z0-9_:]*\{{{_LABEL}(?:,{_LABEL})*\}} \S+")
 
 
 def test_metric_labels_are_escaped():
     station, model = 'cam\\top"1', 'bundle "new"\nline@0123456789ab'
-    status = {"line": "line3", "station": station, "model": model,
-              "counters": {"frames_in": 1, "dropped": 0, "in_flight": 0, "ok": 1, "ng": 0, "error": 0},
-              "queue_depth": 0, "source": {"state": "streaming", "reconnects": 0}, "threshold": 0.5,
-              "score_drift": {"z": 0.1}, "latency_ms": {"p50": 1.0, "p99": 2.0}, "infer_ms": {"p50": 1.0, "p99": 2.0}}
+    status = {
+        "line": "line3",
+        "station": station,
+        "model": model,
+        "counters": {"frames_in": 1, "dropped": 0, "in_flight": 0, "ok": 1, "ng": 0, "error": 0},
+        "queue_depth": 0,
+        "source": {"state": "streaming", "reconnects": 0},
+        "threshold": 0.5,
+        "score_drift": {"z": 0.1},
+        "latency_ms": {"p50": 1.0, "p99": 2.0},
+        "infer_ms": {"p50": 1.0, "p99": 2.0},
+    }
     samples = [line for line in render([status]).splitlines() if not line.startswith("#")]
     assert samples and [line for line in samples if not _SAMPLE.fullmatch(line)] == []
     unescape = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
     info = next(line for line in samples if line.startswith("edge_model_info"))
-    labels = {name: re.sub(r'\\[\\"n]', lambda m: unescape[m.group()], value)
-              for name, value in re.findall(_LABEL, info)}
+    labels = {
+        name: re.sub(r'\\[\\"n]', lambda m: unescape[m.group()], value) for name, value in re.findall(_LABEL, info)
+    }
     assert labels == {"line": "line3", "station": station, "model": model}

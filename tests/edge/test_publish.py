@@ -1,4 +1,5 @@
 """The verdict message over real ZeroMQ sockets on loopback."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,20 @@ def test_verdict_reaches_prefix_subscriber_and_follows_schema():
         pub.close()
     assert msg.topic == "line3/st1" and not msg.is_status
     d = msg.data
-    assert set(d) >= {"schema", "line", "station", "seq", "frame_id", "t_grab", "t_publish", "verdict", "score",
-                      "threshold", "regions", "model"}
+    assert set(d) >= {
+        "schema",
+        "line",
+        "station",
+        "seq",
+        "frame_id",
+        "t_grab",
+        "t_publish",
+        "verdict",
+        "score",
+        "threshold",
+        "regions",
+        "model",
+    }
     assert (d["schema"], d["seq"], d["verdict"], d["regions"][0]["bbox"]) == (1, 7, "NG", [1, 2, 3, 4])
     assert "error" not in d
     assert "NG" in format_verdict(d) and "[1,2 3x4]" in format_verdict(d)
@@ -79,8 +92,13 @@ def test_bind_conflict_is_a_clear_error():
 
 
 def test_status_format():
-    d = {"state": "running", "counters": {"frames_in": 5, "ok": 3, "ng": 1, "error": 0, "dropped": 1},
-         "queue_depth": 0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "source": {"state": "streaming"}}
+    d = {
+        "state": "running",
+        "counters": {"frames_in": 5, "ok": 3, "ng": 1, "error": 0, "dropped": 1},
+        "queue_depth": 0,
+        "latency_ms": {"p50": 1.0, "p99": 2.0},
+        "source": {"state": "streaming"},
+    }
     assert format_status(d).startswith("[status running] in 5 ok 3 ng 1 error 0 dropped 1")
     assert format_status(d).endswith("source streaming")
     d["source"] = {"state": "reconnecting", "problem": "device 'cam-42' not found"}

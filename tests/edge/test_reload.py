@@ -2,6 +2,7 @@
 reopened, new cameras start, removed ones stop after their last queued frame, a renamed station
 moves to its new topic; what only a restart can change keeps its running value and is reported.
 On the real daemon, over ZeroMQ, with every frame accounted for."""
+
 from __future__ import annotations
 
 import os
@@ -40,16 +41,19 @@ def test_a_changed_source_is_reopened_and_a_renamed_station_moves_topic(tmp_path
 
     def drive(n: int, verdict: dict) -> None:
         if n == 10:
+
             def to_bad_camera_on_st2(data):
                 data["source"]["path"], data["station"] = str(bad), "st2"
+
             rewrite(config, to_bad_camera_on_st2)
             proc.send_signal(signal.SIGHUP)
         elif verdict["station"] == "st2" and verdict["verdict"] == "NG" and drive.ng_on_st2 == 9:
             proc.send_signal(signal.SIGTERM)
         drive.ng_on_st2 += verdict["station"] == "st2" and verdict["verdict"] == "NG"
+
     drive.ng_on_st2 = 0
 
-    with Listener(endpoint, "line3/") as listener:      # both topics: the old one's last status, then st2
+    with Listener(endpoint, "line3/") as listener:  # both topics: the old one's last status, then st2
         verdicts, final, statuses = collect(listener, proc, on_verdict=drive, streams=2)
     assert proc.wait(20) == 0
 
@@ -59,8 +63,9 @@ def test_a_changed_source_is_reopened_and_a_renamed_station_moves_topic(tmp_path
     assert {v["verdict"] for v in verdicts[:switch]} == {"OK"}, "the good camera's parts, before the reload"
     after = [v["verdict"] for v in verdicts[switch:]]
     first_ng = after.index("NG")
-    assert set(after[:first_ng]) <= {"OK"} and set(after[first_ng:]) == {"NG"}, \
+    assert set(after[:first_ng]) <= {"OK"} and set(after[first_ng:]) == {"NG"}, (
         "the frames the old camera had queued, then only the new camera's"
+    )
     # One stream throughout: the new session numbers on from the old one, nothing repeated or lost.
     assert [v["seq"] for v in verdicts] == list(range(len(verdicts)))
     old_topic_end = next(s for s in statuses if s["station"] == "st1" and s["state"] == "stopped")
@@ -82,10 +87,13 @@ def test_a_reload_adds_and_removes_cameras(tmp_path) -> None:
         seen[verdict["station"]] = seen.get(verdict["station"], 0) + 1
         if seen.get("a", 0) >= 5 and seen.get("b", 0) >= 5 and not drive.reloaded:
             drive.reloaded = True
-            rewrite(config, lambda data: data["streams"].__setitem__(1, {"station": "c", "source": looping(video, "c")}))
+            rewrite(
+                config, lambda data: data["streams"].__setitem__(1, {"station": "c", "source": looping(video, "c")})
+            )
             proc.send_signal(signal.SIGHUP)
         if verdict["station"] == "c" and seen["c"] == 10:
             proc.send_signal(signal.SIGTERM)
+
     drive.reloaded = False
 
     with Listener(endpoint, "line3/") as listener:
@@ -101,7 +109,7 @@ def test_a_reload_adds_and_removes_cameras(tmp_path) -> None:
         assert [v["seq"] for v in mine] == list(range(len(mine))), station
     # b ends before c starts judging is not promised (they overlap); b's end is its last message.
     b_end = statuses.index(ends["b"])
-    assert all(s["station"] != "b" for s in statuses[b_end + 1:])
+    assert all(s["station"] != "b" for s in statuses[b_end + 1 :])
     assert ends["a"]["reloads"]["ok"] == 1 and len([v for v in verdicts if v["station"] == "c"]) >= 10
 
 
@@ -115,7 +123,7 @@ def test_the_line_judges_on_while_a_reload_loads(tmp_path) -> None:
     judged_while_loading = []
 
     def write_the_config() -> None:
-        with open(config, "w") as pipe:       # blocks until the daemon opens it to read
+        with open(config, "w") as pipe:  # blocks until the daemon opens it to read
             pipe.write(text)
 
     writer = threading.Thread(target=write_the_config, daemon=True)
@@ -135,6 +143,7 @@ def test_the_line_judges_on_while_a_reload_loads(tmp_path) -> None:
         elif verdict["model"].startswith("second@") and drive.on_second == 9:
             proc.send_signal(signal.SIGTERM)
         drive.on_second += verdict["model"].startswith("second@")
+
     drive.on_second = 0
 
     try:
@@ -164,10 +173,12 @@ def daemon_not_running(tmp_path, **sections):
 
 def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
     with daemon_not_running(tmp_path, evidence={"dir": str(tmp_path / "ev"), "ok_every": 5}) as (daemon, config):
+
         def edit(data):
             data["publish"]["sndhwm"] = 50
-            data["evidence"]["ok_every"] = 0        # would divide by zero if it were taken while running
-            data["batch"]["max_batch"] = 2          # applies at once
+            data["evidence"]["ok_every"] = 0  # would divide by zero if it were taken while running
+            data["batch"]["max_batch"] = 2  # applies at once
+
         rewrite(config, edit)
         daemon._reload_config()
         assert daemon.reloads["ok"] == 1
@@ -195,6 +206,7 @@ def test_a_refused_reload_leaves_the_line_as_it_was(tmp_path, spoil) -> None:
 
         def elsewhere_with_the_spoilt_bundle(data):
             data["bundle"], data["source"]["fps"] = str(tmp_path / "spoilt"), 10
+
         rewrite(config, elsewhere_with_the_spoilt_bundle)
         daemon._reload_config()
         assert daemon.reloads["refused"] == 1 and "spoilt" in daemon.reloads["last_error"]
@@ -209,8 +221,10 @@ def test_cameras_whose_frames_end_at_once_do_not_close_the_line_on_the_others(tm
     video = write_video(tmp_path / "v.avi", [part(40) for _ in range(20)])
     (tmp_path / "one").mkdir()
     cv2.imwrite(str(tmp_path / "one" / "part.png"), part(40))
-    streams = [{"station": "one", "source": {"kind": "images", "name": "one", "path": str(tmp_path / "one")}},
-               {"station": "video", "source": {"kind": "video", "name": "video", "path": str(video)}}]
+    streams = [
+        {"station": "one", "source": {"kind": "images", "name": "one", "path": str(tmp_path / "one")}},
+        {"station": "video", "source": {"kind": "video", "name": "video", "path": str(video)}},
+    ]
     config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), None, streams=streams)
     for _ in range(4):
         proc = start(config)
@@ -246,8 +260,12 @@ def test_a_stop_does_not_wait_for_a_reload_that_is_still_loading(tmp_path) -> No
     writer = threading.Thread(target=lambda: config.write_text(text), daemon=True)
     writer.start()
     assert proc.wait(20) == 0
-    assert final["counters"]["in_flight"] == 0 and final["reloads"] == {"ok": 0, "refused": 0, "last_error": None,
-                                                                        "at_restart": []}
+    assert final["counters"]["in_flight"] == 0 and final["reloads"] == {
+        "ok": 0,
+        "refused": 0,
+        "last_error": None,
+        "at_restart": [],
+    }
 
 
 def test_a_camera_renamed_on_its_topic_and_a_removed_one_keep_their_topics_straight(tmp_path) -> None:
@@ -265,8 +283,10 @@ def test_a_camera_renamed_on_its_topic_and_a_removed_one_keep_their_topics_strai
             rewrite(config, lambda data: data["streams"][0].__setitem__("source", looping(video, "cam1")))
             proc.send_signal(signal.SIGHUP)
         elif on == ("line3", "cam1", 10):
+
             def rename(data):
                 data["line"], data["streams"] = "line4", data["streams"][:1]
+
             rewrite(config, rename)
             proc.send_signal(signal.SIGHUP)
         elif on[:2] == ("line4", "cam1") and verdict["seq"] % 10 == 0:

@@ -1,9 +1,8 @@
 """source.roi and source.rotate: the line judges the part of the frame the config names, turned
 as it says, in every source kind and in every tool that opens the line's sources (edge-run,
 --check, edge-capture); a frame that does not contain the roi is an ERROR, never a guess."""
-from __future__ import annotations
 
-import subprocess
+from __future__ import annotations
 
 import cv2
 import numpy as np
@@ -16,7 +15,7 @@ from .conftest import make_bundle, part
 from .harness import pattern, run_to_the_end, start, write_config, write_video
 from .test_capture import run_capture, write_line
 
-FRAME = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)      # every pixel tells where it was
+FRAME = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)  # every pixel tells where it was
 
 
 @pytest.mark.parametrize("rotate", [0, 90, 180, 270])
@@ -37,19 +36,26 @@ def test_a_frame_that_does_not_contain_the_roi_is_refused(roi: RoiConfig) -> Non
         crop_and_rotate(FRAME, roi, 0)
 
 
-@pytest.mark.parametrize("source, key, says", [
-    ({"rotate": 45}, "source.rotate", "must be 0, 90, 180 or 270 (degrees clockwise) (got 45)"),
-    ({"rotate": 360}, "source.rotate", "must be an integer from 0 to 270"),
-    ({"roi": {"width": 0}}, "source.roi.width", "must be an integer >= 1 or null"),
-    ({"roi": {"x": -5}}, "source.roi.x", "must be an integer >= 0"),
-    ({"roi": {"widht": 100}}, "source.roi.widht", "did you mean 'width'?"),
-    ({"roi": {"w": 100}}, "source.roi.w", "allowed keys: x, y, width, height"),
-    ({"roi": [0, 0, 100, 100]}, "source.roi", "must be a mapping of keys"),
-])
+@pytest.mark.parametrize(
+    "source, key, says",
+    [
+        ({"rotate": 45}, "source.rotate", "must be 0, 90, 180 or 270 (degrees clockwise) (got 45)"),
+        ({"rotate": 360}, "source.rotate", "must be an integer from 0 to 270"),
+        ({"roi": {"width": 0}}, "source.roi.width", "must be an integer >= 1 or null"),
+        ({"roi": {"x": -5}}, "source.roi.x", "must be an integer >= 0"),
+        ({"roi": {"widht": 100}}, "source.roi.widht", "did you mean 'width'?"),
+        ({"roi": {"w": 100}}, "source.roi.w", "allowed keys: x, y, width, height"),
+        ({"roi": [0, 0, 100, 100]}, "source.roi", "must be a mapping of keys"),
+    ],
+)
 def test_roi_and_rotate_mistakes_name_the_key(tmp_path, source: dict, key: str, says: str) -> None:
     (tmp_path / "parts.mp4").write_bytes(b"")
-    data = {"line": "l", "station": "s", "bundle": str(make_bundle(tmp_path / "b")),
-            "source": {"kind": "video", "path": "parts.mp4", **source}}
+    data = {
+        "line": "l",
+        "station": "s",
+        "bundle": str(make_bundle(tmp_path / "b")),
+        "source": {"kind": "video", "path": "parts.mp4", **source},
+    }
     with pytest.raises(ConfigError) as caught:
         parse_config(data, tmp_path / "line.yaml")
     assert str(caught.value).startswith(f"{tmp_path / 'line.yaml'}: {key}: ") and says in str(caught.value)
@@ -58,8 +64,9 @@ def test_roi_and_rotate_mistakes_name_the_key(tmp_path, source: dict, key: str, 
 def run_line(tmp_path, frames: list[np.ndarray], **view) -> tuple[list[dict], dict]:
     tmp_path.mkdir(exist_ok=True)
     video = write_video(tmp_path / "v.avi", frames)
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), **view})
+    config, endpoint = write_config(
+        tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "video", "path": str(video), **view}
+    )
     verdicts, final, _ = run_to_the_end(start(config), endpoint)
     return verdicts, final
 
@@ -86,9 +93,21 @@ def test_frames_too_small_for_the_roi_are_errors_never_ok(tmp_path) -> None:
 
 def test_edge_capture_records_what_the_line_judges(tmp_path) -> None:
     video = write_video(tmp_path / "top.avi", pattern(3))
-    config = write_line(tmp_path, [{"station": "top", "source": {"kind": "video", "name": "top", "path": str(video),
-                                                                  "roi": {"x": 8, "y": 4, "width": 40, "height": 30},
-                                                                  "rotate": 270}}])
+    config = write_line(
+        tmp_path,
+        [
+            {
+                "station": "top",
+                "source": {
+                    "kind": "video",
+                    "name": "top",
+                    "path": str(video),
+                    "roi": {"x": 8, "y": 4, "width": 40, "height": 30},
+                    "rotate": 270,
+                },
+            }
+        ],
+    )
     result = run_capture(config, tmp_path / "captures", "--count", "3")
     assert result.returncode == 0, result.stderr
     saved = cv2.imread(str(tmp_path / "captures" / "top" / "000000.png"))

@@ -1,4 +1,5 @@
 """CURVE on the real daemon: only subscribers whose public key is allowed receive verdicts."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,15 +19,19 @@ def test_only_allowed_subscribers_receive(tmp_path):
     allowed.mkdir()
     (allowed / "plc.key").write_bytes((keys / "plc.key").read_bytes())
     video = write_video(tmp_path / "v.avi", pattern(30))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "video", "path": str(video)},
-                                    publish={"curve_secret_key": str(keys / "server.key_secret"),
-                                             "curve_allowed_clients": str(allowed)})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video)},
+        publish={"curve_secret_key": str(keys / "server.key_secret"), "curve_allowed_clients": str(allowed)},
+    )
     stranger = Listener(endpoint, "", server_key=keys / "server.key", client_secret_key=keys / "stranger.key_secret")
     plain = Listener(endpoint, "")
     proc = start(config)
     try:
-        with Listener(endpoint, "line3/", server_key=keys / "server.key",
-                      client_secret_key=keys / "plc.key_secret") as plc:
+        with Listener(
+            endpoint, "line3/", server_key=keys / "server.key", client_secret_key=keys / "plc.key_secret"
+        ) as plc:
             verdicts, final, _ = collect(plc, proc)
         assert proc.wait(20) == 0
         assert stranger.recv(0.5) is None and plain.recv(0.5) is None
@@ -48,9 +53,25 @@ def test_public_key_given_as_server_secret_is_refused(tmp_path):
     keys_main([str(tmp_path / "k"), "server"])
     (tmp_path / "allowed").mkdir()
     video = write_video(tmp_path / "v.avi", pattern(3))
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "video", "path": str(video)},
-                             publish={"curve_secret_key": str(tmp_path / "k" / "server.key"),
-                                      "curve_allowed_clients": str(tmp_path / "allowed")})
-    r = subprocess.run([sys.executable, "-c", "import sys; from edge.cli import run_main; sys.exit(run_main())",
-                        "--config", str(config)], capture_output=True, text=True, timeout=60)
+    config, _ = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video)},
+        publish={
+            "curve_secret_key": str(tmp_path / "k" / "server.key"),
+            "curve_allowed_clients": str(tmp_path / "allowed"),
+        },
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edge.cli import run_main; sys.exit(run_main())",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "holds no secret key" in r.stderr

@@ -1,4 +1,5 @@
 """Frame sources against real files written here: video, image folders and a camera that drops out."""
+
 from __future__ import annotations
 
 import itertools
@@ -96,7 +97,7 @@ def test_video_loop_starts_again_and_keeps_counting(video: Path) -> None:
     stream.close()
     assert source.state == "ended"
     assert [f.seq for f in frames] == list(range(2 * N_FRAMES + 3))
-    assert [f.frame_id for f in frames[N_FRAMES - 1:N_FRAMES + 1]] == [f"cam0:{N_FRAMES - 1}", "cam0:0"]
+    assert [f.frame_id for f in frames[N_FRAMES - 1 : N_FRAMES + 1]] == [f"cam0:{N_FRAMES - 1}", "cam0:0"]
 
 
 def test_video_fps_paces_frames(video: Path) -> None:
@@ -189,8 +190,9 @@ def test_looping_a_folder_with_nothing_readable_ends_instead_of_spinning(tmp_pat
 
 
 @pytest.mark.parametrize("target", ["rtsp://127.0.0.1:9/none", "missing-device.mp4"])
-def test_unreachable_camera_keeps_reconnecting_and_stops_promptly(tmp_path: Path, target: str,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_camera_keeps_reconnecting_and_stops_promptly(
+    tmp_path: Path, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="edge.sources")
     if target.endswith(".mp4"):
         target = str(tmp_path / target)
@@ -205,8 +207,11 @@ def test_unreachable_camera_keeps_reconnecting_and_stops_promptly(tmp_path: Path
     assert not thread.is_alive() and time.monotonic() - start < 2.0
     assert source.state == "ended" and frames == []
     assert back_offs(caplog)[:4] == [0.01, 0.02, 0.04, 0.04]
-    warned = [int(re.search(r"attempt (\d+)", r.getMessage())[1]) for r in caplog.records
-              if r.levelno == logging.WARNING and "reconnecting in" in r.getMessage()]
+    warned = [
+        int(re.search(r"attempt (\d+)", r.getMessage())[1])
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "reconnecting in" in r.getMessage()
+    ]
     assert warned[:4] == [1, 2, 4, 8], "a camera that stays away is logged at attempts 1, 2, 4, 8, ... only"
 
 
@@ -265,18 +270,37 @@ def test_open_source_builds_what_the_config_says(video: Path, tmp_path: Path) ->
 WITHOUT_HARVESTERS = "import sys; sys.modules['harvesters'] = None; from {module} import {main}; sys.exit({main}())"
 
 
-@pytest.mark.parametrize("module, main, extra", [("edge.cli", "run_main", []),
-                                                 ("edge.capture", "main", ["--out", "captures"])])
-def test_a_genicam_source_without_harvesters_is_refused_at_start_with_the_fix(tmp_path: Path, module, main,
-                                                                             extra) -> None:
+@pytest.mark.parametrize(
+    "module, main, extra", [("edge.cli", "run_main", []), ("edge.capture", "main", ["--out", "captures"])]
+)
+def test_a_genicam_source_without_harvesters_is_refused_at_start_with_the_fix(
+    tmp_path: Path, module, main, extra
+) -> None:
     (tmp_path / "vendor.cti").write_bytes(b"")
     config = tmp_path / "line.yaml"
-    config.write_text(yaml.safe_dump({"line": "l", "station": "s", "bundle": str(make_bundle(tmp_path / "bundle")),
-                                      "source": {"kind": "genicam", "name": "top", "cti": "vendor.cti"}}))
-    result = subprocess.run([sys.executable, "-c", WITHOUT_HARVESTERS.format(module=module, main=main),
-                             "--config", str(config), *extra], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "line": "l",
+                "station": "s",
+                "bundle": str(make_bundle(tmp_path / "bundle")),
+                "source": {"kind": "genicam", "name": "top", "cti": "vendor.cti"},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_HARVESTERS.format(module=module, main=main), "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "source top: GenICam cameras need harvesters, which is not installed: pip install 'edge-inspect[genicam]' "
-        "(or pip install harvesters)")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "source top: GenICam cameras need harvesters, which is not installed: pip install 'edge-inspect[genicam]' "
+            "(or pip install harvesters)"
+        )
+    )

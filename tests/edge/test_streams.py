@@ -1,5 +1,6 @@
 """Several cameras in one daemon: batched together into one model, each on its own topic, a
 dead camera does not stop the others."""
+
 from __future__ import annotations
 
 import signal
@@ -17,17 +18,30 @@ def test_streams_share_the_model_and_keep_their_own_topics(tmp_path):
     side = write_video(tmp_path / "side.avi", [part(40, (60, 80)) for _ in range(20)])
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "line.yaml"
-    config.write_text(yaml.safe_dump({
-        "line": "line3", "bundle": str(make_bundle(tmp_path / "bundle")),
-        "streams": [
-            {"station": "top", "source": {"kind": "video", "name": "top", "path": str(top), "fps": 100}},
-            {"station": "side", "source": {"kind": "video", "name": "side", "path": str(side), "fps": 100}},
-            {"station": "dead", "source": {"kind": "camera", "name": "dead", "url": str(tmp_path / "absent.avi"),
-                                           "reconnect": {"initial_s": 0.05, "max_s": 0.1}}},
-        ],
-        "batch": {"max_batch": 8, "max_wait_ms": 20},
-        "queue": {"size": 64, "overflow": "block"},
-        "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "line": "line3",
+                "bundle": str(make_bundle(tmp_path / "bundle")),
+                "streams": [
+                    {"station": "top", "source": {"kind": "video", "name": "top", "path": str(top), "fps": 100}},
+                    {"station": "side", "source": {"kind": "video", "name": "side", "path": str(side), "fps": 100}},
+                    {
+                        "station": "dead",
+                        "source": {
+                            "kind": "camera",
+                            "name": "dead",
+                            "url": str(tmp_path / "absent.avi"),
+                            "reconnect": {"initial_s": 0.05, "max_s": 0.1},
+                        },
+                    },
+                ],
+                "batch": {"max_batch": 8, "max_wait_ms": 20},
+                "queue": {"size": 64, "overflow": "block"},
+                "publish": {"bind": endpoint, "heartbeat_s": 0.2, "wait_for_subscribers": 1},
+            }
+        )
+    )
     proc = start(config)
     # Stopped once every frame of both videos is judged and the dead camera has failed twice, in
     # whichever order a loaded machine gets there: 0.3 s of video is no bound on two reconnects.

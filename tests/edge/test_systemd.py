@@ -1,6 +1,7 @@
 """systemd's notify protocol (Type=notify, WatchdogSec=): the real daemon reports ready,
 pings the watchdog from the loop that judges, and says when it reloads and stops, over a real
 datagram socket bound where $NOTIFY_SOCKET points, as systemd binds it."""
+
 from __future__ import annotations
 
 import os
@@ -76,12 +77,19 @@ def systemd(tmp_path: Path):
 
 def test_the_daemon_tells_systemd_ready_alive_reloading_and_stopping(tmp_path, systemd) -> None:
     video = write_video(tmp_path / "v.avi", pattern(30))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "loop": True, "fps": 100},
-                                    queue={"overflow": "drop_oldest"})
-    proc = subprocess.Popen(EDGE_RUN + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "EDGE_ORT_THREADS": "1", "NOTIFY_SOCKET": systemd.address,
-                                            "WATCHDOG_USEC": "30000000"})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 100},
+        queue={"overflow": "drop_oldest"},
+    )
+    proc = subprocess.Popen(
+        [*EDGE_RUN, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "EDGE_ORT_THREADS": "1", "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "30000000"},
+    )
 
     def drive(n: int, _msg: dict) -> None:
         if n == 10:
@@ -98,10 +106,12 @@ def test_the_daemon_tells_systemd_ready_alive_reloading_and_stopping(tmp_path, s
     assert kinds[reload_at + 1] == "READY"
     assert sent[reload_at + 1]["STATUS"].startswith("reloaded: judging cam0 with bundle@")
     assert kinds[-1] == "STOPPING" and kinds.count("STOPPING") == 1
-    assert kinds.count("WATCHDOG") >= 2         # heartbeats every 0.2 s over the run
+    assert kinds.count("WATCHDOG") >= 2  # heartbeats every 0.2 s over the run
     c = final["counters"]
-    assert sent[-1]["STATUS"] == (f"stopped: {c['ok']} OK, {c['ng']} NG, {c['error']} ERROR, {c['dropped']} dropped "
-                                  f"(1 stream(s), {final['model']})")
+    assert sent[-1]["STATUS"] == (
+        f"stopped: {c['ok']} OK, {c['ng']} NG, {c['error']} ERROR, {c['dropped']} dropped "
+        f"(1 stream(s), {final['model']})"
+    )
 
 
 def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatch) -> None:
@@ -109,9 +119,12 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
     (systemd would restart the service), and they resume when it returns."""
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.address)
     video = write_video(tmp_path / "v.avi", pattern(10))
-    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                             {"kind": "video", "path": str(video), "loop": True, "fps": 50},
-                             publish={"wait_for_subscribers": 0, "heartbeat_s": 0.1})
+    config, _ = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "loop": True, "fps": 50},
+        publish={"wait_for_subscribers": 0, "heartbeat_s": 0.1},
+    )
     daemon = Daemon(load_config(config))
     runner = threading.Thread(target=daemon.run)
     # No runtime hangs on demand, so one is made to: the real backend, held inside its call.
@@ -140,8 +153,8 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
         assert pinged_within(20), "no pings while judging"
         hang.set()
         assert hung.wait(20), "no batch reached the runtime"
-        systemd.messages()      # the judging loop is held now: everything it sent has arrived
-        time.sleep(1.0)         # 10 heartbeats' worth
+        systemd.messages()  # the judging loop is held now: everything it sent has arrived
+        time.sleep(1.0)  # 10 heartbeats' worth
         assert not any("WATCHDOG" in m for m in systemd.messages()), "pinged while inference hung"
         hang.clear()
         release.set()
@@ -149,7 +162,7 @@ def test_a_hung_inference_stops_the_watchdog_pings(tmp_path, systemd, monkeypatc
     finally:
         release.set()
         daemon.stop()
-        if runner.ident is None:      # failed before it ran: run() would have closed the socket
+        if runner.ident is None:  # failed before it ran: run() would have closed the socket
             daemon.close()
         runner.join(20)
     assert not runner.is_alive()
@@ -161,11 +174,19 @@ def test_a_systemd_that_does_not_read_never_holds_the_line(tmp_path) -> None:
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     deaf.bind(str(tmp_path / "notify"))
     video = write_video(tmp_path / "v.avi", pattern(50))
-    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"),
-                                    {"kind": "video", "path": str(video), "fps": 50}, publish={"heartbeat_s": 0.02})
-    proc = subprocess.Popen(EDGE_RUN + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
-                                            "EDGE_ORT_THREADS": "1"})
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video), "fps": 50},
+        publish={"heartbeat_s": 0.02},
+    )
+    proc = subprocess.Popen(
+        [*EDGE_RUN, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "EDGE_ORT_THREADS": "1"},
+    )
     try:
         verdicts, final, _ = run_to_the_end(proc, endpoint)
     finally:
@@ -182,11 +203,11 @@ def test_the_abstract_namespace_and_no_systemd(monkeypatch, tmp_path) -> None:
         notifier.ready("judging")
         assert listener.messages() == [{"READY": "1", "STATUS": "judging"}] and notifier.watchdog_s == 5.0
         notifier.close()
-        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))     # another process is the one watched
+        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))  # another process is the one watched
         assert SystemdNotifier().watchdog_s is None
     finally:
         listener.close()
     monkeypatch.delenv("NOTIFY_SOCKET")
     quiet = SystemdNotifier()
-    quiet.ready("nobody listens")            # not under systemd: nothing is sent, nothing fails
+    quiet.ready("nobody listens")  # not under systemd: nothing is sent, nothing fails
     assert quiet.watchdog_s is None

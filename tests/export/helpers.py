@@ -1,5 +1,6 @@
 """Shared by the method tests: the parity measure, a folder of good images, an export timed
 and its bundle scored on an MVTec category with ONNX Runtime, and a one-thread torch."""
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,7 @@ from calibration.metrics import image_auroc, pixel_auroc
 from export.data import iter_batches, load_mask, mvtec_test_samples
 from tests.conftest import textured_image
 
-PARITY = 1e-4     # max|torch − ort| / max|torch|, fp32
+PARITY = 1e-4  # max|torch − ort| / max|torch|, fp32
 
 
 def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
@@ -30,8 +31,9 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def assert_onnx_parity(graph: torch.nn.Module, runtime: ort.InferenceSession,
-                       images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assert_onnx_parity(
+    graph: torch.nn.Module, runtime: ort.InferenceSession, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """ONNX Runtime's (anomaly_map, score) for ``images``, checked against PyTorch's: the
     engine contract's shapes (a map at input size) and the same values to PARITY."""
     with torch.no_grad():
@@ -55,17 +57,20 @@ class BundleRun:
 
     image_auroc: float
     pixel_auroc: float
-    train_s: float                     # the whole export, training included
-    ort_ms_per_image: float            # model.onnx alone (no image decoding), CPU, batches of 8
-    method_params: dict[str, Any]      # bundle.yaml's
+    train_s: float  # the whole export, training included
+    ort_ms_per_image: float  # model.onnx alone (no image decoding), CPU, batches of 8
+    method_params: dict[str, Any]  # bundle.yaml's
 
     def __str__(self) -> str:
-        return (f"image AUROC {self.image_auroc:.4f}, pixel AUROC {self.pixel_auroc:.4f}; "
-                f"train+export {self.train_s:.0f} s; ORT {self.ort_ms_per_image:.1f} ms/image")
+        return (
+            f"image AUROC {self.image_auroc:.4f}, pixel AUROC {self.pixel_auroc:.4f}; "
+            f"train+export {self.train_s:.0f} s; ORT {self.ort_ms_per_image:.1f} ms/image"
+        )
 
 
-def export_and_score(export: Callable[[Path, Path, ConfigT], Path], category: Path, out: Path,
-                     config: ConfigT) -> BundleRun:
+def export_and_score(
+    export: Callable[[Path, Path, ConfigT], Path], category: Path, out: Path, config: ConfigT
+) -> BundleRun:
     """``export(category, out, config)``, timed, then its model.onnx on the category's test set."""
     start = time.perf_counter()
     bundle = export(category, out, config)
@@ -81,9 +86,13 @@ def export_and_score(export: Callable[[Path, Path, ConfigT], Path], category: Pa
         maps.append(anomaly_map[:, 0])
         scores.append(score)
     masks = np.stack([load_mask(s.mask, size) if s.mask else np.zeros(size, bool) for s in samples])
-    return BundleRun(image_auroc(np.concatenate(scores), [s.label for s in samples]),
-                     pixel_auroc(np.concatenate(maps), masks), train_s, 1e3 * infer_s / len(samples),
-                     yaml.safe_load((bundle / "bundle.yaml").read_text())["method_params"])
+    return BundleRun(
+        image_auroc(np.concatenate(scores), [s.label for s in samples]),
+        pixel_auroc(np.concatenate(maps), masks),
+        train_s,
+        1e3 * infer_s / len(samples),
+        yaml.safe_load((bundle / "bundle.yaml").read_text())["method_params"],
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Synthetic anomalies: what they change, how large they are, and that a seed repeats them."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from export.augment import (SCAR_LENGTH, SCAR_WIDTH, STAIN_AXES, colour_jitter, cutpaste, scar_cutpaste, stain,
-                            stain_outline)
+from export.augment import (
+    SCAR_LENGTH,
+    SCAR_WIDTH,
+    STAIN_AXES,
+    colour_jitter,
+    cutpaste,
+    scar_cutpaste,
+    stain,
+    stain_outline,
+)
 
 AUGMENTATIONS = [cutpaste, scar_cutpaste, stain]
 
@@ -50,12 +59,12 @@ def test_cutpaste_area_is_2_to_15_percent_and_the_patch_is_the_images_own() -> N
     for seed in range(200):
         out, mask = cutpaste(image, np.random.default_rng(seed), jitter=0.0)
         ys, xs = np.nonzero(mask)
-        assert mask.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)          # one axis-aligned rectangle
+        assert mask.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)  # one axis-aligned rectangle
         areas.append(mask.mean())
-        pasted = out[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        pasted = out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         match = cv2.matchTemplate(image, pasted, cv2.TM_SQDIFF)
         y, x = np.unravel_index(match.argmin(), match.shape)
-        assert np.array_equal(image[y:y + len(pasted), x:x + pasted.shape[1]], pasted)   # cut from the same image
+        assert np.array_equal(image[y : y + len(pasted), x : x + pasted.shape[1]], pasted)  # cut from the same image
     # Rounding the sides to whole pixels moves the area a little past the nominal range.
     assert 0.018 < min(areas) < 0.03 and 0.13 < max(areas) < 0.16
 
@@ -70,7 +79,7 @@ def test_scar_is_a_thin_rotated_strip_of_the_stated_size() -> None:
         assert SCAR_WIDTH[0] * 256 - 1.5 <= short + 1 <= SCAR_WIDTH[1] * 256 + 2.5
         assert SCAR_LENGTH[0] * 256 - 1.5 <= long_ + 1 <= SCAR_LENGTH[1] * 256 + 2.5
         angles.append(angle % 90)
-    assert np.ptp(angles) > 60                                          # rotated, not all axis-aligned
+    assert np.ptp(angles) > 60  # rotated, not all axis-aligned
 
 
 def semi_axes(mask: np.ndarray) -> tuple[float, float]:
@@ -94,26 +103,26 @@ def test_stain_sizes_follow_1_to_12_percent_of_the_smaller_side() -> None:
         minors.append(minor / side)
         ratios.append(minor / major)
         n_parts, _ = cv2.connectedComponents(mask.astype(np.uint8))
-        assert n_parts == 2                                              # one blob (and the background)
-        assert len(np.unique(out[mask], axis=0)) == 1                    # one fill colour
+        assert n_parts == 2  # one blob (and the background)
+        assert len(np.unique(out[mask], axis=0)) == 1  # one fill colour
         ys, xs = np.nonzero(mask)
         assert ys.min() > 0 and xs.min() > 0 and ys.max() < height - 1 and xs.max() < width - 1
     # Jitter (±10% of the mean semi-axis) and rasterisation (≈ ±1 px) widen the nominal range.
     low, high = STAIN_AXES
     assert low * 0.8 - 1.5 / side < min(minors) and max(majors) < high * 1.2 + 1.5 / side
-    assert min(minors) < 0.03 and max(majors) > 0.10                     # the whole range is drawn
-    assert min(ratios) < 0.3 and max(ratios) > 0.9                       # round and elongated ones
+    assert min(minors) < 0.03 and max(majors) > 0.10  # the whole range is drawn
+    assert min(ratios) < 0.3 and max(ratios) > 0.9  # round and elongated ones
 
 
 def test_stain_outline_is_a_closed_smooth_curve_through_jittered_ellipse_points() -> None:
     rng = np.random.default_rng(3)
     outline = stain_outline(rng, (50.0, 40.0), (20.0, 10.0), n_points=20, irregularity=0.1)
     radius = np.hypot(outline[:, 0] - 50.0, outline[:, 1] - 40.0)
-    assert 10 * 0.75 < radius.min() and radius.max() < 20 * 1.25
+    assert radius.min() > 10 * 0.75 and radius.max() < 20 * 1.25
     step = np.hypot(*np.diff(np.vstack([outline, outline[:1]]), axis=0).T)
-    assert step.max() < 3 * np.median(step)                              # no jump, closing segment included
+    assert step.max() < 3 * np.median(step)  # no jump, closing segment included
     angles = np.unwrap(np.arctan2(outline[:, 1] - 40.0, outline[:, 0] - 50.0))
-    assert abs(abs(angles[-1] - angles[0]) - 2 * math.pi) < 0.5          # goes once around
+    assert abs(abs(angles[-1] - angles[0]) - 2 * math.pi) < 0.5  # goes once around
 
 
 def test_grey_stains_are_grey_and_colour_range_holds() -> None:

@@ -1,5 +1,6 @@
 """AESc with Stain noise: the network, the two scores in the graph (MC dropout with fixed
 masks), training that repairs stains, and ONNX parity."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,14 +12,25 @@ import torch
 import yaml
 
 from edge.bundle import load_bundle
-from export.autoencoder import (AESc, AutoencoderConfig, UncertaintyScorer, dropout_masks, export_autoencoder,
-                                fit_autoencoder, fit_graph)
+from export.autoencoder import (
+    AESc,
+    AutoencoderConfig,
+    UncertaintyScorer,
+    dropout_masks,
+    export_autoencoder,
+    fit_autoencoder,
+    fit_graph,
+)
 from export.cli import main
 from export.data import iter_batches, split_training_data
 from export.graph import export_onnx
 from export.scratch import load_images
-from tests.export.helpers import (assert_onnx_parity, export_and_score, good_folder, one_thread,  # noqa: F401
-                                  session)
+from tests.export.helpers import (
+    assert_onnx_parity,
+    export_and_score,
+    one_thread,  # noqa: F401
+    session,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"size": 32, "depth": 4, "channels": 4, "kernel_size": 3, "mc_passes": 5, "epochs": 2, "batch_size": 4}
@@ -30,10 +42,15 @@ def test_aesc_reconstructs_at_input_size_in_unit_range() -> None:
     x = torch.rand(2, 3, 64, 48)
     with torch.no_grad():
         y = ae(x)
-    assert y.shape == (1, 2, 3, 64, 48) and 0 <= y.min() and y.max() <= 1
+    assert y.shape == (1, 2, 3, 64, 48) and y.min() >= 0 and y.max() <= 1
     # MC dropout where AESc has it: never next to the pixels, more towards the bottleneck.
-    assert ae.dropouts == {"enc2": (0.1, 16), "enc3": (0.2, 32), "enc4": (0.4, 64), "dec2": (0.1, 16),
-                           "dec3": (0.2, 32)}
+    assert ae.dropouts == {
+        "enc2": (0.1, 16),
+        "enc3": (0.2, 32),
+        "enc4": (0.4, 64),
+        "dec2": (0.1, 16),
+        "dec3": (0.2, 32),
+    }
 
 
 def test_dropout_masks_are_fixed_by_seed_and_scaled_like_dropout() -> None:
@@ -46,7 +63,7 @@ def test_dropout_masks_are_fixed_by_seed_and_scaled_like_dropout() -> None:
         assert mask.shape == (400, 1, channels, 1, 1)
         assert all(v == 0 or v == pytest.approx(1 / (1 - rate)) for v in mask.unique().tolist())
         assert abs((mask == 0).float().mean().item() - rate) < 0.03
-        assert abs(mask.mean().item() - 1.0) < 0.05                  # expectation preserved
+        assert abs(mask.mean().item() - 1.0) < 0.05  # expectation preserved
 
 
 def test_batched_passes_equal_one_pass_at_a_time_and_do_not_mix_images() -> None:
@@ -58,7 +75,7 @@ def test_batched_passes_equal_one_pass_at_a_time_and_do_not_mix_images() -> None
         together = ae(x, masks)
         assert together.shape == (4, 3, 3, 32, 32)
         for k in range(4):
-            alone = ae(x[1:2], {name: m[k:k + 1] for name, m in masks.items()})
+            alone = ae(x[1:2], {name: m[k : k + 1] for name, m in masks.items()})
             torch.testing.assert_close(alone[0, 0], together[k, 1], rtol=1e-5, atol=1e-6)
         scorer = UncertaintyScorer(ae, passes=4, seed=0)
         first, second = scorer(x), scorer(x)
@@ -108,9 +125,28 @@ def test_pytorch_and_onnxruntime_agree_and_repeat(fitted, good_folder: Path) -> 
 def test_export_engine_writes_an_autoencoder_bundle(good_folder: Path, tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k not in ("size", "epochs", "batch_size")}))
-    code = main(["--method", "autoencoder", "--data", str(good_folder), "--out", str(tmp_path / "b"),
-                 "--config", str(config), "--size", "32", "--epochs", "1", "--batch-size", "4",
-                 "--score", "uncertainty", "--mc-passes", "3"])
+    code = main(
+        [
+            "--method",
+            "autoencoder",
+            "--data",
+            str(good_folder),
+            "--out",
+            str(tmp_path / "b"),
+            "--config",
+            str(config),
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--score",
+            "uncertainty",
+            "--mc-passes",
+            "3",
+        ]
+    )
     assert code == 0
     document = yaml.safe_load((tmp_path / "b" / "bundle.yaml").read_text())
     assert (document["method"], document["backbone"]) == ("autoencoder", "aesc")

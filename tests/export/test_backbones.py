@@ -8,12 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.backbones import (BackboneWeightsError, efficientnet_lite0_classifier, efficientnet_lite0_weights,
-                              load_backbone, map_state_dict_by_order)
+from export.backbones import (
+    BackboneWeightsError,
+    efficientnet_lite0_classifier,
+    efficientnet_lite0_weights,
+    load_backbone,
+    map_state_dict_by_order,
+)
 from export.features import PatchFeatures, adaptive_pool_matrix
 
-IMAGENET_CATS = set(range(281, 286))          # tabby, tiger cat, Persian, Siamese, Egyptian cat
-IMAGENET_COFFEE = {967, 968}                  # espresso, cup
+IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+IMAGENET_COFFEE = {967, 968}  # espresso, cup
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,9 @@ def test_lite0_backbone_describes_itself_and_matches_timm(lite0) -> None:
     assert info.mean == info.std == (0.5, 0.5, 0.5)
     assert Path(info.weights) == efficientnet_lite0_weights()
 
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
-                                  out_indices=(2, 3)).eval()
+    reference = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2, 3)
+    ).eval()
     trained = efficientnet_lite0_classifier().state_dict()
     reference.load_state_dict({name: trained[name] for name in reference.state_dict()})
     x = torch.randn(2, 3, 96, 128)
@@ -88,8 +94,9 @@ def test_wide_resnet_without_weights_says_where_it_looked(tmp_path: Path, monkey
 
 
 @pytest.mark.slow
-def test_wide_resnet_loads_a_weights_file_from_path_or_cache(tmp_path: Path, monkeypatch,
-                                                              wide_resnet_weights: Path) -> None:
+def test_wide_resnet_loads_a_weights_file_from_path_or_cache(
+    tmp_path: Path, monkeypatch, wide_resnet_weights: Path
+) -> None:
     from torchvision.models import wide_resnet50_2
     from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -129,9 +136,10 @@ def patchcore_reference(levels: list[torch.Tensor], pretrain_dim: int, target_di
         c, (h, w) = f.shape[1], f.shape[-2:]
         u = F.unfold(f, kernel_size=3, padding=1).reshape(batch, c, 3, 3, h, w)
         if i:
-            u = F.interpolate(u.reshape(batch, c * 9, h, w), size=grid, mode="bilinear",
-                              align_corners=False).reshape(batch, c, 3, 3, *grid)
-        unfolded.append(u.permute(0, 4, 5, 1, 2, 3).reshape(-1, c * 9))     # [B·h·w, C·9]
+            u = F.interpolate(u.reshape(batch, c * 9, h, w), size=grid, mode="bilinear", align_corners=False).reshape(
+                batch, c, 3, 3, *grid
+            )
+        unfolded.append(u.permute(0, 4, 5, 1, 2, 3).reshape(-1, c * 9))  # [B·h·w, C·9]
     pooled = [F.adaptive_avg_pool1d(u[:, None], pretrain_dim)[:, 0] for u in unfolded]
     stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
     out = F.adaptive_avg_pool1d(stacked, target_dim)[:, 0]
@@ -145,7 +153,7 @@ def native_reference(levels: list[torch.Tensor]) -> torch.Tensor:
     maps = []
     for f in levels:
         c, (h, w) = f.shape[1], f.shape[-2:]
-        u = F.unfold(f, kernel_size=3, padding=1).transpose(1, 2)              # [B, h·w, C·9]
+        u = F.unfold(f, kernel_size=3, padding=1).transpose(1, 2)  # [B, h·w, C·9]
         m = F.adaptive_avg_pool1d(u.reshape(-1, 1, c * 9), c).reshape(len(f), h, w, c).permute(0, 3, 1, 2)
         maps.append(F.interpolate(m, size=grid, mode="bilinear", align_corners=False))
     return torch.cat(maps, dim=1)
@@ -154,23 +162,28 @@ def native_reference(levels: list[torch.Tensor]) -> torch.Tensor:
 def test_adaptive_pool_matrix_is_adaptive_avg_pool1d() -> None:
     x = torch.randn(5, 37, dtype=torch.float64)
     for n_out in (1, 7, 12, 37, 50):
-        torch.testing.assert_close(x @ adaptive_pool_matrix(37, n_out).T,
-                                   F.adaptive_avg_pool1d(x[:, None], n_out)[:, 0])
+        torch.testing.assert_close(
+            x @ adaptive_pool_matrix(37, n_out).T, F.adaptive_avg_pool1d(x[:, None], n_out)[:, 0]
+        )
 
 
-@pytest.mark.parametrize(("channels", "pretrain_dim", "target_dim"), [
-    ((6, 10), 12, 9),          # uneven bins everywhere
-    ((16, 32), 48, 48),        # equal widths take the reference path (WRN50 → SimpleNet)
-    ((64, 128), 96, 64),       # WRN50 → PatchCore's proportions, scaled by 1/8
-])
+@pytest.mark.parametrize(
+    ("channels", "pretrain_dim", "target_dim"),
+    [
+        ((6, 10), 12, 9),  # uneven bins everywhere
+        ((16, 32), 48, 48),  # equal widths take the reference path (WRN50 → SimpleNet)
+        ((64, 128), 96, 64),  # WRN50 → PatchCore's proportions, scaled by 1/8
+    ],
+)
 def test_patch_features_equal_patchcore_unfold_and_pooling(channels, pretrain_dim, target_dim) -> None:
     torch.manual_seed(0)
     levels = [torch.randn(2, channels[0], 8, 6), torch.randn(2, channels[1], 4, 3)]
     front = PatchFeatures(channels, pretrain_dim, target_dim)
     assert not front.native and front.dim == target_dim
     with torch.no_grad():
-        torch.testing.assert_close(front(levels), patchcore_reference(levels, pretrain_dim, target_dim),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            front(levels), patchcore_reference(levels, pretrain_dim, target_dim), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_narrow_backbone_keeps_native_width() -> None:

@@ -15,9 +15,22 @@ from export.patchcore import PatchCoreConfig
 from tests.export.helpers import session
 
 METHODS = _methods()
-BUNDLE_KEYS = ["schema_version", "method", "backbone", "created_at", "input", "preprocessing_in_graph",
-               "outputs", "precision", "files", "training", "method_params", "export_check", "versions",
-               "engines"]
+BUNDLE_KEYS = [
+    "schema_version",
+    "method",
+    "backbone",
+    "created_at",
+    "input",
+    "preprocessing_in_graph",
+    "outputs",
+    "precision",
+    "files",
+    "training",
+    "method_params",
+    "export_check",
+    "versions",
+    "engines",
+]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -32,19 +45,47 @@ def error_lines(stderr: str) -> list[str]:
 def test_export_writes_a_valid_bundle(tmp_path: Path, write_images, capsys) -> None:
     write_images(tmp_path / "good", 6, size=(80, 72))
     out = tmp_path / "bundle"
-    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(out),
-                           "--size", "64", "--holdout", "0.2", "--coreset-ratio", "0.05", "--seed", "1")
+    code, stderr = run_cli(
+        capsys,
+        "--method",
+        "patchcore",
+        "--data",
+        str(tmp_path / "good"),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--holdout",
+        "0.2",
+        "--coreset-ratio",
+        "0.05",
+        "--seed",
+        "1",
+    )
     assert code == 0, stderr
     document = yaml.safe_load((out / "bundle.yaml").read_text())
     assert list(document) == BUNDLE_KEYS
-    assert (document["schema_version"], document["method"], document["backbone"]) == (1, "patchcore", "efficientnet_lite0")
+    assert (document["schema_version"], document["method"], document["backbone"]) == (
+        1,
+        "patchcore",
+        "efficientnet_lite0",
+    )
     created = datetime.fromisoformat(document["created_at"])
     assert created.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - created) < timedelta(minutes=10)
-    assert document["input"] == {"name": "image", "height": 64, "width": 64, "channels": 3, "dtype": "uint8",
-                                 "layout": "NHWC", "colour": "RGB"}
+    assert document["input"] == {
+        "name": "image",
+        "height": 64,
+        "width": 64,
+        "channels": 3,
+        "dtype": "uint8",
+        "layout": "NHWC",
+        "colour": "RGB",
+    }
     assert document["preprocessing_in_graph"] == {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
-    assert document["outputs"] == {"anomaly_map": {"shape": ["B", 1, 64, 64], "dtype": "float32"},
-                                   "score": {"shape": ["B"], "dtype": "float32"}}
+    assert document["outputs"] == {
+        "anomaly_map": {"shape": ["B", 1, 64, 64], "dtype": "float32"},
+        "score": {"shape": ["B"], "dtype": "float32"},
+    }
     assert document["precision"] == {"fp16": True}
     check = document["export_check"]
     assert check["images"] == 4 and 0 <= check["map_max_rel_diff"] <= 1e-3 and 0 <= check["score_max_rel_diff"] <= 1e-3
@@ -89,8 +130,19 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path: Path, capsys, kind: str) -> N
 def test_unreadable_training_image_is_named(tmp_path: Path, write_images, capsys) -> None:
     files = write_images(tmp_path / "good", 3)
     files[2].write_bytes(b"not an image")
-    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"),
-                           "--out", str(tmp_path / "b"), "--size", "64", "--holdout", "0")
+    code, stderr = run_cli(
+        capsys,
+        "--method",
+        "patchcore",
+        "--data",
+        str(tmp_path / "good"),
+        "--out",
+        str(tmp_path / "b"),
+        "--size",
+        "64",
+        "--holdout",
+        "0",
+    )
     assert code == 2
     [line] = error_lines(stderr)
     assert str(files[2].resolve()) in line
@@ -100,16 +152,20 @@ def test_existing_bundle_is_not_overwritten(tmp_path: Path, write_images, capsys
     write_images(tmp_path / "good", 2)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "calibration.yaml").write_text("threshold: 1\n")
-    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path / "good"),
-                           "--out", str(tmp_path / "b"), "--size", "64")
+    code, stderr = run_cli(
+        capsys, "--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b"), "--size", "64"
+    )
     assert code == 2 and "not an empty directory" in error_lines(stderr)[0]
 
 
 def test_bad_option_values_are_one_line_and_exit_2(tmp_path: Path, write_images, capsys) -> None:
     write_images(tmp_path / "good", 2)
     common = ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "b")]
-    for extra, needle in ((["--coreset-ratio", "0"], "coreset_ratio 0.0"), (["--size", "100"], "multiple of 16"),
-                          (["--holdout", "1"], "holdout fraction")):
+    for extra, needle in (
+        (["--coreset-ratio", "0"], "coreset_ratio 0.0"),
+        (["--size", "100"], "multiple of 16"),
+        (["--holdout", "1"], "holdout fraction"),
+    ):
         code, stderr = run_cli(capsys, *common, *extra)
         assert code == 2
         [line] = error_lines(stderr)
@@ -122,17 +178,20 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
     config = tmp_path / "pc.yaml"
     config.write_text("coreset: random\ncoreset_ratio: 0.02\nseed: 7\n")
     args = build_parser(METHODS).parse_args(
-        ["--method", "patchcore", "--data", "d", "--out", "o", "--config", str(config), "--seed", "3"])
+        ["--method", "patchcore", "--data", "d", "--out", "o", "--config", str(config), "--seed", "3"]
+    )
     merged = make_config(PatchCoreConfig, load_config(PatchCoreConfig, args.config, "patchcore"), args)
     assert (merged.coreset, merged.coreset_ratio, merged.seed, merged.size) == ("random", 0.02, 3, 256)
 
     config.write_text("coreset_ratios: 0.02\n")
-    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                           "--config", str(config))
+    code, stderr = run_cli(
+        capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(config)
+    )
     assert code == 2 and "unknown key(s) coreset_ratios" in error_lines(stderr)[0]
     config.write_text("size: large\n")
-    code, stderr = run_cli(capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                           "--config", str(config))
+    code, stderr = run_cli(
+        capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(config)
+    )
     assert code == 2 and "size: 'large' should be of type int" in error_lines(stderr)[0]
 
 
@@ -140,24 +199,38 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
 def test_shipped_config_matches_the_code_defaults(method: str) -> None:
     shipped = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
     assert shipped == dataclasses.asdict(METHODS[method].config())
-    assert load_config(METHODS[method].config, None, method) == shipped     # every value of its field's type
+    assert load_config(METHODS[method].config, None, method) == shipped  # every value of its field's type
 
 
-@pytest.mark.parametrize("method, bad, needle", [
-    ("autoencoder", {"score": "ssim"}, "score"), ("autoencoder", {"depth": 7}, "depth"),
-    ("autoencoder", {"size": 100}, "multiple of 8"), ("autoencoder", {"kernel_size": 4}, "kernel_size"),
-    ("autoencoder", {"mc_passes": 0}, "mc_passes"), ("autoencoder", {"lr": 0.0}, "lr"),
-    ("glass", {"mode": "sphere"}, "mode"), ("glass", {"manifold_min": 2.0}, "manifold"),
-    ("glass", {"hard_mining": 1.0}, "hard_mining"), ("glass", {"las_every": 0}, "las_every"),
-    ("glass", {"size": 100}, "multiple of 16"),
-    ("simplenet", {"size": 100}, "multiple of 16"), ("simplenet", {"noise_std": 0.0}, "noise_std"),
-    ("simplenet", {"epochs": 0}, "epochs"), ("simplenet", {"patience": 0}, "patience"),
-    ("simplenet", {"backbone": "vgg"}, "backbone"),
-    ("ssl", {"fusion": "sum"}, "fusion"), ("ssl", {"levels": "layer3,layer2"}, "levels"),
-    ("ssl", {"levels": "layer5"}, "levels"), ("ssl", {"levels": ""}, "levels"),
-    ("ssl", {"size": 120}, "multiple of 16"), ("ssl", {"epochs": 0}, "epochs"),
-    ("ssl", {"coreset_ratio": 0.0}, "coreset_ratio"), ("ssl", {"patience": 0}, "patience"),
-])
+@pytest.mark.parametrize(
+    "method, bad, needle",
+    [
+        ("autoencoder", {"score": "ssim"}, "score"),
+        ("autoencoder", {"depth": 7}, "depth"),
+        ("autoencoder", {"size": 100}, "multiple of 8"),
+        ("autoencoder", {"kernel_size": 4}, "kernel_size"),
+        ("autoencoder", {"mc_passes": 0}, "mc_passes"),
+        ("autoencoder", {"lr": 0.0}, "lr"),
+        ("glass", {"mode": "sphere"}, "mode"),
+        ("glass", {"manifold_min": 2.0}, "manifold"),
+        ("glass", {"hard_mining": 1.0}, "hard_mining"),
+        ("glass", {"las_every": 0}, "las_every"),
+        ("glass", {"size": 100}, "multiple of 16"),
+        ("simplenet", {"size": 100}, "multiple of 16"),
+        ("simplenet", {"noise_std": 0.0}, "noise_std"),
+        ("simplenet", {"epochs": 0}, "epochs"),
+        ("simplenet", {"patience": 0}, "patience"),
+        ("simplenet", {"backbone": "vgg"}, "backbone"),
+        ("ssl", {"fusion": "sum"}, "fusion"),
+        ("ssl", {"levels": "layer3,layer2"}, "levels"),
+        ("ssl", {"levels": "layer5"}, "levels"),
+        ("ssl", {"levels": ""}, "levels"),
+        ("ssl", {"size": 120}, "multiple of 16"),
+        ("ssl", {"epochs": 0}, "epochs"),
+        ("ssl", {"coreset_ratio": 0.0}, "coreset_ratio"),
+        ("ssl", {"patience": 0}, "patience"),
+    ],
+)
 def test_bad_config_values_are_refused(method: str, bad: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         METHODS[method].config(**bad)
@@ -168,8 +241,20 @@ def test_help_explains_options_and_lists_only_implemented_methods(capsys) -> Non
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--method", "--data", "--out", "--backbone", "--backbone-weights", "--size", "--coreset",
-                   "--coreset-ratio", "--holdout", "--seed", "--config", "--batch-size"):
+    for option in (
+        "--method",
+        "--data",
+        "--out",
+        "--backbone",
+        "--backbone-weights",
+        "--size",
+        "--coreset",
+        "--coreset-ratio",
+        "--holdout",
+        "--seed",
+        "--config",
+        "--batch-size",
+    ):
         assert option in text
     assert "{autoencoder,glass,patchcore,simplenet,ssl}" in text and "efficientnet_lite0" in text
     with pytest.raises(SystemExit) as exit_:
@@ -183,15 +268,18 @@ def test_options_of_other_methods_are_refused_before_training(tmp_path: Path, wr
     code, stderr = run_cli(capsys, "--method", "patchcore", *common, "--epochs", "5", "--margin", "3", "--resume")
     assert code == 2 and not (tmp_path / "b").exists()
     [line] = error_lines(stderr)
-    assert ("patchcore does not take --epochs (only autoencoder, glass, simplenet, ssl), --margin (only simplenet), "
-            "--resume (only autoencoder, glass, simplenet, ssl)") in line
+    assert (
+        "patchcore does not take --epochs (only autoencoder, glass, simplenet, ssl), --margin (only simplenet), "
+        "--resume (only autoencoder, glass, simplenet, ssl)"
+    ) in line
     code, stderr = run_cli(capsys, "--method", "ssl", *common, "--backbone", "wide_resnet50_2")
     assert code == 2 and "--backbone (only glass, patchcore, simplenet)" in error_lines(stderr)[0]
 
 
 @pytest.mark.parametrize("method, resumable", [("patchcore", False), ("ssl", True)])
-def test_ctrl_c_offers_resume_only_where_there_is_one(tmp_path: Path, write_images, capsys, monkeypatch,
-                                                      method: str, resumable: bool) -> None:
+def test_ctrl_c_offers_resume_only_where_there_is_one(
+    tmp_path: Path, write_images, capsys, monkeypatch, method: str, resumable: bool
+) -> None:
     import export.patchcore
     import export.ssl
 
@@ -205,17 +293,19 @@ def test_ctrl_c_offers_resume_only_where_there_is_one(tmp_path: Path, write_imag
     assert code == 130 and "interrupted" in stderr and ("--resume" in stderr) == resumable
 
 
-@pytest.mark.parametrize("method, text, needle", [
-    ("simplenet", "noise_std: abc", "noise_std: 'abc' should be of type float or null"),
-    ("simplenet", "textures: 5", "textures: 5 should be of type str or null"),
-    ("simplenet", "patience: 1.5", "patience: 1.5 should be of type int or null"),
-    ("glass", "images_per_epoch: yes", "images_per_epoch: True should be of type int or null"),
-    ("autoencoder", "epochs: true", "epochs: True should be of type int"),
-    ("ssl", "reference: 1", "reference: 1 should be of type bool"),
-    ("patchcore", "size: null", "size: None should be of type int"),
-])
-def test_config_values_are_checked_against_the_field_types(tmp_path: Path, method: str, text: str,
-                                                           needle: str) -> None:
+@pytest.mark.parametrize(
+    "method, text, needle",
+    [
+        ("simplenet", "noise_std: abc", "noise_std: 'abc' should be of type float or null"),
+        ("simplenet", "textures: 5", "textures: 5 should be of type str or null"),
+        ("simplenet", "patience: 1.5", "patience: 1.5 should be of type int or null"),
+        ("glass", "images_per_epoch: yes", "images_per_epoch: True should be of type int or null"),
+        ("autoencoder", "epochs: true", "epochs: True should be of type int"),
+        ("ssl", "reference: 1", "reference: 1 should be of type bool"),
+        ("patchcore", "size: null", "size: None should be of type int"),
+    ],
+)
+def test_config_values_are_checked_against_the_field_types(tmp_path: Path, method: str, text: str, needle: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text + "\n")
     with pytest.raises(UsageError) as error:
@@ -226,8 +316,12 @@ def test_config_values_are_checked_against_the_field_types(tmp_path: Path, metho
 def test_config_values_of_a_wider_type_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text("lr: 1\nnoise_std: 2\npatience: null\ntextures: /data/dtd\n")
-    assert load_config(METHODS["simplenet"].config, path, "simplenet") == {"lr": 1, "noise_std": 2, "patience": None,
-                                                                         "textures": "/data/dtd"}
+    assert load_config(METHODS["simplenet"].config, path, "simplenet") == {
+        "lr": 1,
+        "noise_std": 2,
+        "patience": None,
+        "textures": "/data/dtd",
+    }
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

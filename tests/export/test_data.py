@@ -7,13 +7,23 @@ import cv2
 import numpy as np
 import pytest
 
-from export.data import (DataError, ImageReadError, fingerprint, iter_batches, load_image, load_mask,
-                         mvtec_test_samples, split_holdout, split_training_data, training_images)
+from export.data import (
+    DataError,
+    ImageReadError,
+    fingerprint,
+    iter_batches,
+    load_image,
+    load_mask,
+    mvtec_test_samples,
+    split_holdout,
+    split_training_data,
+    training_images,
+)
 
 
 def test_colour_order_is_rgb(tmp_path: Path) -> None:
     path = tmp_path / "red.png"
-    cv2.imwrite(str(path), np.full((8, 8, 3), (0, 0, 255), np.uint8))   # BGR on disk
+    cv2.imwrite(str(path), np.full((8, 8, 3), (0, 0, 255), np.uint8))  # BGR on disk
     assert load_image(path, (8, 8))[0, 0].tolist() == [255, 0, 0]
 
 
@@ -23,7 +33,7 @@ def test_grayscale_becomes_three_equal_channels(tmp_path: Path, write_images) ->
     image = load_image(path, (32, 32))
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
-    assert image.std() > 5   # the texture survived, not a blank
+    assert image.std() > 5  # the texture survived, not a blank
 
 
 def test_odd_sizes_shrink_by_area_and_grow(tmp_path: Path) -> None:
@@ -34,7 +44,7 @@ def test_odd_sizes_shrink_by_area_and_grow(tmp_path: Path) -> None:
     cv2.imwrite(str(path), board)
     small = load_image(path, (32, 32))
     assert small.shape == (32, 32, 3)
-    assert 100 < small.min() and small.max() < 155
+    assert small.min() > 100 and small.max() < 155
     grown = load_image(path, (128, 160))
     assert grown.shape == (128, 160, 3)
 
@@ -72,7 +82,11 @@ def test_mvtec_layout(tmp_path: Path, write_images) -> None:
     assert training_images(category) == [p.resolve() for p in good]
     samples = mvtec_test_samples(category)
     assert [(s.defect, s.path.name, s.label) for s in samples] == [
-        ("crack", "000.png", 1), ("crack", "001.png", 1), ("good", "000.png", 0), ("good", "001.png", 0)]
+        ("crack", "000.png", 1),
+        ("crack", "001.png", 1),
+        ("good", "000.png", 0),
+        ("good", "001.png", 0),
+    ]
     assert samples[2].mask is None
     mask = load_mask(samples[0].mask, (32, 32))
     assert mask.dtype == bool and mask.sum() == 5 * 5 and mask[7, 17]
@@ -121,7 +135,7 @@ def test_holdout_is_deterministic_disjoint_and_order_free(tmp_path: Path, write_
     assert split_holdout(list(reversed(files)), 0.25, seed=0) == (train, held)
     assert split_holdout(files, 0.25, seed=1)[1] != held
     assert split_holdout(files, 0.0, seed=0) == (sorted(files), [])
-    assert len(split_holdout(files[:1], 0.5, seed=0)[0]) == 1   # never trains on nothing
+    assert len(split_holdout(files[:1], 0.5, seed=0)[0]) == 1  # never trains on nothing
     with pytest.raises(DataError):
         split_holdout(files, 1.0, seed=0)
 
@@ -144,8 +158,10 @@ def test_symlinks_out_of_the_data_folder_keep_their_names_inside_it(tmp_path: Pa
     for path in pool:
         (tmp_path / "plain" / path.name).symlink_to(path)
     copy = shutil.copytree(tmp_path / "pool", tmp_path / "copy" / "train" / "good")
-    for data, unlinked in ((tmp_path / "cat", fingerprint(sorted(copy.iterdir()), tmp_path / "copy")),
-                           (tmp_path / "plain", fingerprint(pool))):
+    for data, unlinked in (
+        (tmp_path / "cat", fingerprint(sorted(copy.iterdir()), tmp_path / "copy")),
+        (tmp_path / "plain", fingerprint(pool)),
+    ):
         split = split_training_data(data, 0.0, seed=0)
         assert [p.name for p in split.train] == [p.name for p in pool]
         assert all(p.is_relative_to(split.root) for p in split.train)
@@ -154,7 +170,7 @@ def test_symlinks_out_of_the_data_folder_keep_their_names_inside_it(tmp_path: Pa
 
 def test_hidden_files_are_not_images(tmp_path: Path, write_images) -> None:
     files = write_images(tmp_path, 2)
-    (tmp_path / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(100))   # macOS AppleDouble
+    (tmp_path / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(100))  # macOS AppleDouble
     shutil.copy(files[0], tmp_path / ".thumbnail.png")
     assert [p.name for p in training_images(tmp_path)] == ["000.png", "001.png"]
 
@@ -174,7 +190,7 @@ def test_training_resizes_exactly_as_the_line(tmp_path: Path) -> None:
 
 def test_a_jpeg_cut_short_is_refused_for_training(tmp_path) -> None:
     ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(80, 100, (64, 64, 3), dtype=np.uint8))
-    (tmp_path / "half.jpg").write_bytes(data.tobytes()[:len(data) // 2])
+    (tmp_path / "half.jpg").write_bytes(data.tobytes()[: len(data) // 2])
     assert cv2.imread(str(tmp_path / "half.jpg")) is not None, "OpenCV reads it, its lower half grey"
     with pytest.raises(ImageReadError, match="half.jpg.*cut short"):
         load_image(tmp_path / "half.jpg", (32, 32))

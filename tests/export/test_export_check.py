@@ -1,5 +1,6 @@
 """Every export is checked before its bundle is written: model.onnx through ONNX Runtime against
 the PyTorch model, on real images. A wrong export stops export-engine instead of reaching a line."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_a_faithful_export_passes_and_says_how_close(exported) -> None:
 def test_an_export_that_differs_from_the_model_is_refused(exported) -> None:
     graph, path, images = exported
     with torch.no_grad():
-        graph.patch_scorer.weight.mul_(1.5)       # the PyTorch model is no longer what was exported
+        graph.patch_scorer.weight.mul_(1.5)  # the PyTorch model is no longer what was exported
     with pytest.raises(ExportCheckError, match=r"differs from PyTorch's by .* \(relative; allowed") as caught:
         check_export(graph, path, images)
     message = str(caught.value)
@@ -49,7 +50,8 @@ def test_near_identical_parts_do_not_trip_the_check(tmp_path: Path, capsys) -> N
     runtime's rounding is amplified (once measured at 1.0e-3 of the map's maximum: refused as a
     wrong export under a 1e-3 map tolerance). The score is the map's maximum, far from zero."""
     category = make_category(tmp_path / "part", noise=6)
-    assert main(["--method", "patchcore", "--data", str(category), "--out", str(tmp_path / "b"),
-                 "--size", "64"]) == 0, capsys.readouterr().err
+    assert (
+        main(["--method", "patchcore", "--data", str(category), "--out", str(tmp_path / "b"), "--size", "64"]) == 0
+    ), capsys.readouterr().err
     checked = yaml.safe_load((tmp_path / "b" / "bundle.yaml").read_text())["export_check"]
     assert checked["map_max_rel_diff"] <= MAP_TOLERANCE and checked["score_max_rel_diff"] <= 1e-4

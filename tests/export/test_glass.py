@@ -1,6 +1,7 @@
 """GLASS: the anomaly syntheses (Perlin masks, textures, the LAS blend), GAS and its truncated
 projection, the losses on known inputs, a short training that learns, the exported graph
 against PyTorch, and bottle through the bundle."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,30 @@ import numpy as np
 import pytest
 import torch
 
-from export.anomaly_synthesis import (BETA_RANGE, TextureSource, augment_texture, blend, local_anomaly, patch_labels,
-                                      perlin_mask, perlin_noise, procedural_texture, sample_beta)
+from export.anomaly_synthesis import (
+    BETA_RANGE,
+    TextureSource,
+    augment_texture,
+    blend,
+    local_anomaly,
+    patch_labels,
+    perlin_mask,
+    perlin_noise,
+    procedural_texture,
+    sample_beta,
+)
 from export.data import DataError, load_image
-from export.glass import (GlassConfig, LasRounds, export_glass, fit_glass, focal_loss, gradient_ascent,
-                          hard_focal_loss, position_centres, truncated_projection)
+from export.glass import (
+    GlassConfig,
+    LasRounds,
+    export_glass,
+    fit_glass,
+    focal_loss,
+    gradient_ascent,
+    hard_focal_loss,
+    position_centres,
+    truncated_projection,
+)
 from export.graph import export_onnx
 from export.simplenet import Discriminator, load_foregrounds, make_adaptor, prepare
 from tests.export.helpers import assert_onnx_parity, export_and_score, one_thread, session  # noqa: F401 (fixture)
@@ -25,9 +45,10 @@ TINY = 64
 
 # --- Perlin masks --------------------------------------------------------------------------------
 
+
 def test_perlin_noise_range_and_smoothness() -> None:
     rng = np.random.default_rng(0)
-    noise = perlin_noise((96, 80), (4, 2), rng)          # sizes need not be multiples of the cells
+    noise = perlin_noise((96, 80), (4, 2), rng)  # sizes need not be multiples of the cells
     assert noise.shape == (96, 80) and np.abs(noise).max() <= 1.0 + 1e-5 and noise.std() > 0.1
     # Gradient noise is 0 on the lattice and continuous between: neighbours differ little.
     assert abs(noise[0, 0]) < 1e-6 and np.abs(np.diff(noise, axis=0)).max() < 0.2
@@ -38,7 +59,7 @@ def test_perlin_mask_coverage_and_foreground() -> None:
     masks = [perlin_mask((64, 64), rng) for _ in range(200)]
     coverage = np.array([m.mean() for m in masks])
     assert all(m.dtype == bool and m.shape == (64, 64) for m in masks)
-    assert coverage.min() > 0                             # never empty: drawn again until it is not
+    assert coverage.min() > 0  # never empty: drawn again until it is not
     # A region, not the image: typically a few percent to a third (threshold 0.5 of noise in [−1, 1]).
     assert 0.03 < np.median(coverage) < 0.35 and coverage.max() < 0.9
     foreground = np.zeros((64, 64), bool)
@@ -59,6 +80,7 @@ def test_patch_labels_are_max_pooled() -> None:
 
 # --- LAS ---------------------------------------------------------------------------------------
 
+
 def test_blend_formula() -> None:
     image = np.full((4, 4, 3), 200, np.uint8)
     texture = np.full((4, 4, 3), 40, np.uint8)
@@ -67,7 +89,7 @@ def test_blend_formula() -> None:
     out = blend(image, texture, mask, beta=0.25)
     # inside: (1 − β)·tex + β·img = 0.75·40 + 0.25·200 = 80; outside: the image
     assert (out[mask] == 80).all() and (out[~mask] == 200).all() and out.dtype == np.uint8
-    soft = blend(image, texture, np.full((4, 4), 0.5), beta=0.5)      # img·0.5 + 0.5·(0.5·40 + 0.5·200)
+    soft = blend(image, texture, np.full((4, 4), 0.5), beta=0.5)  # img·0.5 + 0.5·(0.5·40 + 0.5·200)
     assert (soft == 160).all()
 
 
@@ -78,7 +100,9 @@ def test_beta_is_clipped_normal() -> None:
     assert betas.mean() == pytest.approx(0.5, abs=0.01) and betas.std() == pytest.approx(0.1, abs=0.01)
     wide = np.array([sample_beta(rng, mean=0.5, std=1.0) for _ in range(1000)])
     # P(|N(0, 1)| > 0.3) / 2 ≈ 0.38 of the draws pile up on each bound.
-    assert (wide == 0.2).mean() == pytest.approx(0.38, abs=0.05) and (wide == 0.8).mean() == pytest.approx(0.38, abs=0.05)
+    assert (wide == 0.2).mean() == pytest.approx(0.38, abs=0.05) and (wide == 0.8).mean() == pytest.approx(
+        0.38, abs=0.05
+    )
 
 
 def test_local_anomaly_changes_only_the_mask(write_images, tmp_path: Path) -> None:
@@ -88,7 +112,7 @@ def test_local_anomaly_changes_only_the_mask(write_images, tmp_path: Path) -> No
         out, mask = local_anomaly(image, rng, TextureSource())
         assert out.shape == image.shape and out.dtype == np.uint8 and mask.any()
         assert np.array_equal(out[~mask], image[~mask])
-        assert np.abs(out[mask].astype(int) - image[mask]).mean() > 1     # a visible change
+        assert np.abs(out[mask].astype(int) - image[mask]).mean() > 1  # a visible change
     # Seeded: the same generator state gives the same anomaly.
     a = local_anomaly(image, np.random.default_rng(7), TextureSource())
     b = local_anomaly(image, np.random.default_rng(7), TextureSource())
@@ -107,7 +131,7 @@ def test_textures_from_a_folder_tree_or_procedural(write_images, tmp_path: Path)
         assert augment_texture(texture, rng).shape == texture.shape
     generated = [procedural_texture((TINY, TINY), rng) for _ in range(12)]
     assert all(t.shape == (TINY, TINY, 3) and t.dtype == np.uint8 for t in generated)
-    assert np.mean([t.std() for t in generated]) > 10                   # textured, not flat
+    assert np.mean([t.std() for t in generated]) > 10  # textured, not flat
     assert TextureSource().describe() == "procedural"
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
@@ -130,10 +154,11 @@ def test_foreground_masks_are_read_by_image_name(write_images, tmp_path: Path) -
 
 # --- GAS ---------------------------------------------------------------------------------------
 
+
 def test_truncated_projection_keeps_norms_inside_the_radii() -> None:
     torch.manual_seed(0)
     base = torch.randn(500, 16)
-    x = base + torch.randn(500, 16) * torch.logspace(-2, 1, 500)[:, None]    # offsets from tiny to large
+    x = base + torch.randn(500, 16) * torch.logspace(-2, 1, 500)[:, None]  # offsets from tiny to large
     projected = truncated_projection(x, base, 0.5, 1.0)
     norms = (projected - base).norm(dim=1)
     assert norms.min() >= 0.5 - 1e-5 and norms.max() <= 1.0 + 1e-5
@@ -153,13 +178,13 @@ def test_gradient_ascent_moves_towards_normal_without_touching_the_discriminator
     torch.manual_seed(0)
     disc = Discriminator(8, hidden=32, sigmoid=True)
     disc.train()
-    disc(torch.randn(64, 8))                               # some running statistics
+    disc(torch.randn(64, 8))  # some running statistics
     state = {k: v.clone() for k, v in disc.state_dict().items()}
     start = torch.randn(256, 8)
     moved = gradient_ascent(disc, start, lambda x: x, steps=20, step_size=0.05, project_every=5)
     with torch.no_grad():
         disc.eval()
-        assert disc(moved).mean() < disc(start).mean()     # lower score = more normal to D
+        assert disc(moved).mean() < disc(start).mean()  # lower score = more normal to D
     # Each step is a unit direction times the step size.
     assert (moved - start).norm(dim=1).max() <= 20 * 0.05 + 1e-4
     assert all(torch.equal(v, disc.state_dict()[k]) for k, v in state.items())
@@ -171,10 +196,11 @@ def test_gradient_ascent_moves_towards_normal_without_touching_the_discriminator
 
 # --- losses ------------------------------------------------------------------------------------
 
+
 def test_focal_loss_on_known_values() -> None:
     probs = torch.tensor([0.9, 0.2])
     targets = torch.tensor([True, False])
-    expected = (-(0.1 ** 2) * math.log(0.9) - (0.2 ** 2) * math.log(0.8)) / 2
+    expected = (-(0.1**2) * math.log(0.9) - (0.2**2) * math.log(0.8)) / 2
     assert focal_loss(probs, targets).item() == pytest.approx(expected, rel=1e-6)
     assert focal_loss(torch.tensor([1.0, 0.0]), torch.tensor([True, False])).item() == pytest.approx(0.0, abs=1e-12)
 
@@ -191,7 +217,7 @@ def test_hard_mining_keeps_the_harder_half() -> None:
 def test_position_centres_are_per_position_means() -> None:
     torch.manual_seed(0)
     adaptor = make_adaptor(6)
-    rows = torch.randn(5 * 4, 6).half()                    # 5 images × 4 positions
+    rows = torch.randn(5 * 4, 6).half()  # 5 images × 4 positions
     centres = position_centres(adaptor, rows, patches=4, chunk=2)
     with torch.no_grad():
         expected = adaptor(rows.float()).reshape(5, 4, 6).mean(dim=0)
@@ -199,6 +225,7 @@ def test_position_centres_are_per_position_means() -> None:
 
 
 # --- training and export ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_data(write_images, tmp_path_factory) -> tuple[list[Path], list[Path]]:
@@ -212,10 +239,10 @@ def test_las_rounds_are_reproducible_and_renewed(tiny_data) -> None:
     las = LasRounds(prepared, None, config)
     rows1, labels1 = las.for_epoch(1)
     assert rows1.shape == prepared.rows.shape and labels1.shape == (len(prepared.rows),) and labels1.any()
-    assert las.for_epoch(2)[0] is rows1                     # same round: cached, not made again
+    assert las.for_epoch(2)[0] is rows1  # same round: cached, not made again
     rows3, _ = las.for_epoch(3)
     assert not torch.equal(rows3, rows1)
-    again = LasRounds(prepared, None, config)               # as after --resume: round 2 comes back exactly
+    again = LasRounds(prepared, None, config)  # as after --resume: round 2 comes back exactly
     assert torch.equal(again.for_epoch(4)[0], rows3)
 
 
@@ -233,10 +260,11 @@ def test_training_reduces_the_loss_and_exports_with_parity(mode: str, tiny_data,
     images = np.stack([load_image(f, (TINY, TINY)) for f in train[:3]])
     images[1, 10:30, 30:50] = (0, 255, 0)
     map_ort, _ = assert_onnx_parity(model.graph, session(path), images)
-    assert ((map_ort >= 0) & (map_ort <= 1)).all()          # sigmoid probabilities, smoothed
+    assert ((map_ort >= 0) & (map_ort <= 1)).all()  # sigmoid probabilities, smoothed
 
 
 # --- end to end on MVTec bottle ----------------------------------------------------------------
+
 
 @pytest.mark.mvtec
 @pytest.mark.slow
@@ -246,6 +274,8 @@ def test_bottle_through_the_onnx_bundle(mvtec_bottle: Path, tmp_path: Path, one_
     # mostly the noise and the shell projection either way). Fresh LAS images each epoch.
     config = GlassConfig(epochs=2, gas_steps=5, checkpoint_dir=str(tmp_path / "ckpt"))
     run = export_and_score(export_glass, mvtec_bottle, tmp_path / "bundle", config)
-    print(f"\nGLASS bottle, efficientnet_lite0 {config.size}², {run.method_params['epochs_run']} epochs "
-          f"(kept {run.method_params['kept_epoch']}), {config.gas_steps} GAS steps: {run}")
+    print(
+        f"\nGLASS bottle, efficientnet_lite0 {config.size}², {run.method_params['epochs_run']} epochs "
+        f"(kept {run.method_params['kept_epoch']}), {config.gas_steps} GAS steps: {run}"
+    )
     assert run.image_auroc >= 0.98

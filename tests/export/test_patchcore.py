@@ -14,12 +14,21 @@ from torch import nn
 from export.backbones import load_backbone
 from export.data import list_images, load_image, mvtec_test_samples
 from export.graph import AnomalyGraph, AnomalyHead, export_onnx
-from export.patchcore import (NearestNeighbourScorer, PatchCoreConfig, export_patchcore, feature_extractor,
-                              fit_patchcore, greedy_coreset, neighbour_table, random_coreset, scoring_graph)
+from export.patchcore import (
+    NearestNeighbourScorer,
+    PatchCoreConfig,
+    export_patchcore,
+    feature_extractor,
+    fit_patchcore,
+    greedy_coreset,
+    neighbour_table,
+    random_coreset,
+    scoring_graph,
+)
 from tests.export.helpers import PARITY, assert_onnx_parity, export_and_score, relative_error, session
 
-
 # --- coreset --------------------------------------------------------------------------------
+
 
 def test_greedy_picks_the_far_point_first() -> None:
     rng = np.random.default_rng(0)
@@ -60,12 +69,13 @@ def test_greedy_covers_clustered_data_better_than_random() -> None:
 
 # --- graph pieces ---------------------------------------------------------------------------
 
+
 def test_chunked_nearest_neighbour_equals_brute_force() -> None:
     torch.manual_seed(0)
-    bank = torch.randn(1000, 24) * 3 + 5          # off-centre, like real features
+    bank = torch.randn(1000, 24) * 3 + 5  # off-centre, like real features
     features = torch.randn(2, 24, 5, 6) * 3 + 5
-    features[0, :, 2, 3] = bank[17]               # an exact match must score ~0
-    scorer = NearestNeighbourScorer(bank, chunk_size=128)   # 8 chunks, the last one partial
+    features[0, :, 2, 3] = bank[17]  # an exact match must score ~0
+    scorer = NearestNeighbourScorer(bank, chunk_size=128)  # 8 chunks, the last one partial
     assert scorer.n_chunks == 8
     with torch.no_grad():
         got = scorer(features)
@@ -78,15 +88,16 @@ def test_chunked_nearest_neighbour_equals_brute_force() -> None:
 
 # --- image score reweighted by neighbourhood density (eq. 7) ---------------------------------
 
+
 def eq7_weights(bank: np.ndarray, features: np.ndarray, b: int) -> np.ndarray:
     """The paper's eq. 7 factor per image, by brute force in float64 (no chunks, no
     expansion, no centring): ``features [B, P, D]``, ``bank [M, D]``."""
-    distances = np.linalg.norm(features[:, :, None, :] - bank[None, None], axis=-1)     # [B, P, M]
+    distances = np.linalg.norm(features[:, :, None, :] - bank[None, None], axis=-1)  # [B, P, M]
     weights = []
     for image in distances:
-        to_bank = image[image.min(axis=1).argmax()]          # m_test,*: the patch with the largest score
-        star = to_bank.argmin()                              # m*
-        support = np.argsort(np.linalg.norm(bank - bank[star], axis=1), kind="stable")[:b]   # N_b(m*)
+        to_bank = image[image.min(axis=1).argmax()]  # m_test,*: the patch with the largest score
+        star = to_bank.argmin()  # m*
+        support = np.argsort(np.linalg.norm(bank - bank[star], axis=1), kind="stable")[:b]  # N_b(m*)
         assert support[0] == star
         weights.append(1.0 - np.exp(to_bank[star]) / np.exp(to_bank[support]).sum())
     return np.array(weights)
@@ -94,8 +105,8 @@ def eq7_weights(bank: np.ndarray, features: np.ndarray, b: int) -> np.ndarray:
 
 def test_neighbour_table_is_each_row_then_its_nearest_rows() -> None:
     bank = torch.randn(300, 12, generator=torch.Generator().manual_seed(0)) * 2 + 4
-    bank[7] = bank[250]                                      # a duplicate must not displace row 7 itself
-    table = neighbour_table(bank, 5, block_bytes=300 * 4 * 64)      # blocks of 64 rows: the last one partial
+    bank[7] = bank[250]  # a duplicate must not displace row 7 itself
+    table = neighbour_table(bank, 5, block_bytes=300 * 4 * 64)  # blocks of 64 rows: the last one partial
     assert table.shape == (300, 5) and table.dtype == torch.int64
     assert torch.equal(table[:, 0], torch.arange(300)) and table[7, 1] == 250 and table[250, 1] == 7
     exact = torch.cdist(bank.double(), bank.double())
@@ -135,7 +146,7 @@ def test_reweighted_score_is_eq7_times_the_map_maximum(chunk_size: int, b: int) 
         plain_map, plain_score = plain(images)
         features = graph.patch_scorer[0](graph.input(images)).flatten(2).transpose(1, 2)
     expected = eq7_weights(bank.double().numpy(), features.double().numpy(), b)
-    assert torch.equal(anomaly_map, plain_map)                       # the map is not reweighted
+    assert torch.equal(anomaly_map, plain_map)  # the map is not reweighted
     np.testing.assert_allclose(score.numpy(), expected * plain_score.numpy(), rtol=2e-5)
     # Not a constant factor: images differ, and 1 − 1/b ≤ weight < 1 since m* is the nearest.
     assert np.ptp(expected) > 1e-3 and np.all((1 - 1 / b <= expected) & (expected < 1))
@@ -149,7 +160,7 @@ def test_reweight_0_scores_as_before_and_bad_values_are_refused() -> None:
     with torch.no_grad():
         patch_scores = graph.patch_scorer(graph.input(images))
         anomaly_map, score = graph(images)
-    assert isinstance(patch_scores, torch.Tensor)                    # no weight: the head takes the plain max
+    assert isinstance(patch_scores, torch.Tensor)  # no weight: the head takes the plain max
     assert torch.equal(score, anomaly_map.amax(dim=(1, 2, 3)))
     for bad in (1, -1):
         with pytest.raises(ValueError, match="reweight_neighbours"):
@@ -164,7 +175,7 @@ def test_head_is_upsample_then_gaussian_sigma_4() -> None:
     head = AnomalyHead((64, 64), sigma=4.0)
     patch_scores = torch.zeros(1, 1, 64, 64)
     patch_scores[0, 0, 30, 20] = 1.0
-    patch_scores[0, 0, 2, 60] = 0.5               # near the border: reflect padding matters
+    patch_scores[0, 0, 2, 60] = 0.5  # near the border: reflect padding matters
     with torch.no_grad():
         anomaly_map, score = head(patch_scores)
     # torch's "reflect" (no edge repeat) is scipy's "mirror"; radius 4σ is scipy's truncate=4.
@@ -175,10 +186,13 @@ def test_head_is_upsample_then_gaussian_sigma_4() -> None:
     constant = torch.full((2, 1, 8, 8), 3.0)
     with torch.no_grad():
         up, top = AnomalyHead((64, 64))(constant)
-    assert up.shape == (2, 1, 64, 64) and torch.allclose(up, torch.tensor(3.0)) and torch.allclose(top, torch.tensor(3.0))
+    assert (
+        up.shape == (2, 1, 64, 64) and torch.allclose(up, torch.tensor(3.0)) and torch.allclose(top, torch.tensor(3.0))
+    )
 
 
 # --- exported model: contract and parity ----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def parity_images(optional_mvtec_bottle, write_images, tmp_path_factory) -> tuple[list[Path], np.ndarray]:
@@ -189,8 +203,9 @@ def parity_images(optional_mvtec_bottle, write_images, tmp_path_factory) -> tupl
         train, test = files[:6], files[6:]
     else:
         train = list_images(optional_mvtec_bottle / "train" / "good")[:6]
-        test = [s.path for s in mvtec_test_samples(optional_mvtec_bottle)
-                if s.defect in ("good", "broken_large")][::13][:3]
+        test = [s.path for s in mvtec_test_samples(optional_mvtec_bottle) if s.defect in ("good", "broken_large")][
+            ::13
+        ][:3]
     return train, np.stack([load_image(p, (256, 256)) for p in test])
 
 
@@ -205,10 +220,10 @@ def lite0_model(parity_images, tmp_path_factory):
 
 def test_onnx_graph_follows_the_engine_contract(lite0_model) -> None:
     model, path, written = lite0_model
-    assert written == [path]                       # small model: no external data
+    assert written == [path]  # small model: no external data
     proto = onnx.load(str(path))
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    [image] = proto.graph.input                    # the bank is a constant, not an input
+    [image] = proto.graph.input  # the bank is a constant, not an input
     dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
     assert (image.name, image.type.tensor_type.elem_type, dims) == ("image", onnx.TensorProto.UINT8, ["B", 256, 256, 3])
     outputs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output}
@@ -286,16 +301,22 @@ def test_bank_of_20000_by_1536_exports_and_runs_in_bounded_memory(tmp_path: Path
     graph = scoring_graph(extractor, bank, config)
     written = export_onnx(graph, tmp_path / "model.onnx", 256, 256)
     assert [p.name for p in written] == ["model.onnx", "model.onnx.data"]
-    assert written[0].stat().st_size < 5 * 2 ** 20 < 20000 * 1536 * 4 < written[1].stat().st_size
+    assert written[0].stat().st_size < 5 * 2**20 < 20000 * 1536 * 4 < written[1].stat().st_size
 
     images = np.random.default_rng(0).integers(0, 256, size=(2, 256, 256, 3), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
-    probe = subprocess.run([sys.executable, "-c", RSS_PROBE, str(written[0]), str(tmp_path / "x.npy"),
-                            str(tmp_path / "score.npy")], capture_output=True, text=True, timeout=300)
+    probe = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(written[0]), str(tmp_path / "x.npy"), str(tmp_path / "score.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert probe.returncode == 0, probe.stderr[-2000:]
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
-    print(f"\n20000×1536 bank, batch 2 at 256²: peak RSS {measured['peak_rss_mb']:.0f} MB, "
-          f"ORT run {measured['run_s']:.1f} s, files {[p.stat().st_size >> 20 for p in written]} MB")
+    print(
+        f"\n20000×1536 bank, batch 2 at 256²: peak RSS {measured['peak_rss_mb']:.0f} MB, "
+        f"ORT run {measured['run_s']:.1f} s, files {[p.stat().st_size >> 20 for p in written]} MB"
+    )
     assert measured["peak_rss_mb"] < 1500
     with torch.no_grad():
         _, score_torch = graph(torch.from_numpy(images))
@@ -303,6 +324,7 @@ def test_bank_of_20000_by_1536_exports_and_runs_in_bounded_memory(tmp_path: Path
 
 
 # --- end to end on MVTec bottle -------------------------------------------------------------
+
 
 @pytest.mark.mvtec
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """PatchCore's distance in fp16, the precision a TensorRT fp16 engine may run it in: centred on
 the bank mean it stays accurate; the textbook ‖a‖² − 2ab + ‖b‖² on raw backbone features does not.
 PyTorch's CPU fp16 arithmetic stands in for a GPU's (fp16 storage, wider accumulation)."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,7 @@ def backbone_like_features() -> tuple[torch.Tensor, torch.Tensor]:
     offset = torch.rand(DIM, generator=g) * 4 + 2
     bank = offset + torch.randn(BANK, DIM, generator=g) * 0.5
     patches = offset + torch.randn(SIDE * SIDE, DIM, generator=g) * 0.5
-    patches[:20] += torch.randn(20, DIM, generator=g) * 1.5          # a few anomalous patches
+    patches[:20] += torch.randn(20, DIM, generator=g) * 1.5  # a few anomalous patches
     return bank, patches
 
 
@@ -37,7 +38,7 @@ def test_centred_distance_keeps_fp16_accurate_where_the_expanded_form_does_not()
 
     a, b = patches.half(), bank.half()
     expanded = ((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]).amin(1).clamp_min(0).sqrt()
-    assert relative_error(expanded, exact) > 1e-2      # the failure the centring prevents
+    assert relative_error(expanded, exact) > 1e-2  # the failure the centring prevents
 
 
 def test_reweighting_weight_keeps_fp16_accurate() -> None:
@@ -47,7 +48,7 @@ def test_reweighting_weight_keeps_fp16_accurate() -> None:
     bank, patches = backbone_like_features()
     b = 9
     scorer = NearestNeighbourScorer(bank, chunk_size=512, reweight_neighbours=b).half()
-    images = torch.stack([patches, patches.roll(7, dims=0).flip(1)])          # two different images
+    images = torch.stack([patches, patches.roll(7, dims=0).flip(1)])  # two different images
     as_images = images.transpose(1, 2).reshape(2, DIM, SIDE, SIDE).half()
     _, weight = scorer(as_images)
     assert weight.dtype == torch.float16 and torch.isfinite(weight).all()
@@ -57,8 +58,8 @@ def test_reweighting_weight_keeps_fp16_accurate() -> None:
         to_bank = torch.cdist(image, bank.double())
         row = to_bank[to_bank.min(dim=1).values.argmax()]
         star = row.argmin()
-        support = torch.cdist(bank.double()[star:star + 1], bank.double())[0].argsort()[:b]
+        support = torch.cdist(bank.double()[star : star + 1], bank.double())[0].argsort()[:b]
         exact_weights.append(1.0 - torch.softmax(row[support], dim=0)[0])
     exact = torch.stack(exact_weights)
-    assert row.max() > 11                                                    # the overflow case is exercised
+    assert row.max() > 11  # the overflow case is exercised
     assert (weight.double() - exact).abs().max() < 2e-3

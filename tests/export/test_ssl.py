@@ -1,5 +1,6 @@
 """Self-supervised synthetic-anomaly CNN: stage 1 learns, stage 2 scores like PatchCore, both
 fusions export to one ONNX graph that ONNX Runtime runs as PyTorch does."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,27 @@ from export.data import iter_batches, split_training_data
 from export.graph import export_onnx
 from export.patchcore import NearestNeighbourScorer
 from export.scratch import load_images
-from export.ssl import (CHANNELS, CLASSES, DOWNSAMPLING, STRIDES, LevelProduct, SSLConfig, export_ssl, fit_classifier,
-                        fit_graph, labelled_views, level_sections, resnet)
+from export.ssl import (
+    CHANNELS,
+    CLASSES,
+    DOWNSAMPLING,
+    STRIDES,
+    LevelProduct,
+    SSLConfig,
+    export_ssl,
+    fit_classifier,
+    fit_graph,
+    labelled_views,
+    level_sections,
+    resnet,
+)
 from export.wavelet import LOWPASS, WAVELETS, WaveletLowpass
-from tests.export.helpers import (assert_onnx_parity, export_and_score, good_folder, one_thread,  # noqa: F401
-                                  session)
+from tests.export.helpers import (
+    assert_onnx_parity,
+    export_and_score,
+    one_thread,  # noqa: F401
+    session,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"size": 64, "epochs": 2, "batch_size": 4, "coreset_ratio": 0.1, "checkpoint_every": 1}
@@ -83,16 +100,17 @@ def test_stage_1_loss_goes_down_and_checkpoints_resume(good_folder: Path, tmp_pa
 
 # --- wavelet down-sampling (WaveCNet) ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("wavelet", WAVELETS)
 def test_wavelet_taps_are_an_orthonormal_daubechies_lowpass(wavelet: str) -> None:
     h = np.asarray(LOWPASS[wavelet])
-    n = len(h) // 2                                        # dbN: 2N taps, N vanishing moments; haar = db1
+    n = len(h) // 2  # dbN: 2N taps, N vanishing moments; haar = db1
     assert len(h) % 2 == 0 and h.sum() == pytest.approx(np.sqrt(2), abs=1e-12)
-    for shift in range(n):                                 # Σ h[k] h[k+2m] = δ(m): orthonormal even shifts
-        assert np.dot(h[:len(h) - 2 * shift], h[2 * shift:]) == pytest.approx(float(shift == 0), abs=1e-12)
+    for shift in range(n):  # Σ h[k] h[k+2m] = δ(m): orthonormal even shifts
+        assert np.dot(h[: len(h) - 2 * shift], h[2 * shift :]) == pytest.approx(float(shift == 0), abs=1e-12)
     k = np.arange(len(h))
-    for p in range(n):                                     # the high-pass (-1)^k h[k] kills polynomials < N
-        assert np.dot((-1.0) ** k * k ** p, h) == pytest.approx(0.0, abs=1e-10)
+    for p in range(n):  # the high-pass (-1)^k h[k] kills polynomials < N
+        assert np.dot((-1.0) ** k * k**p, h) == pytest.approx(0.0, abs=1e-10)
 
 
 @pytest.mark.parametrize("wavelet", WAVELETS)
@@ -101,8 +119,8 @@ def test_wavelet_lowpass_halves_and_keeps_a_constant_times_its_dc_gain(wavelet: 
     with torch.no_grad():
         out = dwt(torch.full((2, 3, 16, 12), 0.7))
     assert out.shape == (2, 3, 8, 6)
-    dc_gain = sum(LOWPASS[wavelet]) ** 2                   # the 2-D filter h ⊗ h sums to (√2)² = 2
-    inner = out if wavelet == "haar" else out[..., 1:-1, 1:-1]   # zero padding: the border falls off
+    dc_gain = sum(LOWPASS[wavelet]) ** 2  # the 2-D filter h ⊗ h sums to (√2)² = 2
+    inner = out if wavelet == "haar" else out[..., 1:-1, 1:-1]  # zero padding: the border falls off
     torch.testing.assert_close(inner, torch.full_like(inner, 0.7 * dc_gain))
     if wavelet != "haar":
         assert (out[..., 0, :] < 0.7 * dc_gain - 1e-3).all()
@@ -114,10 +132,15 @@ def test_wavelet_lowpass_is_the_separable_dwt_of_each_channel(wavelet: str) -> N
     h = np.asarray(LOWPASS[wavelet])
     p = len(h) // 2 - 1
 
-    def rows(a: np.ndarray) -> np.ndarray:                 # y[i] = Σ_k h[k] x[2i - p + k], zeros outside
+    def rows(a: np.ndarray) -> np.ndarray:  # y[i] = Σ_k h[k] x[2i - p + k], zeros outside
         padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(p, p), (0, 0)])
-        return np.stack([np.tensordot(h, padded[..., 2 * i:2 * i + len(h), :], axes=([0], [-2]))
-                         for i in range(a.shape[-2] // 2)], axis=-2)
+        return np.stack(
+            [
+                np.tensordot(h, padded[..., 2 * i : 2 * i + len(h), :], axes=([0], [-2]))
+                for i in range(a.shape[-2] // 2)
+            ],
+            axis=-2,
+        )
 
     expected = rows(rows(x).swapaxes(-1, -2)).swapaxes(-1, -2)
     with torch.no_grad():
@@ -145,23 +168,32 @@ def test_wavelet_resnet_has_the_plain_level_shapes_and_initial_weights(downsampl
     lowpass = [m for m in wavelet.modules() if isinstance(m, WaveletLowpass)]
     # Stem conv and max-pool; layer2-4's first block: its 3×3 conv and its shortcut.
     assert len(lowpass) == 8 and not any(isinstance(m, WaveletLowpass) for m in plain.modules())
-    strided = [m for m in wavelet.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d))
-               and m.stride not in (1, (1, 1))]
+    strided = [
+        m
+        for m in wavelet.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)) and m.stride not in (1, (1, 1))
+    ]
     assert not strided
     convs = [m.weight for m in wavelet.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert all(torch.equal(a, b) for a, b in zip(convs, [m.weight for m in plain.modules()
-                                                         if isinstance(m, torch.nn.Conv2d)], strict=True))
-    levels = tuple(STRIDES)                                # every stage: layer1..layer4
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(convs, [m.weight for m in plain.modules() if isinstance(m, torch.nn.Conv2d)], strict=True)
+    )
+    levels = tuple(STRIDES)  # every stage: layer1..layer4
     x = y = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        for level, a, b in zip(levels, level_sections(plain.eval(), levels), level_sections(wavelet.eval(), levels),
-                               strict=True):
+        for level, a, b in zip(
+            levels, level_sections(plain.eval(), levels), level_sections(wavelet.eval(), levels), strict=True
+        ):
             x, y = a(x), b(y)
             assert x.shape == y.shape == (2, CHANNELS[level], 64 // STRIDES[level], 64 // STRIDES[level]), level
 
 
-@pytest.fixture(scope="module", params=[("concat", "stride"), ("multiply", "stride"), ("concat", "db2")],
-                ids=["concat", "multiply", "concat-db2"])
+@pytest.fixture(
+    scope="module",
+    params=[("concat", "stride"), ("multiply", "stride"), ("concat", "db2")],
+    ids=["concat", "multiply", "concat-db2"],
+)
 def fitted(request, good_folder: Path, tmp_path_factory) -> tuple[SSLConfig, torch.nn.Module, dict, Path]:
     fusion, downsample = request.param
     config = SSLConfig(fusion=fusion, downsample=downsample, **TINY)
@@ -180,7 +212,7 @@ def test_both_fusions_export_the_engine_contract_with_bank_constants(fitted) -> 
     assert (image.name, image.type.tensor_type.elem_type, dims) == ("image", onnx.TensorProto.UINT8, ["B", 64, 64, 3])
     assert [o.name for o in proto.graph.output] == ["anomaly_map", "score"]
     banks = [i for i in proto.graph.initializer if "bank_t" in i.name]
-    patches = 8 * 8 * 8                                      # 8 training images, 8×8 layer2 cells each
+    patches = 8 * 8 * 8  # 8 training images, 8×8 layer2 cells each
     assert params["training_patches"] == patches
     if config.fusion == "concat":
         assert [b.dims[0] for b in banks] == [128 + 256] and params["bank_size"] == round(0.1 * patches)
@@ -193,8 +225,11 @@ def test_both_fusions_export_the_engine_contract_with_bank_constants(fitted) -> 
 def test_wavelet_downsampling_exports_as_plain_depthwise_convs(fitted) -> None:
     config, _, _, path = fitted
     proto = onnx.load(str(path))
-    lowpass = [node for node in proto.graph.node if node.op_type == "Conv"
-               and next(a.i for a in node.attribute if a.name == "group") > 1]
+    lowpass = [
+        node
+        for node in proto.graph.node
+        if node.op_type == "Conv" and next(a.i for a in node.attribute if a.name == "group") > 1
+    ]
     if config.downsample == "stride":
         assert not lowpass
         return
@@ -202,7 +237,7 @@ def test_wavelet_downsampling_exports_as_plain_depthwise_convs(fitted) -> None:
     # layer2,layer3: the stem's conv and max-pool, layer2's and layer3's first conv and shortcut.
     assert len(lowpass) == 6
     producers = {output: node.op_type for node in proto.graph.node for output in node.output}
-    for node in lowpass:     # the zero padding is the Conv's own, no Pad op (a BatchNorm after it is folded in)
+    for node in lowpass:  # the zero padding is the Conv's own, no Pad op (a BatchNorm after it is folded in)
         assert producers[node.input[0]] in ("Conv", "Relu")
         attributes = {a.name: list(a.ints) for a in node.attribute if a.ints}
         assert attributes["kernel_shape"] == [taps, taps] and attributes["strides"] == [2, 2]
@@ -219,10 +254,25 @@ def test_pytorch_and_onnxruntime_agree(fitted, unseen_batch: np.ndarray) -> None
     np.testing.assert_allclose(single, runtime.run(None, {"image": batch})[1][1:2], rtol=1e-5)
 
 
-def test_export_engine_writes_an_ssl_bundle_and_refuses_to_overwrite_a_run(good_folder: Path, tmp_path: Path,
-                                                                            capsys) -> None:
-    common = ["--method", "ssl", "--data", str(good_folder), "--size", "64", "--epochs", "1", "--batch-size", "4",
-              "--fusion", "multiply", "--checkpoint-dir", str(tmp_path / "ckpt")]
+def test_export_engine_writes_an_ssl_bundle_and_refuses_to_overwrite_a_run(
+    good_folder: Path, tmp_path: Path, capsys
+) -> None:
+    common = [
+        "--method",
+        "ssl",
+        "--data",
+        str(good_folder),
+        "--size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--fusion",
+        "multiply",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     document = yaml.safe_load((tmp_path / "a" / "bundle.yaml").read_text())
     assert (document["method"], document["backbone"]) == ("ssl", "resnet18-ssl")
@@ -237,10 +287,23 @@ def test_export_engine_writes_an_ssl_bundle_and_refuses_to_overwrite_a_run(good_
     assert main([*common, "--out", str(tmp_path / "b"), "--resume", "--fusion", "concat"]) == 0
 
 
-def test_export_engine_records_the_wavelet_and_resumes_only_its_own_network(good_folder: Path, tmp_path: Path,
-                                                                           capsys) -> None:
-    common = ["--method", "ssl", "--data", str(good_folder), "--size", "64", "--epochs", "1", "--batch-size", "4",
-              "--checkpoint-dir", str(tmp_path / "ckpt")]
+def test_export_engine_records_the_wavelet_and_resumes_only_its_own_network(
+    good_folder: Path, tmp_path: Path, capsys
+) -> None:
+    common = [
+        "--method",
+        "ssl",
+        "--data",
+        str(good_folder),
+        "--size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
     assert main([*common, "--downsample", "haar", "--out", str(tmp_path / "a")]) == 0
     document = yaml.safe_load((tmp_path / "a" / "bundle.yaml").read_text())
     assert document["method_params"]["downsample"] == "haar"
@@ -262,11 +325,16 @@ def test_training_options_are_shared_with_other_trained_methods() -> None:
     _ssl_arguments(parser.add_argument_group("ssl options"))
     _autoencoder_arguments(parser.add_argument_group("autoencoder options"))
     args = parser.parse_args(["--epochs", "3", "--resume", "--fusion", "multiply", "--score", "uncertainty"])
-    assert (args.epochs, args.resume, args.fusion, args.score, args.checkpoint_dir) == (3, True, "multiply",
-                                                                                       "uncertainty", None)
+    assert (args.epochs, args.resume, args.fusion, args.score, args.checkpoint_dir) == (
+        3,
+        True,
+        "multiply",
+        "uncertainty",
+        None,
+    )
     [downsample] = [a for a in parser._actions if a.dest == "downsample"]
     assert tuple(downsample.choices) == DOWNSAMPLING and "WaveCNet" in downsample.help
-    assert parser.parse_args([]).resume is None          # absent: the config's value stands
+    assert parser.parse_args([]).resume is None  # absent: the config's value stands
 
 
 @pytest.mark.mvtec

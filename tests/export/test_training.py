@@ -1,4 +1,5 @@
 """The shared training loop: losses go down, checkpoints and --resume reproduce an uninterrupted run."""
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,7 @@ def setup(seed: int = 0):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def steps(epoch, fail_at=None):
-        for i in torch.randperm(64).split(16):     # uses the global RNG: resume must restore it
+        for i in torch.randperm(64).split(16):  # uses the global RNG: resume must restore it
             if fail_at == epoch:
                 raise KeyboardInterrupt
             loss = torch.nn.functional.mse_loss(model(X[i]), Y[i])
@@ -49,7 +50,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
         Trainer({"m": model}, {"o": opt}, tmp_path, every=100).fit(6, lambda e: steps(e, fail_at=4), 4)
     assert torch.load(tmp_path / LAST, weights_only=False)["result"].epochs_run == 3
 
-    model, opt, steps = setup(seed=123)           # a fresh process would not share the RNG either
+    model, opt, steps = setup(seed=123)  # a fresh process would not share the RNG either
     trainer = Trainer({"m": model}, {"o": opt}, tmp_path)
     assert trainer.resume()
     trainer.fit(6, steps, 4)
@@ -100,8 +101,10 @@ def test_resume_refuses_the_checkpoint_of_another_run(tmp_path):
     model, opt, steps = setup()
     written = {"method": "simplenet", "hidden_dim": 1024, "lr": 0.1}
     Trainer({"m": model}, {"o": opt}, tmp_path, identity=written).fit(1, steps, 4)
-    for identity, needle in (({"method": "glass", "mode": "manifold"}, "holds a simplenet run, not a glass one"),
-                             ({**written, "hidden_dim": 512}, "hidden_dim 512 (the checkpoint's: 1024)")):
+    for identity, needle in (
+        ({"method": "glass", "mode": "manifold"}, "holds a simplenet run, not a glass one"),
+        ({**written, "hidden_dim": 512}, "hidden_dim 512 (the checkpoint's: 1024)"),
+    ):
         with pytest.raises(DataError, match=re.escape(needle)) as error:
             Trainer({"m": model}, {"o": opt}, tmp_path, identity=identity).resume()
         assert str(tmp_path) in str(error.value) and "--checkpoint-dir" in str(error.value)
@@ -110,8 +113,9 @@ def test_resume_refuses_the_checkpoint_of_another_run(tmp_path):
 
 def test_a_run_is_identified_by_what_it_trains_not_how_or_how_long():
     base = run_identity("simplenet", SimpleNetConfig())
-    assert base == run_identity("simplenet", SimpleNetConfig(epochs=3, resume=True, checkpoint_dir="c",
-                                                             checkpoint_every=1, reference=True))
+    assert base == run_identity(
+        "simplenet", SimpleNetConfig(epochs=3, resume=True, checkpoint_dir="c", checkpoint_every=1, reference=True)
+    )
     assert base["method"] == "simplenet" and base["hidden_dim"] == 1024 and "resume" not in base
     assert base != run_identity("simplenet", SimpleNetConfig(hidden_dim=512))
     assert base != run_identity("glass", SimpleNetConfig())
@@ -119,9 +123,10 @@ def test_a_run_is_identified_by_what_it_trains_not_how_or_how_long():
 
 def test_resume_refuses_another_network_in_a_checkpoint_without_identity(tmp_path):
     model, opt, steps = setup()
-    Trainer({"m": model}, {"o": opt}, tmp_path).fit(1, steps, 4)      # as written before checkpoints had one
+    Trainer({"m": model}, {"o": opt}, tmp_path).fit(1, steps, 4)  # as written before checkpoints had one
     wider = torch.nn.Linear(2, 1)
     with pytest.raises(DataError, match="holds another network than this run's") as error:
-        Trainer({"m": wider}, {"o": torch.optim.SGD(wider.parameters(), lr=0.1)}, tmp_path,
-                identity={"method": "simplenet"}).resume()
+        Trainer(
+            {"m": wider}, {"o": torch.optim.SGD(wider.parameters(), lr=0.1)}, tmp_path, identity={"method": "simplenet"}
+        ).resume()
     assert str(tmp_path) in str(error.value)
