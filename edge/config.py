@@ -95,6 +95,11 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class TrustConfig:
+    keys: Path | None = None  # folder of the public keys (NAME.pub) whose signed bundles run; None = unchecked
+
+
+@dataclass(slots=True)
 class StreamConfig:
     station: str  # the stream's topic is "<line>/<station>"
     source: SourceConfig
@@ -117,6 +122,7 @@ class LineConfig:
     publish: PublishConfig = field(default_factory=PublishConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     log_level: str = "INFO"
     log_format: str = "text"  # "text" for people, "json" (one object per line) for log collectors
     path: Path | None = None  # the file it was loaded from
@@ -280,6 +286,7 @@ _LINE = _Section(
                 )
             },
         ),
+        "trust": _Section(TrustConfig, {"keys": _Key(Path, nullable=True, exists="directory")}),
         "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         "log_format": _Key(str, choices=("text", "json")),
     },

@@ -99,13 +99,14 @@ def close_models(models: Iterable[Model]) -> None:
 
 def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
     """Each stream's model and judge, by source name, every bundle loaded and checked once (files,
-    hashes, calibration, backend). On any failure, what was loaded is closed and nothing is kept."""
+    hashes, calibration, backend; the signature with trust.keys). On any failure, what was loaded is
+    closed and nothing is kept."""
     loaded: dict[Path, Model] = {}
     try:
         assigned = {}
         for stream in cfg.streams:
             if stream.bundle not in loaded:
-                bundle = load_bundle(stream.bundle)
+                bundle = load_bundle(stream.bundle, trusted_keys=cfg.trust.keys)
                 loaded[stream.bundle] = Model(bundle, load_backend(bundle, cfg.backend, cfg.gpu, cfg.batch.max_batch))
             model = loaded[stream.bundle]
             assigned[stream.source.name] = model, judge_for(model.bundle, stream.k)

@@ -20,6 +20,9 @@ from typing import Any
 
 import yaml
 
+from edge.bundle import BundleError
+from edge.trust import TrustError, add_sign_key_argument, load_signing_key, sign_bundle
+
 from .backbones import BACKBONES, BackboneWeightsError
 from .bundle import ExportCheckError
 from .data import DataError
@@ -300,6 +303,7 @@ def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
         "test set is only scored, never used to choose anything",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_sign_key_argument(parser)
     engine = parser.add_argument_group(
         "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)"
     )
@@ -393,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         check_method_options(parser, methods, args)
+        sign_key = load_signing_key(args.sign_key) if args.sign_key else None
         config = make_config(method.config, load_config(method.config, args.config, args.method), args)
         if args.build_engine:
             check_can_build(args)
@@ -401,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_reference_data(args.data)
         bundle = method.export(args.data, args.out, config)
+        if sign_key is not None:
+            sign_bundle(bundle, sign_key, "export", "export-engine", f"{args.method} trained on {args.data}")
     except EngineBuildError as exc:
         print(
             f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "
@@ -408,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (UsageError, DataError, BackboneWeightsError) as exc:
+    except (UsageError, DataError, BackboneWeightsError, TrustError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 2
     except ExportCheckError as exc:
@@ -428,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     if args.build_engine:
         try:
-            log.info("engine: %s", build_from_args(bundle, args))
-        except (EngineBuildError, OSError) as exc:
+            log.info("engine: %s", build_from_args(bundle, args, sign_key))
+        except (EngineBuildError, BundleError, OSError) as exc:
             print(
                 f"export-engine: error: the bundle is written ({bundle}) but its engine is not: {exc}; once "
                 f"fixed, run: edge-build-engine --bundle {bundle}",

@@ -21,6 +21,7 @@ from edge.config import (
     RoiConfig,
     SourceConfig,
     StreamConfig,
+    TrustConfig,
     load_config,
     parse_config,
 )
@@ -333,6 +334,7 @@ def test_line3_documents_every_key() -> None:
         QueueConfig,
         PublishConfig,
         EvidenceConfig,
+        TrustConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {f.name for section in sections for f in dataclasses.fields(section)}
