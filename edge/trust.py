@@ -141,8 +141,10 @@ def load_signing_key(path: str | Path) -> SigningKey:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as e:
         raise TrustError(f"{path}: cannot read the signing key ({e.strerror or e}); {fix}") from None
-    except (ValueError, TypeError) as e:
-        raise TrustError(f"{path}: not an unencrypted PEM private key ({e}); {fix}") from None
+    except TypeError:  # cryptography's word for a key that needs a passphrase
+        raise TrustError(f"{path}: encrypted with a passphrase, which the tools cannot ask for; {fix}") from None
+    except ValueError:
+        raise TrustError(f"{path}: not an unencrypted PEM private key; {fix}") from None
     if not isinstance(private, Ed25519PrivateKey):
         raise TrustError(f"{path}: a {type(private).__name__}, not an Ed25519 key; {fix}")
     return SigningKey(path.name.removesuffix(PRIVATE_SUFFIX), private)
