@@ -135,6 +135,10 @@ def calibration_edited(bundle: Path, keys: Path) -> None:
     edit_threshold(bundle)
 
 
+def calibration_removed(bundle: Path, keys: Path) -> None:
+    (bundle / "calibration.yaml").unlink()
+
+
 def file_added(bundle: Path, keys: Path) -> None:
     (bundle / "notes.txt").write_text("who put this here?")
 
@@ -152,6 +156,7 @@ REFUSALS = [
     (bundle_yaml_byte, "bundle.yaml changed after it was signed", "copy the signed bundle again"),
     (calibration_byte, "calibration.yaml changed after it was signed", "calibrate again with a signing key"),
     (calibration_edited, "calibration.yaml changed after it was signed", "calibrate again with a signing key"),
+    (calibration_removed, "calibration.yaml missing after it was signed", "restore the files as signed"),
     (file_added, "notes.txt added after it was signed", "copy the signed bundle again"),
     (history_edited, "history[0] (", "its signature does not verify; the manifest was edited"),
 ]
