@@ -5,8 +5,6 @@ judged OK that was not judged, and the daemon keeps running (or exits 0 when tol
 from __future__ import annotations
 
 import signal
-import struct
-import zlib
 
 import cv2
 import yaml
@@ -14,7 +12,7 @@ import zmq
 
 from edge.listen import Listener
 
-from .conftest import make_bundle, part
+from .conftest import folder_with_an_oversized_image, make_bundle, part
 from .harness import assert_accounted, collect, pattern, run_to_the_end, start, write_config, write_video
 
 
@@ -149,29 +147,6 @@ def test_sighup_swaps_a_good_bundle_and_refuses_a_broken_one(tmp_path):
     assert final["reloads"]["ok"] == 1 and final["reloads"]["refused"] == 1
     assert "broken" in final["reloads"]["last_error"] and final["model"].startswith("second@")
     assert final["counters"]["error"] == 0
-
-
-def oversized_png(path) -> None:
-    """A PNG whose header claims 100000×100000 pixels: OpenCV raises (cv2.error, over its
-    CV_IO_MAX_IMAGE_PIXELS) instead of returning no image, so the grab thread sees an exception.
-    If the image reader learns to turn this into an ERROR frame, these tests need another trigger."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-    )
-
-
-def folder_with_an_oversized_image(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    cv2.imwrite(str(folder / "00_ok.png"), part(40))
-    oversized_png(folder / "01_huge.png")
-    cv2.imwrite(str(folder / "02_ok.png"), part(40))
-    return folder
 
 
 def test_a_grabber_that_dies_is_logged_counted_and_fails_the_run(tmp_path):
