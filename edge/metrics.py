@@ -24,6 +24,7 @@ _METRICS: list[tuple[str, str, str, Callable[[StreamStatus], object]]] = [
     ("edge_queue_depth", "gauge", "Frames waiting in the queue", lambda s: s.queue_depth),
     ("edge_source_up", "gauge", "1 while the source is streaming", lambda s: int(s.source.state == "streaming")),
     ("edge_source_reconnects_total", "counter", "Source reconnects", lambda s: s.source.reconnects),
+    ("edge_grab_errors_total", "counter", "Exceptions in the stream's grab thread", lambda s: s.counters.grab_errors),
     ("edge_threshold", "gauge", "Image threshold in use", lambda s: s.threshold),
     ("edge_score_drift_z", "gauge", "Mean OK score minus calibration mu, in sigma", lambda s: s.score_drift.z),
 ]
