@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from calibration.calibrate import IMAGE_SUFFIXES, infer_files
+from calibration.calibrate import infer_files
 from calibration.metrics import Confusion, aupro, confusion, f1_max, image_auroc, pixel_auroc
 from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
+from edge.preprocess import IMAGE_SUFFIXES
 
 GOOD = "good"
 LAYOUT = (

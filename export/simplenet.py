@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from calibration import metrics  # the AUROC edge-eval reports (scikit-learn's)
+
 from .anomaly_synthesis import TextureSource, local_anomaly, patch_labels
 from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
@@ -267,19 +269,6 @@ def synthesize(
 # --- validation on held-out good images and synthetic anomalies ------------------------------
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U with average ranks for ties); NaN when one
-    class is missing. Here so that export/ needs neither scikit-learn nor calibration/."""
-    scores, labels = np.asarray(scores, np.float64).ravel(), np.asarray(labels, bool).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return math.nan
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean
-    rank_sum = average_rank[inverse][labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 @dataclass
 class SyntheticValidation:
     """Held-out good images and LAS-corrupted copies of them, as cached features."""
@@ -294,8 +283,8 @@ class SyntheticValidation:
         patch = torch.cat([scorer.rows(chunk.reshape(-1, dim).float()) for chunk in self.features.split(64)])
         patch = patch.reshape(n, 1, height, width)
         _, image_scores = AnomalyHead((self.size, self.size))(patch)
-        image_auroc = auroc(image_scores.numpy(), self.labels.any(axis=(1, 2)))
-        patch_auroc = auroc(patch.numpy(), self.labels)
+        image_auroc = metrics.image_auroc(image_scores.numpy(), self.labels.any(axis=(1, 2)))
+        patch_auroc = metrics.pixel_auroc(patch.numpy(), self.labels)
         log.debug("validation: image AUROC %.4f, patch AUROC %.4f", image_auroc, patch_auroc)
         return (image_auroc + patch_auroc) / 2
 
