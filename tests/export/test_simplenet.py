@@ -171,7 +171,7 @@ def test_cli_export_checkpoints_and_resume(tmp_path: Path, write_images, capsys,
     assert main([*common, "--out", str(tmp_path / "b"), "--resume", "--epochs", "3"]) == 0
     params = yaml.safe_load((tmp_path / "b" / "bundle.yaml").read_text())["method_params"]
     assert params["epochs_run"] == 3
-    history = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["result"].history
+    history = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["result"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
