@@ -40,9 +40,10 @@ from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, iter_batches, load_mask, split_training_data
 from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
+from .options import OptionGroup
 from .patchcore import feature_extractor
 from .scratch import checkpoint_dir as checkpoint_folder
-from .training import RUN_ONLY, RunOptions, Trainer, TrainResult, run_identity, seed_everything
+from .training import RUN_ONLY, TRAINING_OPTIONS, RunOptions, Trainer, TrainResult, run_identity, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -549,3 +550,49 @@ def export_simplenet(data: Path, out: Path, config: SimpleNetConfig | None = Non
     """Train SimpleNet on the good images of ``data`` (an MVTec category or a folder of
     images) minus the hold-out, and write the bundle directory ``out``. Returns ``out``."""
     return export_trained(METHOD, fit_simplenet, data, out, config or SimpleNetConfig())
+
+
+# The feature-discriminator methods' (SimpleNet, GLASS): DiscriminatorConfig's fields.
+SYNTHETIC_ANOMALY_OPTIONS = OptionGroup(
+    "synthetic anomaly",
+    (
+        (
+            ("--noise-std",),
+            {
+                "type": float,
+                "metavar": "S",
+                "help": "σ of the Gaussian noise added to features in training (default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for efficientnet_lite0)",
+            },
+        ),
+        (
+            ("--textures",),
+            {
+                "metavar": "DIR",
+                "help": "texture images for synthetic anomalies, searched recursively (DTD's layout works); default: procedural textures, offline",
+            },
+        ),
+        (
+            ("--foreground",),
+            {
+                "metavar": "DIR",
+                "help": "foreground masks named like the training images: synthetic anomalies only on the part (default: anywhere)",
+            },
+        ),
+    ),
+)
+
+
+OPTIONS = OptionGroup(
+    "simplenet",
+    (
+        (
+            ("--margin",),
+            {
+                "type": float,
+                "metavar": "M",
+                "help": "truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, SYNTHETIC_ANOMALY_OPTIONS, TRAINING_OPTIONS)

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .data import DataError
+from .options import OptionGroup
 
 log = logging.getLogger(__name__)
 
@@ -277,3 +278,37 @@ class Trainer:
         for m in self.modules.values():
             m.eval()
         return r
+
+
+# What every method that trains a network reads (RunOptions' fields, epochs, lr).
+TRAINING_OPTIONS = OptionGroup(
+    "training",
+    (
+        (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
+        (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
+        (
+            ("--checkpoint-dir",),
+            {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints beside the bundle)"},
+        ),
+        (
+            ("--checkpoint-every",),
+            {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on Ctrl-C)"},
+        ),
+        (
+            ("--resume",),
+            {
+                "action": "store_true",
+                "default": None,
+                "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run only rebuilds the scoring graph)",
+            },
+        ),
+        (
+            ("--patience",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "stop after N validations without improvement (validation never uses the test set; default: run all epochs, keep the best)",
+            },
+        ),
+    ),
+)
