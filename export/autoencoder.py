@@ -1,7 +1,7 @@
-"""Autoencoder with Stain noise (Collin & De Vleeschouwer, ICPR 2020; METHODS.md and the seed
-``autoencoder-stain-noise.md``): AESc, a convolutional autoencoder with skip connections,
-trained to map a good image corrupted by Stain noise (export.augment.stain) back to the clean
-image, so that it learns to "repair" whatever does not look like a good part.
+"""Autoencoder with Stain noise (Collin & De Vleeschouwer, ICPR 2020; docs/methods.md): AESc, a
+convolutional autoencoder with skip connections, trained to map a good image corrupted by Stain
+noise (export.augment.stain) back to the clean image, so that it learns to "repair" whatever
+does not look like a good part.
 
 Two scores, both inside the exported graph:
 - ``residual`` (default): ``|x − AE(x)|`` per pixel, averaged over the colour channels.

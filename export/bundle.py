@@ -1,5 +1,5 @@
 """Write a bundle directory: ``model.onnx`` (+ ``model.onnx.data``) and ``bundle.yaml``,
-the one artifact that crosses from training to the line (ARCHITECTURE.md, "The bundle").
+the one artifact that crosses from training to the line (docs/bundle-format.md).
 
 ``bundle.yaml`` is a contract read by the line side: key names and meanings change only
 with a ``schema_version`` bump.

@@ -1,9 +1,8 @@
-"""Self-supervised synthetic-anomaly CNN (METHODS.md; the seed
-``self-supervised-synthetic-anomalies.md``), in two stages, with no pretrained weights:
+"""Self-supervised synthetic-anomaly CNN (docs/methods.md), in two stages, with no pretrained weights:
 
 1. A ResNet-18 trained from scratch to tell three kinds of image apart: good, CutPaste,
    scar-CutPaste (export.augment). The seed's ResNet-50 is not used: a ResNet-18 is the
-   variant METHODS.md accepts, and the one a CPU can train. Its down-sampling is the plain
+   variant docs/methods.md describes, and the one a CPU can train. Its down-sampling is the plain
    ResNet's strided convolutions and max-pooling (``downsample: stride``) or, as the seed's
    WaveCNet, a wavelet's low-pass band (``haar``, ``db2``, ``db3``: export.wavelet).
 2. Its multi-level features through the shared 3×3 patch front end, scored PatchCore-style
