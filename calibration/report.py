@@ -169,8 +169,8 @@ def curves(result: EvalResult) -> str:
         roc_ax.plot(fpr, tpr, label=f"{name} ({pct(m.image_auroc)})", **style)
         x, y = _pro_points(result.maps[sel], result.masks[sel])
         pro_ax.plot(x, y, label=f"{name} ({pct(m.aupro)})", **style)
-    if result.threshold is not None:
-        c = result.overall.confusion
+    c = result.overall.confusion
+    if result.threshold is not None and c is not None:
         roc_ax.plot(
             c.false_reject_rate,
             1 - c.false_accept_rate,

@@ -86,9 +86,9 @@ class TrainResult:
 
 
 def _numpy_rng_state() -> dict[str, Any]:
-    """numpy's legacy global RNG state as plain data (its key array as a list of ints)."""
-    _name, keys, *rest = np.random.get_state(legacy=True)
-    return {"keys": keys.tolist(), "rest": [int(rest[0]), int(rest[1]), float(rest[2])]}
+    """numpy's global RNG state as plain data (its key array as a list of ints)."""
+    state = np.random.get_state(legacy=False)
+    return {**state, "state": {**state["state"], "key": state["state"]["key"].tolist()}}
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -181,7 +181,8 @@ class Trainer:
             self.result = TrainResult(**state["result"])
             torch.set_rng_state(state["rng"]["torch"])
             numpy_rng = state["rng"]["numpy"]
-            np.random.set_state(("MT19937", np.array(numpy_rng["keys"], np.uint32), *numpy_rng["rest"]))
+            key = np.array(numpy_rng["state"]["key"], np.uint32)
+            np.random.set_state({**numpy_rng, "state": {**numpy_rng["state"], "key": key}})
             random.setstate(state["rng"]["python"])
 
     def _check_identity(self, written: dict[str, Any] | None) -> None:
