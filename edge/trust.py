@@ -5,7 +5,7 @@ changed the bundle (export, each calibration, each engine build), each listing t
 file of the bundle directory as that action left it, who signed it (an Ed25519 key made by
 ``edge-keys --sign``), when, and with which tool. Each entry's signature covers the entry and the
 hash of the entry before it, so the history can be added to but not edited. The last entry is the
-state the line must find. The format is specified in README.md ("Signed bundles").
+state the line must find. The format is specified in docs/bundle-format.md.
 
 The line (``trust: {keys: DIR}``) refuses a bundle that is unsigned, whose history does not
 verify, whose last signer is not a key in DIR, or whose files differ from the last entry.
