@@ -116,6 +116,30 @@ BAD = [
     ({"evidence.max_files": 0}, "evidence.max_files", "an integer from 1 to 1000000"),
     ({"log_level": "verbose"}, "log_level", "one of 'DEBUG'"),
     ({"batch": [8]}, "batch", "must be a mapping"),
+    # Values that passed the old checks and then broke the daemon (issue 16): each key has a range.
+    ({"batch.max_wait_ms": 1e13}, "batch.max_wait_ms", "from 0 to 10000 (got 10000000000000.0)"),
+    ({"publish.heartbeat_s": 1e10}, "publish.heartbeat_s", "from 0.05 to 3600 (got 10000000000.0)"),
+    ({"publish.wait_timeout_s": 1e10}, "publish.wait_timeout_s", "from 0.01 to 3600"),
+    ({"source.fps": 1e-12}, "source.fps", "from 0.01 to 1000 or null (got 1e-12)"),
+    (
+        {"source": {"kind": "camera", "index": 0, "reconnect": {"initial_s": 1e10}}},
+        "source.reconnect.initial_s",
+        "from 0.01 to 600",
+    ),
+    ({"source": {"kind": "camera", "index": 0, "reconnect": {"max_s": 0}}}, "source.reconnect.max_s", "from 0.01"),
+    ({"queue.size": 10**9}, "queue.size", "from 1 to 100000"),
+    ({"k": 1e6}, "k", "> 0 and <= 100"),
+    ({"metrics.bind": "127.0.0.1:99999"}, "metrics.bind", "ports 1 to 65535"),
+    ({"metrics.bind": "127.0.0.1:0"}, "metrics.bind", "ports 1 to 65535"),
+    ({"publish.bind": "tcp://127.0.0.1:99999"}, "publish.bind", "ports 1 to 65535"),
+    ({"publish.bind": "tcp://127.0.0.1"}, "publish.bind", "tcp://HOST:PORT"),
+    ({"source.roi": {"width": 10**6}}, "source.roi.width", "from 1 to 65535"),
+    ({"evidence.ok_every": -1}, "evidence.ok_every", "from 0 to 1000000"),
+    # Names end up in topics, frame ids and file names: no NUL or other control characters either.
+    ({"station": "cam\x00top"}, "station", "nor control characters"),
+    ({"line": "line\x1b3"}, "line", "nor control characters"),
+    ({"source.name": "cam\x7f"}, "source.name", "nor control characters"),
+    ({"source.name": "a/b"}, "source.name", "without '/'"),
 ]
 
 
@@ -234,6 +258,11 @@ def test_several_streams(home: Path) -> None:
             {"streams": [{"station": "status", "source": {"kind": "camera", "index": 0}}]},
             r"streams\[0\]\.station",
             "other than 'status'",
+        ),
+        (
+            {"streams": [{"station": "a\tb", "source": {"kind": "camera", "index": 0}}]},
+            r"streams\[0\]\.station",
+            "without '/' or whitespace",
         ),
         ({}, "station", "station: and source:"),
     ],
