@@ -19,8 +19,7 @@ _EXISTS = {"file": Path.is_file, "directory": Path.is_dir}
 
 
 def _path(must_be: str | None = None, bundle: bool = False) -> BeforeValidator:
-    """Relative paths are taken from the config file's folder (context "base"); ``must_be``: it
-    must exist as a "file" or "directory" (a bundle only when the context needs one)."""
+    """Relative to the config file's folder; ``must_be`` "file" or "directory" (a bundle: if needed)."""
 
     def resolve(value: object, info: ValidationInfo) -> object:
         if not isinstance(value, (str, Path)) or not str(value).strip():
@@ -53,25 +52,11 @@ Pixels = Annotated[int, Field(ge=1, le=65535)]
 Count = Annotated[int, Field(ge=0, le=1000000)]
 
 
-def _port(endpoint: str) -> str:
-    if not endpoint.startswith(("ipc://", "inproc://")) and not 1 <= int(endpoint.rsplit(":", 1)[1]) <= 65535:
-        raise ValueError(endpoint)
-    return endpoint
-
-
-_PORTS = "ports 1 to 65535"
-Endpoint = Annotated[
-    str,
-    Field(
-        pattern=r"^(tcp://\S+:\d+|(ipc|inproc)://\S+)$",
-        description=f"a ZeroMQ endpoint: tcp://HOST:PORT ({_PORTS}), ipc://PATH or inproc://NAME",
-    ),
-    AfterValidator(_port),
-]
+_PORT = r"([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d\d|655[0-2]\d|6553[0-5])"  # 1 to 65535
+_ENDPOINT = "a ZeroMQ endpoint: tcp://HOST:PORT (ports 1 to 65535), ipc://PATH or inproc://NAME"
+Endpoint = Annotated[str, Field(pattern=rf"^(tcp://\S+:{_PORT}|(ipc|inproc)://\S+)$", description=_ENDPOINT)]
 HostPort = Annotated[
-    str,
-    Field(pattern=r"^[^\s:]+:\d+$", description=f"HOST:PORT ({_PORTS}), e.g. '127.0.0.1:9108'"),
-    AfterValidator(_port),
+    str, Field(pattern=rf"^[^\s:]+:{_PORT}$", description="HOST:PORT (ports 1 to 65535), e.g. '127.0.0.1:9108'")
 ]
 
 
@@ -87,8 +72,7 @@ class ReconnectConfig(Section):
 
 
 class RoiConfig(Section):
-    """The part of each frame the line judges, in the camera's own pixels; the defaults are the
-    whole frame."""
+    """The part of each frame the line judges, in the camera's own pixels; by default all of it."""
 
     x: Annotated[int, Field(ge=0, le=65535)] = 0
     y: Annotated[int, Field(ge=0, le=65535)] = 0

@@ -97,9 +97,8 @@ def _explain(schema: dict[str, Any], error: ErrorDetails, where: str) -> ConfigE
     if kind == "missing":
         return config_error(where, key, "required key is missing", f"add it: {_allowed(node, defs)}")
     if kind.startswith("union_tag") and isinstance(got, dict):
-        union, name = _plain(node, defs)[0], ctx["discriminator"].strip("'")
-        tags = [_plain(member, defs)[0]["properties"][name]["const"] for member in union["oneOf"]]
-        key, choices = f"{key}.{name}".lstrip("."), "one of " + ", ".join(map(repr, tags))
+        key, union = f"{key}.{ctx['discriminator'][1:-1]}".lstrip("."), _plain(node, defs)[0]
+        choices = "one of " + ctx.get("expected_tags", ", ".join(map(repr, union["discriminator"]["mapping"])))
         if kind == "union_tag_not_found":
             return config_error(where, key, "required key is missing", f"add it: {choices}")
         return config_error(where, key, f"must be {choices}", got=ctx["tag"])
