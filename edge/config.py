@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from edge.schema import ConfigError as ConfigError  # re-exported: the line imports it from here
 from edge.schema import Model, Section, config_error, fault, validate
@@ -152,7 +153,7 @@ class QueueConfig(Section):
 
 class PublishConfig(Section):
     bind: Endpoint = "tcp://127.0.0.1:5556"
-    heartbeat_s: Annotated[float, Field(ge=0.05, le=3600)] = 1.0
+    heartbeat_s: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
     sndhwm: Annotated[Count, Field(ge=1)] = 1000
     wait_for_subscribers: Annotated[int, Field(ge=0, le=1000)] = 0  # hold the source until this many are connected
     wait_timeout_s: Annotated[float, Field(ge=0.01, le=3600)] = 10.0
@@ -210,7 +211,7 @@ class LineConfig(Model):
     metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
-    path: Path | None = None  # the file it was loaded from (not a key: parse_config sets it)
+    path: SkipJsonSchema[Path | None] = None  # the file it was loaded from (not a key: parse_config sets it)
 
     def topic(self, stream: StreamConfig) -> str:
         return f"{self.line}/{stream.station}"
