@@ -320,3 +320,15 @@ def test_an_engine_build_is_added_to_the_signed_history(tmp_path, keys, caplog) 
     assert "no longer matches its manifest.json" in caplog.text
     with pytest.raises(TrustError, match="bundle.yaml changed after it was signed"):
         load_bundle(bundle, trusted_keys=tmp_path / "trusted")
+
+
+def test_a_trust_folder_that_is_missing_or_holds_no_key_is_refused_at_start(tmp_path, keys) -> None:
+    bundle = signed_bundle(tmp_path / "bundle", keys)
+    video = write_video(tmp_path / "v.avi", pattern(3))
+    config, _ = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)}, trust={"keys": "nowhere"})
+    r = edge_run(config)
+    assert r.returncode == 2 and "trust.keys" in r.stderr and "no such directory" in r.stderr, r.stderr
+    (tmp_path / "nowhere").mkdir()
+    r = edge_run(config)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "no NAME.pub in it, so no bundle could run" in r.stderr, r.stderr
