@@ -65,9 +65,10 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def edit_threshold(bundle: Path, threshold: float = 0.9) -> None:
+def edit_threshold(bundle: Path) -> None:
+    """A calibration edited by hand to a lower k: consistent in itself (μ + kσ), caught by its signature alone."""
     cal = yaml.safe_load((bundle / "calibration.yaml").read_text())
-    cal["threshold"] = threshold
+    cal["k"], cal["threshold"] = 1.0, cal["mu"] + cal["sigma"]
     (bundle / "calibration.yaml").write_text(yaml.safe_dump(cal, sort_keys=False))
 
 
