@@ -156,6 +156,7 @@ def calibrate(bundle: Bundle, backend: Backend, files: list[Path], k: float, sou
         **fitted,
         "data": {"source": source, "count": len(files), "files_sha256": fingerprint(files)},
         "model": bundle.name,
+        "model_sha256": bundle.sha256,
         "backend": backend.describe(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from edge.yamlfile import YamlBoundError, load_yaml_text
+
 
 class ConfigError(ValueError):
     """A line config (or CLI) mistake, phrased for the person who wrote it: one line,
@@ -559,7 +561,9 @@ def load_config(path: str | Path, need_bundle: bool = True) -> LineConfig:
     except UnicodeDecodeError as e:
         raise _error(str(path), "file", "is not UTF-8 text", fix="save it as UTF-8") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
+    except YamlBoundError as e:
+        raise _error(str(path), "file", f"refused: {e}", fix="write the config without such aliases") from e
     except yaml.YAMLError as e:
         where, problem = yaml_problem(e)
         raise _error(

@@ -1,0 +1,185 @@
+"""Attacks on the line from its inputs (the attack table in README.md "Reliability"): a bundle
+or calibration that does not hold together, key folders, evidence folders, subscribers, metrics
+clients. Each is tried on the real edge-run (or the real server it starts) and must be refused
+with the reason, or survived."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from .conftest import make_bundle
+from .harness import EDGE_RUN, pattern, write_config, write_video
+
+
+def run_check(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*EDGE_RUN, "--config", str(config), "--check", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def checked_line(tmp_path: Path, bundle: Path) -> subprocess.CompletedProcess:
+    video = write_video(tmp_path / "v.avi", pattern(3))
+    config, _ = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)})
+    return run_check(config)
+
+
+def rehash(bundle: Path, name: str = "model.onnx") -> None:
+    """bundle.yaml's record of ``name`` made to match the file again, as a deployer who copies a
+    new model over an old bundle would."""
+    meta = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    data = (bundle / name).read_bytes()
+    meta["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(meta))
+
+
+def graph(
+    path: Path,
+    height: int = 32,
+    width: int = 32,
+    *,
+    batch: int | str = "B",
+    dtype: str = "uint8",
+    map_size: tuple[int, int] | None = None,
+    scale: float = 1 / 255,
+    external: str | None = None,
+) -> None:
+    """A brightness model (map = mean channel × scale) that breaks the contract as told: a fixed
+    ``batch``, a float32 input, a map of ``map_size``; ``external``: its scale kept in that file."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    h, w = map_size or (height, width)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m"], axes=[3], keepdims=1),
+        helper.make_node("Transpose", ["m"], ["mt"], perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", ["mt", "scale"], ["full"]),
+        helper.make_node("Slice", ["full", "starts", "ends", "axes"], ["anomaly_map"]),
+        helper.make_node("ReduceMax", ["anomaly_map"], ["score"], axes=[1, 2, 3], keepdims=0),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.full(256, scale, np.float32)[:1].reshape(()), "scale"),
+        numpy_helper.from_array(np.array([0, 0], np.int64), "starts"),
+        numpy_helper.from_array(np.array([h, w], np.int64), "ends"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+    ]
+    elem = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}[dtype]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "brightness",
+            [helper.make_tensor_value_info("image", elem, [batch, height, width, 3])],
+            [
+                helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [batch, 1, h, w]),
+                helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch]),
+            ],
+            initializer=initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, location=external, size_threshold=0)
+    else:
+        onnx.save(model, str(path))
+
+
+# 1. A calibration that does not belong to the model, or whose threshold is not its own rule.
+
+
+def test_a_new_model_copied_over_an_old_calibration_is_refused_naming_edge_calibrate(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle")
+    graph(bundle / "model.onnx", scale=1 / 510)  # the re-export: scores half as large
+    rehash(bundle)
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "calibrated for model" in line and f"edge-calibrate --bundle {bundle}" in line
+
+
+@pytest.mark.parametrize("change", [{"threshold": 1e300}, {"k": 30.0}, {"model_sha256": None}])
+def test_a_calibration_whose_numbers_do_not_hold_together_is_refused(tmp_path, change):
+    bundle = make_bundle(tmp_path / "bundle")
+    path = bundle / "calibration.yaml"
+    cal = {**yaml.safe_load(path.read_text()), **change}
+    path.write_text(yaml.safe_dump({k: v for k, v in cal.items() if v is not None}))
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(path) in result.stderr and "edge-calibrate --bundle" in result.stderr
+
+
+def test_a_calibration_that_names_its_robust_rule_is_judged_by_it(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle")
+    path = bundle / "calibration.yaml"
+    cal = yaml.safe_load(path.read_text())
+    cal.update(rule="robust", threshold=0.45, alternatives={"robust": {"threshold": 0.45}})
+    path.write_text(yaml.safe_dump(cal))
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "threshold 0.45 " in result.stdout
+
+
+# 4. The engine contract: dtype, rank, dynamic batch and sizes against bundle.yaml.
+
+
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"dtype": "float32"}, "image is float32, the contract uint8"),
+        ({"map_size": (16, 16)}, "anomaly_map axis 2 is 16, bundle.yaml's input needs 32"),
+        ({"height": 48, "width": 48, "map_size": (32, 32)}, "image axis 1 is 48, bundle.yaml's input needs 32"),
+        ({"batch": 1}, "image has a fixed batch of 1"),
+    ],
+    ids=["float-input", "small-map", "size-not-bundle-yaml", "fixed-batch"],
+)
+def test_a_graph_that_breaks_the_engine_contract_is_refused_with_the_reason(tmp_path, kwargs, reason):
+    bundle = make_bundle(tmp_path / "bundle")
+    graph(bundle / "model.onnx", **kwargs)
+    rehash(bundle)
+    cal = yaml.safe_load((bundle / "calibration.yaml").read_text())
+    cal["model_sha256"] = yaml.safe_load((bundle / "bundle.yaml").read_text())["files"]["model.onnx"]["sha256"]
+    (bundle / "calibration.yaml").write_text(yaml.safe_dump(cal))
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "does not follow the engine contract" in result.stderr and reason in result.stderr
+
+
+# 7. External weight files not listed in files.
+
+
+def test_a_weight_file_the_bundle_does_not_list_is_refused(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle", threshold=None)
+    graph(bundle / "model.onnx", external="weights.bin")
+    rehash(bundle)  # model.onnx listed and hashed, weights.bin not
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'weights.bin'" in result.stderr and "does not list" in result.stderr
+    rehash(bundle, "weights.bin")  # listed with its hash: then an overwrite is caught as any other file's
+    (bundle / "weights.bin").write_bytes(np.float32(9 / 255).tobytes())
+    result = checked_line(tmp_path, bundle)
+    assert result.returncode == 2 and "weights.bin: content differs" in result.stderr
+
+
+# 8. YAML that expands without bound.
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize("name", ["bundle.yaml", "calibration.yaml", "line.yaml"])
+def test_an_alias_bomb_in_any_yaml_is_refused_at_once(tmp_path, name):
+    bundle = make_bundle(tmp_path / "bundle")
+    video = write_video(tmp_path / "v.avi", pattern(3))
+    config, _ = write_config(tmp_path, bundle, {"kind": "video", "path": str(video)})
+    target = config if name == "line.yaml" else bundle / name
+    target.write_text(target.read_text() + BOMB)
+    result = run_check(config, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(target) in result.stderr and "alias" in result.stderr
