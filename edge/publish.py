@@ -16,6 +16,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from zmq.utils import z85
 
 from edge.types import Verdict
 
@@ -56,6 +57,47 @@ class Curve:
     allowed_clients: Path
 
 
+class _Allowed:
+    """The ZAP handler's question, answered from the keys loaded at start-up."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self._keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys
+
+
+def load_allowed_clients(folder: Path) -> frozenset[bytes]:
+    """Every ``*.key`` in ``folder`` as a CURVE public key (Z85, as the ZAP handler asks), each checked; OSError
+    naming the first file that is not one, or a folder that holds none."""
+    if not folder.is_dir():
+        raise OSError(
+            f"publish.curve_allowed_clients {folder}: not a folder; put each allowed gateway's NAME.key there"
+        )
+    keys = set()
+    for path in sorted(folder.glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(path)
+            raw = z85.decode(public)
+        except (OSError, ValueError, TypeError) as e:
+            raise OSError(
+                f"publish.curve_allowed_clients: {path}: not a CURVE public key ({e}); "
+                "replace it with the NAME.key edge-keys wrote, or remove it"
+            ) from None
+        if len(public) != 40 or len(raw) != 32:
+            raise OSError(
+                f"publish.curve_allowed_clients: {path}: its public-key is not 40 Z85 characters; "
+                "replace it with the NAME.key edge-keys wrote, or remove it"
+            )
+        keys.add(z85.encode(raw))
+    if not keys:
+        raise OSError(
+            f"publish.curve_allowed_clients {folder}: holds no NAME.key, so no PLC could subscribe; "
+            "copy each allowed gateway's public NAME.key (from edge-keys) there"
+        )
+    return frozenset(keys)
+
+
 class Publisher:
     def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self._ctx = zmq.Context()
@@ -89,12 +131,20 @@ class Publisher:
                 f"publish.curve_secret_key {curve.secret_key}: holds no secret key "
                 "(give the .key_secret file edge-keys wrote, not the public .key)"
             )
+        allowed = load_allowed_clients(curve.allowed_clients)
+        try:
+            self._sock.curve_secretkey = secret
+            self._sock.curve_publickey = public
+        except zmq.ZMQError as e:
+            raise OSError(
+                f"publish.curve_secret_key {curve.secret_key}: not a CURVE key pair ({e}); make one with edge-keys"
+            ) from None
+        self._sock.curve_server = True
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(curve.allowed_clients))
-        self._sock.curve_secretkey = secret
-        self._sock.curve_publickey = public
-        self._sock.curve_server = True
+        # The keys as checked here, not the folder: pyzmq's own loader logs a bad file and then
+        # allows no one at all, while the line runs on.
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_Allowed(allowed))
 
     def poll_subscriptions(self) -> int:
         while True:

@@ -183,3 +183,47 @@ def test_an_alias_bomb_in_any_yaml_is_refused_at_once(tmp_path, name):
     result = run_check(config, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert str(target) in result.stderr and "alias" in result.stderr
+
+
+# 2. A malformed key among the allowed clients.
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"not a certificate\n", b'metadata\ncurve\n    public-key = "tooshort"\n', b"\xff\xfe\x00binary"],
+    ids=["no-public-key", "short-key", "binary"],
+)
+def test_a_malformed_allowed_client_key_is_exit_2_naming_it_and_the_allowed_plc_gets_every_verdict(
+    tmp_path, garbage
+):
+    from edge.cli import keys_main
+    from edge.listen import Listener
+
+    from .harness import assert_accounted, collect, start
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    for name in ("server", "plc"):
+        assert keys_main([str(keys), name]) == 0
+    allowed.mkdir()
+    (allowed / "plc.key").write_bytes((keys / "plc.key").read_bytes())
+    (allowed / "old-gateway.key").write_bytes(garbage)
+    video = write_video(tmp_path / "v.avi", pattern(12))
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video)},
+        publish={"curve_secret_key": str(keys / "server.key_secret"), "curve_allowed_clients": str(allowed)},
+    )
+    proc = start(config)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert f"{allowed / 'old-gateway.key'}: not a CURVE public key" in out
+
+    (allowed / "old-gateway.key").unlink()
+    (allowed / "README.txt").write_text("public keys of the PLC gateways\n")  # not *.key: not a key file
+    proc = start(config)
+    with Listener(endpoint, "line3/", server_key=keys / "server.key", client_secret_key=keys / "plc.key_secret") as plc:
+        verdicts, final, _ = collect(plc, proc)
+    assert proc.wait(20) == 0
+    assert_accounted(verdicts, final)
+    assert len(verdicts) == 12
