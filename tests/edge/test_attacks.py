@@ -227,3 +227,35 @@ def test_a_malformed_allowed_client_key_is_exit_2_naming_it_and_the_allowed_plc_
     assert proc.wait(20) == 0
     assert_accounted(verdicts, final)
     assert len(verdicts) == 12
+
+
+# 3. An evidence folder that holds files the line did not write.
+
+
+def test_the_evidence_ring_deletes_only_its_own_files_and_starts_beside_a_dangling_link(tmp_path, write_images):
+    from .harness import run_to_the_end, start
+
+    folder = tmp_path / "captures"
+    foreign = write_images(folder, 60, size=(32, 32))  # captured good parts, kept for training
+    before = {p.name: p.read_bytes() for p in foreign}
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a dangling link
+    look_alike = folder / "cam0_00000000_cam0_0_NG.png"  # the name the line gives its first NG part
+    look_alike.write_bytes(b"someone else's file")
+    video = write_video(tmp_path / "v.avi", pattern(57))  # 19 NG parts
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video)},
+        evidence={"dir": str(folder), "max_files": 10},
+    )
+    proc = start(config)
+    _, final, _ = run_to_the_end(proc, endpoint)
+    out = proc.stdout.read()
+
+    assert {p.name: p.read_bytes() for p in foreign} == before
+    assert look_alike.read_bytes() == b"someone else's file" and (folder / "gone.png").is_symlink()
+    assert "holds 62 file(s) the line did not write" in out
+    c = final["counters"]
+    assert (c["ng"], c["evidence_saved"], c["evidence_skipped"]) == (19, 18, 1)
+    ring = set(p.name for p in folder.glob("*.png")) - set(before) - {"gone.png", look_alike.name}
+    assert len(ring) == 10 and all(name.endswith("_NG.png") for name in ring)

@@ -48,7 +48,7 @@ def test_ng_overlays_with_raw_frames_and_every_nth_ok_part(tmp_path) -> None:
         assert np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG_raw.png")), decoded[seq])
         assert not np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG.png")), decoded[seq])
     # OK parts 5, 10, 15, 20 of the stream: frames 7, 14, 22, 29 (every 3rd frame is NG).
-    ok = sorted(p.name for p in (folder / "ok").iterdir())
+    ok = sorted(p.name for p in (folder / "ok").glob("*.png"))
     assert ok == [f"cam0_{seq:08d}_cam0_{seq}_OK_raw.png" for seq in (7, 14, 22, 29)]
     assert np.array_equal(cv2.imread(str(folder / "ok" / ok[0])), decoded[7])
 
