@@ -17,6 +17,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from edge.types import Verdict
 
@@ -109,9 +110,15 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        # Subscription messages carry no peer: one PLC subscribed to two topics sends two. The
+        # socket's monitor tells connected peers apart (by their connection's fd, from accept to
+        # disconnect); it watches from before the bind, so no early peer is missed.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._peers: set[int] = set()
         try:
             self._sock.bind(bind)
         except zmq.ZMQError as e:
+            self._monitor.close(0)
             self._sock.close(0)
             self._ctx.term()
             raise OSError(f"publish.bind {bind!r}: {e}; is another edge-run using this port?") from None
@@ -146,7 +153,27 @@ class Publisher:
         # allows no one at all, while the line runs on.
         self._auth.configure_curve_callback(domain="*", credentials_provider=_Allowed(allowed))
 
+    @property
+    def subscribers(self) -> int:
+        """Peers connected with a subscription: no more than there are connected peers, nor than
+        subscriptions. (A peer connected without subscribing, a port scan say, still counts while
+        another peer holds several subscriptions: the messages do not say whose they are.)"""
+        self.poll_subscriptions()
+        return min(len(self._peers), self.subscriptions)
+
+    def _poll_peers(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._peers.add(int(event["value"]))
+            else:
+                self._peers.discard(int(event["value"]))
+
     def poll_subscriptions(self) -> int:
+        self._poll_peers()
         while True:
             try:
                 event = self._sock.recv(zmq.NOBLOCK)
@@ -159,10 +186,10 @@ class Publisher:
 
     def wait_for_subscribers(self, n: int, timeout_s: float, stop) -> bool:
         deadline = time.monotonic() + timeout_s
-        while self.poll_subscriptions() < n:
+        while self.subscribers < n:
             if stop.is_set() or time.monotonic() > deadline:
                 return False
-            self._sock.poll(50, zmq.POLLIN)
+            zmq.select([self._sock, self._monitor], [], [], 0.05)
         return True
 
     def send(self, topic: str, payload: dict) -> bool:
@@ -179,6 +206,8 @@ class Publisher:
             return False
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(0)
         self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
         if self._auth is not None:
             self._auth.stop()

@@ -259,3 +259,46 @@ def test_the_evidence_ring_deletes_only_its_own_files_and_starts_beside_a_dangli
     assert (c["ng"], c["evidence_saved"], c["evidence_skipped"]) == (19, 18, 1)
     ring = set(p.name for p in folder.glob("*.png")) - set(before) - {"gone.png", look_alike.name}
     assert len(ring) == 10 and all(name.endswith("_NG.png") for name in ring)
+
+
+# 6. Subscribers counted as peers, not subscription messages.
+
+
+def test_one_plc_on_two_topics_is_one_subscriber_and_two_plcs_are_two(tmp_path):
+    import json
+
+    import zmq
+
+    from edge.listen import Listener
+
+    from .harness import collect, start
+
+    video = write_video(tmp_path / "v.avi", pattern(6))
+    config, endpoint = write_config(
+        tmp_path,
+        make_bundle(tmp_path / "bundle"),
+        {"kind": "video", "path": str(video)},
+        publish={"wait_for_subscribers": 2, "wait_timeout_s": 3},
+    )
+    ctx = zmq.Context()
+    plc = ctx.socket(zmq.SUB)
+    plc.setsockopt(zmq.LINGER, 0)
+    for topic in ("line3/st1", "line3/st1/status"):  # its verdicts and its status: two subscriptions
+        plc.setsockopt_string(zmq.SUBSCRIBE, topic)
+    plc.connect(endpoint)
+    proc = start(config)
+    try:
+        stopped = False
+        while not stopped and plc.poll(60_000):
+            stopped = json.loads(plc.recv_multipart()[1]).get("state") == "stopped"
+        assert stopped and proc.wait(20) == 0
+    finally:
+        plc.close()
+        ctx.term()
+    assert "starting without the 2 subscriber(s) asked for" in proc.stdout.read()
+
+    proc = start(config)
+    with Listener(endpoint, "line3/") as first, Listener(endpoint, "line3/st1"):
+        verdicts, _, _ = collect(first, proc)
+    assert proc.wait(20) == 0 and len(verdicts) == 6
+    assert "starting without" not in proc.stdout.read()
