@@ -302,3 +302,55 @@ def test_one_plc_on_two_topics_is_one_subscriber_and_two_plcs_are_two(tmp_path):
         verdicts, _, _ = collect(first, proc)
     assert proc.wait(20) == 0 and len(verdicts) == 6
     assert "starting without" not in proc.stdout.read()
+
+
+# 12. Metrics clients that hold connections open, and a query string.
+
+
+def test_idle_metrics_clients_hold_a_bounded_number_of_threads_for_a_bounded_time(monkeypatch):
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from edge import metrics
+
+    monkeypatch.setattr(metrics, "IDLE_TIMEOUT_S", 1.0)
+    server = metrics.MetricsServer("127.0.0.1", 0)
+    threads = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - threads <= metrics.MAX_CONNECTIONS
+        deadline = time.monotonic() + 10
+        while threading.active_count() > threads and time.monotonic() < deadline:
+            time.sleep(0.1)  # the idle ones are closed after IDLE_TIMEOUT_S
+        assert threading.active_count() == threads
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics?x=1", timeout=5) as r:
+            assert r.status == 200 and r.read().startswith(b"# HELP")
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
+
+
+# 12. An image judged by its bytes, not its name.
+
+
+def test_a_png_named_jpg_is_judged_and_a_jpeg_cut_short_named_png_is_error(tmp_path):
+    import cv2
+
+    from .conftest import part
+    from .harness import run_to_the_end, start
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "a.png"), part(40))
+    (folder / "a.png").rename(folder / "a.jpg")  # a whole PNG under a .jpg name
+    ok, jpeg = cv2.imencode(".jpg", part(40, spot=(10, 10, 12)))
+    (folder / "b.png").write_bytes(jpeg.tobytes()[:-100])  # a JPEG cut short in its scan data, named .png
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "images", "path": str(folder)})
+    verdicts, _, _ = run_to_the_end(start(config), endpoint)
+    by_file = {v["frame_id"]: v for v in verdicts}
+    assert by_file["a.jpg"]["verdict"] == "OK"
+    assert by_file["b.png"]["verdict"] == "ERROR" and "cut short" in by_file["b.png"]["error"]
