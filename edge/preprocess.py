@@ -31,6 +31,11 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | 
         data = path.read_bytes()
     except OSError as e:
         return None, e.strerror or str(e)
+    return decode_image(data, flags)
+
+
+def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | None, str | None]:
+    """An encoded image (a file's bytes, an MJPEG frame) decoded, or None and why not."""
     # By its bytes, not its name: a whole PNG named .jpg is fine, a JPEG named .png is checked.
     if data[:2] == JPEG_START and jpeg_cut_short(data):
         return None, "the JPEG is cut short (no end of image)"

@@ -358,3 +358,35 @@ def test_a_png_named_jpg_is_judged_and_a_jpeg_cut_short_named_png_is_error(tmp_p
     by_file = {v["frame_id"]: v for v in verdicts}
     assert by_file["a.jpg"]["verdict"] == "OK"
     assert by_file["b.png"]["verdict"] == "ERROR" and "cut short" in by_file["b.png"]["error"]
+
+
+# 9. A stream that changes resolution mid-stream; 12. a video cut short.
+
+
+def test_a_video_that_changes_resolution_mid_stream_is_error_not_rescaled(tmp_path):
+    import cv2
+
+    from .conftest import part
+    from .harness import run_to_the_end, start
+
+    video = tmp_path / "switch.mjpeg"  # an MJPEG stream as an HTTP camera sends it: one JPEG per frame
+    frames = [part(40, (48, 64))] * 4 + [part(40, (96, 128), spot=(10, 10, 20))] * 4
+    video.write_bytes(b"".join(cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames))
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "video", "path": str(video)})
+    verdicts, _, _ = run_to_the_end(start(config), endpoint)
+    assert [v["verdict"] for v in verdicts] == ["OK"] * 4 + ["ERROR"] * 4
+    assert "changed resolution from 64x48 to 128x96" in verdicts[-1]["error"]
+
+
+def test_a_video_cut_short_says_how_many_frames_are_missing(tmp_path):
+    from .harness import run_to_the_end, start
+
+    whole = write_video(tmp_path / "whole.avi", pattern(60))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "video", "path": str(cut)})
+    proc = start(config)
+    verdicts, final, _ = run_to_the_end(proc, endpoint)
+    problem = final["source"]["problem"]
+    assert problem == f"the video ended after {len(verdicts)} of the 60 frames its header announces (cut short?)"
+    assert 0 < len(verdicts) < 60 and problem in proc.stdout.read()
