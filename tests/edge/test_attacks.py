@@ -390,3 +390,35 @@ def test_a_video_cut_short_says_how_many_frames_are_missing(tmp_path):
     problem = final["source"]["problem"]
     assert problem == f"the video ended after {len(verdicts)} of the 60 frames its header announces (cut short?)"
     assert 0 < len(verdicts) < 60 and problem in proc.stdout.read()
+
+
+# 12. --check on a silent camera: the deadline holds.
+
+
+def test_check_on_a_silent_camera_reports_by_its_deadline(tmp_path):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()  # accepts, then never answers: a camera that hangs
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(8)], daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/video.mjpg"
+    config, _ = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "camera", "url": url})
+    proc = subprocess.Popen(
+        [*EDGE_RUN, "--config", str(config), "--check", "--check-timeout", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started = reported = None
+    for line in proc.stdout:  # timed as they come: from start-up done (the backend chosen) to the report
+        if "edge.backends: backend" in line:
+            started = time.monotonic()
+        if "streams judged" in line:
+            reported = time.monotonic()
+    assert proc.wait(30) == 1 and started and reported
+    assert reported - started < 2 + 1.5  # the camera's own 5 s open timeout must not add to it
+    server.close()
