@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
@@ -20,6 +21,9 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from edge.types import Verdict
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ def load_allowed_clients(folder: Path) -> frozenset[bytes]:
 class Publisher:
     def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self._ctx = zmq.Context()
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
         if curve is not None:
             self._secure(curve)
