@@ -4,7 +4,6 @@ each in a ring folder bounded in parts, counted in the status, kept across a res
 from __future__ import annotations
 
 import shutil
-import threading
 
 import cv2
 import numpy as np
@@ -12,11 +11,10 @@ import pytest
 
 from edge.config import ConfigError, parse_config
 from edge.evidence import EvidenceStore
-from edge.sources import VideoFileSource
 from edge.types import Frame, Verdict
 
 from .conftest import make_bundle
-from .harness import pattern, run_to_the_end, start, write_config, write_video
+from .harness import decoded_bgr, pattern, run_to_the_end, start, write_config, write_video
 from .test_sources import wait_until
 
 
@@ -42,8 +40,7 @@ def test_ng_overlays_with_raw_frames_and_every_nth_ok_part(tmp_path) -> None:
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(
         f"cam0_{seq:08d}_cam0_{seq}_NG{suffix}.png" for seq in kept for suffix in ("", "_raw")
     )
-    # The frames as the line's own source decodes them (MJPEG: each frame at its own size).
-    decoded = [cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR) for f in VideoFileSource(video).frames(threading.Event())]
+    decoded = decoded_bgr(video)
     for seq in kept:  # the raw image is what the line judged, pixel for pixel; the overlay is not
         assert np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG_raw.png")), decoded[seq])
         assert not np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG.png")), decoded[seq])
