@@ -20,7 +20,6 @@ from edge.evidence import overlay
 from edge.sources import Source
 from edge.types import Frame, Verdict
 
-
 _GRACE_S = 0.5  # for the grabbers to stop after the deadline, all together
 
 

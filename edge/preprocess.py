@@ -10,6 +10,8 @@ import numpy as np
 
 from edge.types import Frame
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})  # what the line, calibration and
+# training read from a folder: one list, so a file the line would judge is never skipped elsewhere
 JPEG_START = b"\xff\xd8"  # start-of-image marker: every JPEG file begins with it
 
 

@@ -17,7 +17,6 @@ from calibration.eval_cli import main as eval_main
 from ..edge.conftest import make_bundle, part
 from ..edge.test_attacks import BOMB
 
-
 EVAL = [sys.executable, "-c", "import sys; from calibration.eval_cli import main; sys.exit(main())"]
 
 
