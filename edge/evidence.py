@@ -159,15 +159,18 @@ class EvidenceStore:
             for path in written:  # half a part's evidence is none
                 path.unlink(missing_ok=True)
             raise
-        self.saved += 1
         self._parts.pop(name, None)
         self._parts[name] = written
         evicted = []
         while len(self._parts) > self.max_files:
             evicted += self._parts.popitem(last=False)[1]
-        self._write_manifest()  # before the deletions: a file is never deleted while the manifest lists it
+        try:
+            self._write_manifest()  # before the deletions: a file is never deleted while the manifest lists it
+        except OSError as e:  # the folder cleared meanwhile, say: the next part's manifest lists this one too
+            log.warning("%s: %s not written (%s); written again with the next part", self.folder, MANIFEST, e)
         for path in evicted:
             path.unlink(missing_ok=True)
+        self.saved += 1
 
     def close(self) -> None:
         """Write what is queued, then stop; closing again does nothing."""
