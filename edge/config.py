@@ -90,7 +90,9 @@ class _Source(Section):
 
 class _FileSource(_Source):
     loop: bool = False  # start again at the end
-    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = None  # pace to this rate, as a camera would; None: as read
+    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = (
+        None  # pace to this rate, as a camera would; None: as read
+    )
 
 
 class VideoConfig(_FileSource):
