@@ -24,6 +24,7 @@ from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput, check_size
+from .sizes import DEFAULT_PIXEL_BUDGET, Size, resolve_size, size_hw
 from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class PatchCoreConfig:
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    size: int = 256  # input height = width, pixels
+    size: int | str = 256  # model input: PX (square), "HxW" or "auto" (export.sizes); sides multiples of 16
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # size auto: pixels of the working resolution
     coreset: str = "greedy"
     coreset_ratio: float = 0.1  # bank size / all training patches; 0.01–0.25 is the useful range
     projection_dim: int = 128  # random projection the greedy search measures distances in
@@ -57,11 +59,7 @@ class PatchCoreConfig:
             raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
-        if self.size % FEATURE_STRIDES[-1]:
-            raise ValueError(
-                f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)"
-            )
-        check_size(self.size)
+        check_size(self.size, FEATURE_STRIDES[-1], "the deepest feature stride")
         for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
@@ -194,16 +192,16 @@ def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: PatchCor
     # SSL's config comes through here too and has no reweighting.
     reweight = getattr(config, "reweight_neighbours", 0)
     scorer = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
-    return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
+    return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, size_hw(config.size)).eval()
 
 
 @torch.no_grad()
-def extract_patch_features(extractor: nn.Module, files: Sequence[Path], size: int, batch_size: int) -> np.ndarray:
+def extract_patch_features(extractor: nn.Module, files: Sequence[Path], size: Size, batch_size: int) -> np.ndarray:
     """Every patch feature of every image, ``float32 [N·h·w, D]``, in file order."""
     out: np.ndarray | None = None
     row = 0
     with tqdm(total=len(files), desc="features", unit="img") as bar:
-        for batch in iter_batches(files, (size, size), batch_size):
+        for batch in iter_batches(files, size, batch_size):
             feats = extractor(torch.from_numpy(batch))
             flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).numpy()
             if out is None:
@@ -262,7 +260,7 @@ def fit_patchcore(files: Sequence[Path], config: PatchCoreConfig, backbone: Back
     timings = {}
 
     start = time.perf_counter()
-    features = extract_patch_features(extractor, files, config.size, config.batch_size)
+    features = extract_patch_features(extractor, files, size_hw(config.size), config.batch_size)
     timings["features"] = time.perf_counter() - start
     log.info("features: %d images → %d patches × %d in %.1f s", len(files), *features.shape, timings["features"])
 
@@ -294,6 +292,7 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     config = config or PatchCoreConfig()
     check_out_dir(Path(out))
     split = split_training_data(Path(data), config.holdout, config.seed)
+    config = resolve_size(config, split.train, FEATURE_STRIDES[-1])
     log.info("patchcore on %d images of %s (%d held out): %s", len(split.train), split.root, len(split.holdout), config)
     model = fit_patchcore(split.train, config)
     params = {

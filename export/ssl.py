@@ -28,9 +28,10 @@ from .augment import colour_jitter, cutpaste, scar_cutpaste
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
 from .data import TrainingSplit
 from .features import PatchFeatures
-from .graph import AnomalyGraph, ImageInput
+from .graph import AnomalyGraph, ImageInput, check_size
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
 from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
+from .sizes import size_hw
 from .training import RunOptions, TrainResult, run_identity, seed_everything
 from .wavelet import WAVELETS, wavelet_downsampling
 
@@ -57,7 +58,7 @@ class SSLConfig(RunOptions):
     """Every knob of an ``ssl`` export (the run options come from RunOptions);
     ``configs/methods/ssl.yaml`` mirrors these defaults."""
 
-    size: int = 128  # input height = width, px (see ssl.yaml for why not 256)
+    size: int | str = 128  # PX, "HxW" or "auto" (export.sizes; see ssl.yaml for why not 256)
     levels: str = "layer2,layer3"  # ResNet-18 stages whose features are scored, comma-separated
     fusion: str = "concat"  # concat: one bank of joined features | multiply: per-level maps multiplied
     downsample: str = "stride"  # stride: strided conv + max-pool | haar, db2, db3: wavelet LL (WaveCNet)
@@ -86,8 +87,11 @@ class SSLConfig(RunOptions):
         # Equal to its known names in stage order only if every name is known, once, in order.
         if not levels or list(levels) != [name for name in CHANNELS if name in levels]:
             raise ValueError(f"levels {self.levels!r}: distinct names from {', '.join(CHANNELS)}, shallow to deep")
-        if self.size % STRIDES[levels[-1]]:
-            raise ValueError(f"size {self.size}: must be a multiple of {STRIDES[levels[-1]]} ({levels[-1]}'s stride)")
+        check_size(self.size, self.size_multiple, f"{levels[-1]}'s stride")
+
+    @property
+    def size_multiple(self) -> int:
+        return STRIDES[self.level_names[-1]]
 
     @property
     def level_names(self) -> tuple[str, ...]:
@@ -241,7 +245,7 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     """Stage 2: bank(s) of good patch features and the exported graph for ``config.fusion``."""
     front = PatchFeatures(backbone.info.channels, NATIVE_WIDTH, NATIVE_WIDTH)
     extractor = nn.Sequential(ImageInput(backbone.info.mean, backbone.info.std), backbone, front).eval()
-    features = extract_patch_features(extractor, files, config.size, config.batch_size)
+    features = extract_patch_features(extractor, files, size_hw(config.size), config.batch_size)
     if config.fusion == "concat":
         bank = torch.from_numpy(features[select_coreset(features, config)])
         # PatchCore's graph builder and coreset read only fields SSLConfig shares with its config.
@@ -253,7 +257,7 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     per_level = np.split(features, np.cumsum(backbone.info.channels)[:-1], axis=1)
     banks = [torch.from_numpy(level[select_coreset(level, config)]) for level in per_level]
     scorer = nn.Sequential(backbone, front, LevelProduct(banks, backbone.info.channels, config.chunk_size))
-    graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
+    graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, size_hw(config.size)).eval()
     return graph, {
         "bank_size": [len(b) for b in banks],
         "feature_dim": list(backbone.info.channels),

@@ -192,7 +192,7 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
     code, stderr = run_cli(
         capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(config)
     )
-    assert code == 2 and "size: 'large' should be of type int" in error_lines(stderr)[0]
+    assert code == 2 and "size 'large': expected PX, HxW" in error_lines(stderr)[0]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -302,7 +302,7 @@ def test_ctrl_c_offers_resume_only_where_there_is_one(
         ("glass", "images_per_epoch: yes", "images_per_epoch: True should be of type int or null"),
         ("autoencoder", "epochs: true", "epochs: True should be of type int"),
         ("ssl", "reference: 1", "reference: 1 should be of type bool"),
-        ("patchcore", "size: null", "size: None should be of type int"),
+        ("patchcore", "size: null", "size: None should be of type int or str"),
     ],
 )
 def test_config_values_are_checked_against_the_field_types(tmp_path: Path, method: str, text: str, needle: str) -> None:
@@ -326,5 +326,5 @@ def test_config_values_of_a_wider_type_are_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_size_too_small_for_the_smoothing_is_refused_up_front(method: str) -> None:
-    with pytest.raises(ValueError, match=r"size 16: must be ≥ 17 .*smoothing"):
+    with pytest.raises(ValueError, match=r"size 16: each side must be ≥ 17 .*smoothing"):
         METHODS[method].config(size=16)
