@@ -68,6 +68,27 @@ def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
         "the bank at export, an int table of bank size × B in the model, and one more "
         "distance pass over the bank per image, for its worst patch only",
     )
+    group.add_argument(
+        "--patches-per-image",
+        type=int,
+        metavar="N",
+        help="patches drawn at random from each training image before the coreset (default 1024, all of "
+        "them at 256² px): bounds training memory at N × images × feature width × 4 bytes and the greedy "
+        "coreset's time at any --size; a larger N keeps more of a high-resolution image",
+    )
+    group.add_argument(
+        "--tile",
+        type=int,
+        metavar="PX",
+        help="judge the --size frame as overlapping PX × PX tiles, cut and stitched inside the graph (the "
+        "bank is built from tiles of the good images); default: the whole frame at once",
+    )
+    group.add_argument(
+        "--tile-overlap",
+        type=int,
+        metavar="PX",
+        help="with --tile: pixels neighbouring tiles share, a multiple of 8 (default 32); their scores are averaged",
+    )
 
 
 Option = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's (flags, keyword arguments)

@@ -24,13 +24,16 @@ from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput, check_size
-from .sizes import DEFAULT_PIXEL_BUDGET, Size, resolve_size, size_hw
+from .sizes import DEFAULT_PIXEL_BUDGET, Size, parse_size, resolve_size, size_hw
+from .tiling import Tiling, check_tiling
 from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
 
 METHOD = "patchcore"
 CORESET_METHODS = ("greedy", "random")
+# In bundle.yaml elsewhere (backbone, input size) or as the tiling section.
+UNRECORDED = ("backbone", "backbone_weights", "size", "tile", "tile_overlap")
 
 
 @dataclass(slots=True)
@@ -48,6 +51,9 @@ class PatchCoreConfig:
     pretrain_dim: int = 1536  # per-level pooled width (wide backbones only)
     target_dim: int = 1024  # feature width after aggregation (wide backbones only)
     chunk_size: int = 1024  # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
+    patches_per_image: int | None = 1024  # random patches kept per training image before the coreset; None: all
+    tile: int | None = None  # px: the model runs on tile × tile cuts of the frame (export.tiling); None: whole frame
+    tile_overlap: int = 32  # px shared by neighbouring tiles (averaged where they overlap)
     reweight_neighbours: int = 0  # b of the paper's eq. 7 (anomalib: 9); 0 = score is the map's max
     holdout: float = 0.1  # fraction of good images kept for calibration
     seed: int = 0
@@ -63,6 +69,20 @@ class PatchCoreConfig:
         for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
+        if self.patches_per_image is not None and self.patches_per_image < 1:
+            raise ValueError(f"patches_per_image {self.patches_per_image}: must be ≥ 1 (or null: every patch)")
+        if self.tile is not None:
+            check_size(self.tile, FEATURE_STRIDES[-1], "the deepest feature stride")
+            if self.reweight_neighbours:
+                raise ValueError("reweight_neighbours: not with tile (a tiled score is the stitched map's maximum)")
+            if parse_size(self.size) != "auto":
+                check_tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0], FEATURE_STRIDES[-1])
+
+    @property
+    def tiling(self) -> Tiling | None:
+        if self.tile is None:
+            return None
+        return Tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0])
         if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:
             # b = 1: the softmax over the match alone is 1, so every score would be 0.
             raise ValueError(
@@ -191,24 +211,46 @@ def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: PatchCor
     _, backbone, front = extractor
     # SSL's config comes through here too and has no reweighting.
     reweight = getattr(config, "reweight_neighbours", 0)
-    scorer = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
+    scorer: nn.Module = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
+    tiling = getattr(config, "tiling", None)
+    if tiling is not None:
+        scorer = tiling.wrap(scorer)
     return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, size_hw(config.size)).eval()
 
 
 @torch.no_grad()
-def extract_patch_features(extractor: nn.Module, files: Sequence[Path], size: Size, batch_size: int) -> np.ndarray:
-    """Every patch feature of every image, ``float32 [N·h·w, D]``, in file order."""
+def extract_patch_features(
+    extractor: nn.Module,
+    files: Sequence[Path],
+    size: Size,
+    batch_size: int,
+    per_image: int | None = None,
+    seed: int = 0,
+    tiling: Tiling | None = None,
+) -> np.ndarray:
+    """Patch features of every image, ``float32 [rows, D]``, in file order: all of them, or
+    ``per_image`` of each image's patches drawn at random (seeded per image), so that memory
+    is ``len(files) · per_image · D`` floats whatever the resolution. With ``tiling``, an
+    image's patches are those of all its tiles, each tile run through ``extractor`` alone."""
     out: np.ndarray | None = None
     row = 0
+    image = 0
     with tqdm(total=len(files), desc="features", unit="img") as bar:
         for batch in iter_batches(files, size, batch_size):
-            feats = extractor(torch.from_numpy(batch))
-            flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).numpy()
+            inputs = batch if tiling is None else tiling.cut(batch)
+            feats = extractor(torch.from_numpy(inputs))
+            per = feats.permute(0, 2, 3, 1).reshape(len(batch), -1, feats.shape[1]).numpy()
+            keep = per.shape[1] if per_image is None else min(per_image, per.shape[1])
             if out is None:
-                out = np.empty((len(files) * flat.shape[0] // len(batch), flat.shape[1]), dtype=np.float32)
-            out[row : row + len(flat)] = flat
-            row += len(flat)
+                out = np.empty((len(files) * keep, per.shape[2]), dtype=np.float32)
+            for patches in per:
+                if keep < len(patches):
+                    picked = np.random.default_rng([seed, image]).choice(len(patches), keep, replace=False)
+                    patches = patches[np.sort(picked)]
+                out[row : row + keep] = patches
+                row, image = row + keep, image + 1
             bar.update(len(batch))
+    assert out is not None
     return out
 
 
@@ -260,9 +302,24 @@ def fit_patchcore(files: Sequence[Path], config: PatchCoreConfig, backbone: Back
     timings = {}
 
     start = time.perf_counter()
-    features = extract_patch_features(extractor, files, size_hw(config.size), config.batch_size)
+    features = extract_patch_features(
+        extractor,
+        files,
+        size_hw(config.size),
+        config.batch_size,
+        config.patches_per_image,
+        config.seed,
+        config.tiling,
+    )
     timings["features"] = time.perf_counter() - start
-    log.info("features: %d images → %d patches × %d in %.1f s", len(files), *features.shape, timings["features"])
+    log.info(
+        "features: %d images → %d patches × %d held (≤ %s per image: %.0f MB) in %.1f s",
+        len(files),
+        *features.shape,
+        config.patches_per_image or "all",
+        features.nbytes / 2**20,
+        timings["features"],
+    )
 
     start = time.perf_counter()
     bank = torch.from_numpy(features[select_coreset(features, config)])
@@ -296,7 +353,8 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     log.info("patchcore on %d images of %s (%d held out): %s", len(split.train), split.root, len(split.holdout), config)
     model = fit_patchcore(split.train, config)
     params = {
-        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUN_ONLY)},
+        **{k: v for k, v in asdict(config).items() if k not in (*UNRECORDED, *RUN_ONLY)},
+        "tiling": None if config.tiling is None else config.tiling.describe(),
         "bank_size": model.bank_size,
         "feature_dim": model.feature_dim,
         "training_patches": model.n_patches,

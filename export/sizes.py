@@ -24,7 +24,7 @@ from .data import DataError
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"
+AUTO: Literal["auto"] = "auto"
 DEFAULT_PIXEL_BUDGET = 256 * 256
 AUTO_SAMPLE = 64  # images whose shape the median aspect ratio is taken over (spread over the set)
 _HXW = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -53,7 +53,7 @@ def parse_size(value: SizeSpec) -> Size | Literal["auto"]:
 def size_hw(value: SizeSpec) -> Size:
     """(height, width) of a resolved size; ``auto`` must have been resolved by the export."""
     parsed = parse_size(value)
-    if parsed == AUTO:
+    if isinstance(parsed, str):
         raise ValueError("size auto: resolve it from the training images first (export.sizes.resolve_size)")
     return parsed
 
@@ -67,7 +67,7 @@ def check_size_spec(value: SizeSpec, multiple: int, why: str, minimum: int = 1) 
     below ``minimum``, in the config, before any training; ``auto`` is checked once resolved
     (it is rounded to ``multiple``)."""
     parsed = parse_size(value)
-    if parsed == AUTO:
+    if isinstance(parsed, str):
         return
     for side in parsed:
         if side < minimum:
@@ -131,6 +131,6 @@ def size_argument(text: str) -> int | str:
         parsed = parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-    if parsed == AUTO:
+    if isinstance(parsed, str):
         return AUTO
     return parsed[0] if text.strip().isdigit() else format_size(parsed)
