@@ -68,14 +68,7 @@ def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
         "the bank at export, an int table of bank size × B in the model, and one more "
         "distance pass over the bank per image, for its worst patch only",
     )
-    group.add_argument(
-        "--patches-per-image",
-        type=int,
-        metavar="N",
-        help="patches drawn at random from each training image before the coreset (default 1024, all of "
-        "them at 256² px): bounds training memory at N × images × feature width × 4 bytes and the greedy "
-        "coreset's time at any --size; a larger N keeps more of a high-resolution image",
-    )
+    _add_shared(group, (PATCHES_PER_IMAGE,))
     group.add_argument(
         "--tile",
         type=int,
@@ -101,6 +94,18 @@ def _add_shared(group: argparse._ArgumentGroup, options: Sequence[Option]) -> No
     for flags, kwargs in options:
         with contextlib.suppress(argparse.ArgumentError):
             group.add_argument(*flags, **kwargs)
+
+
+PATCHES_PER_IMAGE: Option = (
+    ("--patches-per-image",),
+    {
+        "type": int,
+        "metavar": "N",
+        "help": "(patchcore, ssl) patches drawn at random from each training image before the coreset (default "
+        "1024: all of them at 256² px for patchcore): bounds the bank's training memory at N × images × "
+        "feature width × 4 bytes and the greedy coreset's time at any --size",
+    },
+)
 
 
 def _training_arguments(group: argparse._ArgumentGroup) -> None:
@@ -140,6 +145,7 @@ def _training_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
+    _add_shared(group, (PATCHES_PER_IMAGE,))
     group.add_argument(
         "--fusion",
         choices=("concat", "multiply"),

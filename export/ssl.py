@@ -50,7 +50,7 @@ STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 NATIVE_WIDTH = 1024
 VALIDATION_STREAM = 2**31  # epoch_rng "epoch" of the fixed validation views: never a real epoch
 # Read only by stage 2: a finished stage 1 resumes into any of them (its checkpoint holds stage 1 alone).
-STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size")
+STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size", "patches_per_image")
 
 
 @dataclass(slots=True)
@@ -71,6 +71,7 @@ class SSLConfig(RunOptions):
     coreset_ratio: float = 0.1  # bank size / all training patches (per level for multiply)
     projection_dim: int = 128
     chunk_size: int = 4096
+    patches_per_image: int | None = 1024  # stage 2: random patches kept per image before the coreset; None: all
     checkpoint_every: int = 5  # half of the 10 epochs: RunOptions' 10 would checkpoint only at the end
 
     def __post_init__(self) -> None:
@@ -83,6 +84,8 @@ class SSLConfig(RunOptions):
             raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
+        if self.patches_per_image is not None and self.patches_per_image < 1:
+            raise ValueError(f"patches_per_image {self.patches_per_image}: must be ≥ 1 (or null: every patch)")
         levels = self.level_names
         # Equal to its known names in stage order only if every name is known, once, in order.
         if not levels or list(levels) != [name for name in CHANNELS if name in levels]:
@@ -245,7 +248,9 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     """Stage 2: bank(s) of good patch features and the exported graph for ``config.fusion``."""
     front = PatchFeatures(backbone.info.channels, NATIVE_WIDTH, NATIVE_WIDTH)
     extractor = nn.Sequential(ImageInput(backbone.info.mean, backbone.info.std), backbone, front).eval()
-    features = extract_patch_features(extractor, files, size_hw(config.size), config.batch_size)
+    features = extract_patch_features(
+        extractor, files, size_hw(config.size), config.batch_size, config.patches_per_image, config.seed
+    )
     if config.fusion == "concat":
         bank = torch.from_numpy(features[select_coreset(features, config)])
         # PatchCore's graph builder and coreset read only fields SSLConfig shares with its config.
