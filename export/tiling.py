@@ -66,6 +66,8 @@ class TiledScorer(nn.Module):
     the tiles are cut, run through ``scorer`` as one batch of ``B·T`` and put back, cells
     covered by several tiles averaged."""
 
+    inverse_coverage: torch.Tensor  # [1, 1, H/cell, W/cell]: 1 / how many tiles cover each cell
+
     def __init__(self, scorer: nn.Module, frame: Size, tile: int, overlap: int, cell: int) -> None:
         super().__init__()
         self.scorer = scorer
@@ -88,11 +90,10 @@ class TiledScorer(nn.Module):
         side = t // self.cell
         per_tile = scores.reshape(len(self.origins), -1, 1, side, side)
         height, width = self.grid
-        stitched = None
+        stitched = torch.zeros_like(self.inverse_coverage)
         for i, (y, left) in enumerate(self.origins):
             gy, gx = y // self.cell, left // self.cell
-            placed = F.pad(per_tile[i], (gx, width - gx - side, gy, height - gy - side))
-            stitched = placed if stitched is None else stitched + placed
+            stitched = stitched + F.pad(per_tile[i], (gx, width - gx - side, gy, height - gy - side))
         return stitched * self.inverse_coverage
 
 
