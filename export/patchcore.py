@@ -69,6 +69,12 @@ class PatchCoreConfig:
         for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
+        if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:
+            # b = 1: the softmax over the match alone is 1, so every score would be 0.
+            raise ValueError(
+                f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
+                f"(the paper's neighbourhood size; 9 in anomalib)"
+            )
         if self.patches_per_image is not None and self.patches_per_image < 1:
             raise ValueError(f"patches_per_image {self.patches_per_image}: must be ≥ 1 (or null: every patch)")
         if self.tile is not None:
@@ -83,12 +89,6 @@ class PatchCoreConfig:
         if self.tile is None:
             return None
         return Tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0])
-        if self.reweight_neighbours == 1 or self.reweight_neighbours < 0:
-            # b = 1: the softmax over the match alone is 1, so every score would be 0.
-            raise ValueError(
-                f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
-                f"(the paper's neighbourhood size; 9 in anomalib)"
-            )
 
 
 @dataclass(slots=True)
