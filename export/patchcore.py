@@ -24,6 +24,7 @@ from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput, check_size
+from .options import OptionGroup
 from .sizes import DEFAULT_PIXEL_BUDGET, Size, parse_size, resolve_size, size_hw
 from .tiling import Tiling, check_tiling
 from .training import RUN_ONLY
@@ -372,3 +373,69 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     )
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return Path(out)
+
+
+OPTIONS = OptionGroup(
+    "patchcore",
+    (
+        (
+            ("--coreset",),
+            {
+                "choices": ("greedy", "random"),
+                "help": "how to thin the memory bank: greedy k-center (PatchCore; default) or uniform random sampling (faster, weaker)",
+            },
+        ),
+        (
+            ("--coreset-ratio",),
+            {
+                "type": float,
+                "metavar": "R",
+                "help": "bank size as a fraction of all training patches (default 0.1; 0.01-0.25 is useful; greedy time grows linearly with it)",
+            },
+        ),
+        (
+            ("--reweight",),
+            {
+                "type": int,
+                "metavar": "B",
+                "dest": "reweight_neighbours",
+                "help": "image score = max of the map × PatchCore's neighbourhood-density weight (paper eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum (default). The map is unchanged. Costs a one-off B-nearest-neighbour search over the bank at export, an int table of bank size × B in the model, and one more distance pass over the bank per image, for its worst patch only",
+            },
+        ),
+        (
+            ("--tile",),
+            {
+                "type": int,
+                "metavar": "PX",
+                "help": "judge the --size frame as overlapping PX × PX tiles, cut and stitched inside the graph "
+                "(the bank is built from tiles of the good images); default: the whole frame at once",
+            },
+        ),
+        (
+            ("--tile-overlap",),
+            {
+                "type": int,
+                "metavar": "PX",
+                "help": "with --tile: pixels neighbouring tiles share, a multiple of 8 (default 32); their "
+                "scores are averaged",
+            },
+        ),
+    ),
+)
+# Shared with ssl, whose stage-2 bank is built the same way.
+BANK_OPTIONS = OptionGroup(
+    "bank",
+    (
+        (
+            ("--patches-per-image",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "patches drawn at random from each training image before the coreset (default 1024: "
+                "all of them at 256² px for patchcore): bounds the bank's training memory at N × images × "
+                "feature width × 4 bytes and the greedy coreset's time at any --size",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, BANK_OPTIONS)
