@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
+
+from edge.schema import ConfigError, Model, validate
 
 from .backbones import BACKBONES, BackboneWeightsError
 from .bundle import ExportCheckError
@@ -187,32 +190,18 @@ def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, A
         raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
-    types = {f.name: t for f, t in zip(dataclasses.fields(config_cls), field_types(config_cls))}
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(types))}")
-    for key, value in values.items():
-        if not any(_fits(value, t) for t in types[key]):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types[key])
-            raise UsageError(f"--config {path}: {key}: {value!r} should be of type {expected}")
+    try:
+        validate(_options_model(config_cls), values, f"--config {path}")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     return values
 
 
-def field_types(config_cls: type) -> list[tuple[type, ...]]:
-    """Per field of ``config_cls``, the types its annotation allows (``X | None``: X and NoneType)."""
+def _options_model(config_cls: type) -> type[Model]:
+    """A pydantic model of ``config_cls``'s fields and types, for its config file."""
     hints = typing.get_type_hints(config_cls)
-    return [typing.get_args(hints[f.name]) or (hints[f.name],) for f in dataclasses.fields(config_cls)]
-
-
-def _fits(value: Any, expected: type) -> bool:
-    # YAML writes 1 for 1.0, so an int is a float; but true is not a number, nor 1 a bool.
-    if isinstance(value, bool) or expected is bool:
-        return isinstance(value, bool) and expected is bool
-    if expected is float:
-        return isinstance(value, (int, float))
-    if expected is Path:
-        return isinstance(value, str)
-    return isinstance(value, expected)
+    fields: dict[str, Any] = {f.name: (hints[f.name], None) for f in dataclasses.fields(config_cls)}
+    return pydantic.create_model(f"{config_cls.__name__}File", __base__=Model, **fields)
 
 
 def check_method_options(parser: ExportParser, methods: dict[str, Method], args: argparse.Namespace) -> None:
