@@ -30,6 +30,7 @@ from .bundle import ExportCheckError
 from .data import DataError
 from .engine import EngineBuildError, add_engine_arguments, build_from_args, check_can_build
 from .options import OptionGroup
+from .sizes import DEFAULT_PIXEL_BUDGET, size_argument
 
 log = logging.getLogger("export")
 
@@ -130,10 +131,18 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
     )
     parser.add_argument(
         "--size",
+        type=size_argument,
+        metavar="PX|HxW|auto",
+        help="model input in pixels: PX (square), HxW (height x width, e.g. 640x256) or auto (the "
+        "training images' median aspect ratio at --pixel-budget pixels), sides multiples of 16 "
+        "(default: the method's config, e.g. 256 for patchcore, 288 for simplenet/glass); "
+        "images are resized to it",
+    )
+    parser.add_argument(
+        "--pixel-budget",
         type=int,
-        metavar="PX",
-        help="model input height = width in pixels, a multiple of 16 (default: the method's "
-        "config, e.g. 256 for patchcore, 288 for simplenet/glass); images are resized to it",
+        metavar="N",
+        help=f"with --size auto: pixels of the working resolution (default {DEFAULT_PIXEL_BUDGET} = 256²)",
     )
     parser.add_argument(
         "--holdout",
