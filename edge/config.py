@@ -121,6 +121,14 @@ class CameraConfig(_Source):
             )
         return self
 
+    @property
+    def target(self) -> int | str:
+        """What OpenCV opens: the device index or the URL (``_one_target`` guarantees one is set)."""
+        if self.index is not None:
+            return self.index
+        assert self.url is not None
+        return self.url
+
 
 _DEVICE = "a serial number, device id or user-defined name (quoted when it is a number)"
 _FEATURES = "a mapping of names to values (numbers, true/false or strings)"

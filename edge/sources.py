@@ -279,6 +279,8 @@ class CameraSource(ReconnectingSource):
     """A camera OpenCV opens: a local device index or a URL (RTSP, HTTP, ...). Frame ids are
     ``"<name>:<seq>"``."""
 
+    target: int | str
+
     def __init__(self, target: int | str, name: str = "cam0", reconnect: ReconnectConfig | None = None) -> None:
         super().__init__(name, reconnect)
         self.target = target
@@ -325,7 +327,7 @@ def open_source(cfg: SourceConfig) -> Source:
 
 def _source_of_kind(cfg: SourceConfig) -> Source:
     if cfg.kind == "camera":
-        return CameraSource(cfg.index if cfg.index is not None else cfg.url, cfg.name, cfg.reconnect)
+        return CameraSource(cfg.target, cfg.name, cfg.reconnect)
     if cfg.kind == "genicam":
         if importlib.util.find_spec("harvesters") is None:
             raise SourceError(

@@ -95,7 +95,7 @@ def patch_labels(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     as GLASS labels its features)."""
     height, width = mask.shape
     ry, rx = height // grid[0], width // grid[1]
-    return mask[: grid[0] * ry, : grid[1] * rx].reshape(grid[0], ry, grid[1], rx).any(axis=(1, 3))
+    return np.asarray(mask[: grid[0] * ry, : grid[1] * rx].reshape(grid[0], ry, grid[1], rx).any(axis=(1, 3)))
 
 
 # --- textures --------------------------------------------------------------------------------
@@ -114,7 +114,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _fractal(size: tuple[int, int], rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
     base = 2 ** int(rng.integers(0, 3))
-    return sum(0.5**o * perlin_noise(size, (base * 2**o, base * 2**o), rng) for o in range(octaves))
+    octave_noise = (0.5**o * perlin_noise(size, (base * 2**o, base * 2**o), rng) for o in range(octaves))
+    return sum(octave_noise, np.zeros(size, np.float32))  # float32, as perlin_noise
 
 
 def _clouds(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -8,13 +8,17 @@ and how to get it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,7 +47,7 @@ class Backbone(nn.Module):
     so nothing past the deepest level used is ever computed.
     """
 
-    def __init__(self, sections: list[nn.Module], info: BackboneInfo) -> None:
+    def __init__(self, sections: Sequence[nn.Module], info: BackboneInfo) -> None:
         super().__init__()
         self.sections = nn.ModuleList(sections)
         self.info = info
@@ -188,15 +192,9 @@ class StaticSamePadConv2d(nn.Conv2d):
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
+        (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation  # pairs, in a Conv2d
         super().__init__(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            0,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
+            conv.in_channels, conv.out_channels, (kh, kw), (sh, sw), 0, (dh, dw), conv.groups, conv.bias is not None
         )
         self.load_state_dict(conv.state_dict())
         pads = []
@@ -219,20 +217,22 @@ def _freeze_same_padding(net: nn.Module) -> None:
                 setattr(parent, name, StaticSamePadConv2d(child))
 
 
-def efficientnet_lite0_classifier(weights: Path | str | None = None) -> nn.Module:
+def efficientnet_lite0_classifier(weights: Path | str | None = None) -> EfficientNet:
     """The whole ImageNet classifier (timm ``tf_efficientnet_lite0``, TF 'same' padding as
     the checkpoint was trained with), in eval mode; input normalised with mean = std = 0.5,
     height and width divisible by 32."""
     import timm
+    from timm.models.efficientnet import EfficientNet
 
     path = efficientnet_lite0_weights(weights)
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    assert isinstance(net, EfficientNet), type(net)  # what timm builds for this name
     net.load_state_dict(map_state_dict_by_order(_load_state_dict(path), net.state_dict(), str(path)))
     _freeze_same_padding(net)
     return net.eval()
 
 
-def _last_block_at_stride(net: nn.Module, stride: int) -> tuple[int, int]:
+def _last_block_at_stride(net: EfficientNet, stride: int) -> tuple[int, int]:
     """(index in ``net.blocks``, output channels) of the deepest block at ``stride``."""
     stages = [f for f in net.feature_info if f["reduction"] == stride and f["module"].startswith("blocks.")]
     if not stages:

@@ -106,6 +106,7 @@ def mvtec_test_samples(category: Path) -> list[EvalSample]:
 def _decode(path: Path, flags: int) -> np.ndarray:
     image, problem = read_image(path, flags)
     if image is None:
+        assert problem is not None  # read_image says why whenever it returns no image
         raise ImageReadError(path, problem)
     return image
 

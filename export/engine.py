@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from edge.backends.base import BackendError
 from edge.backends.tensorrt import INPUT, probe_platform, trt_logger
 from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
@@ -73,9 +74,7 @@ def build_engine(
     if sign_key is not None:  # before minutes of building: never vouch for files changed since they were signed
         check_unchanged(bundle.path)
     fp16 = use_fp16(bundle, fp16)
-    platform = probe_platform(device)
-    if platform.problem:
-        raise EngineBuildError(platform.problem)
+    gpu_name, trt_version, compute_capability = _probe(device)
     import pycuda.driver as cuda  # the probe imported both
     import tensorrt as trt
 
@@ -88,15 +87,15 @@ def build_engine(
     log.info(
         "building a %s engine for %s with TensorRT %s (batch 1..%d, opt %d): minutes, not seconds",
         precision,
-        platform.gpu_name,
-        platform.trt_version,
+        gpu_name,
+        trt_version,
         max_batch,
         opt_batch,
     )
     try:
         ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
     except cuda.Error as e:
-        raise EngineBuildError(f"CUDA GPU {device} ({platform.gpu_name}): cannot create a context ({e})") from None
+        raise EngineBuildError(f"CUDA GPU {device} ({gpu_name}): cannot create a context ({e})") from None
     failed = None
     try:
         plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace_gb)
@@ -106,21 +105,21 @@ def build_engine(
         failed = (
             str(e)
             if isinstance(e, EngineBuildError)
-            else f"{bundle.onnx_path}: TensorRT {platform.trt_version} failed while building ({type(e).__name__}: {e})"
+            else f"{bundle.onnx_path}: TensorRT {trt_version} failed while building ({type(e).__name__}: {e})"
         )
     finally:
         ctx.pop()
         ctx.detach()
     if failed is not None:
         raise EngineBuildError(failed)
-    path = bundle.path / engine_file_name(platform.gpu_name, platform.trt_version, precision)
+    path = bundle.path / engine_file_name(gpu_name, trt_version, precision)
     _write_atomic(path, plan)
     record = engine_record(
         bundle,
         path,
-        gpu=platform.gpu_name,
-        compute_capability=platform.compute_capability,
-        tensorrt=platform.trt_version,
+        gpu=gpu_name,
+        compute_capability=compute_capability,
+        tensorrt=trt_version,
         precision=precision,
         max_batch=max_batch,
         opt_batch=opt_batch,
@@ -236,9 +235,16 @@ def check_can_build(args: argparse.Namespace) -> None:
     """Raise EngineBuildError now if ``args`` could not build an engine on this machine: what
     export-engine asks before it spends minutes training."""
     _check_batches(args.opt_batch, args.max_batch)
-    problem = probe_platform(args.device).problem
-    if problem:
-        raise EngineBuildError(problem)
+    _probe(args.device)
+
+
+def _probe(device: int) -> tuple[str, str, str]:
+    """(gpu_name, trt_version, compute_capability) of CUDA GPU ``device``, or an EngineBuildError
+    saying why TensorRT cannot build here."""
+    try:
+        return probe_platform(device).require()
+    except BackendError as e:
+        raise EngineBuildError(str(e)) from None
 
 
 def build_from_args(bundle_dir: str | Path, args: argparse.Namespace, sign_key: SigningKey | None = None) -> str:

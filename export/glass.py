@@ -206,7 +206,7 @@ class LasRounds:
             beta_std=config.beta_std,
         )
         features = p.frozen.cache(images, config.batch_size, f"LAS round {current + 1} features")
-        grid = tuple(features.shape[1:3])
+        grid = (features.shape[1], features.shape[2])
         self.rows = features.view(-1, features.shape[-1])
         self.labels = torch.from_numpy(np.stack([patch_labels(m, grid) for m in masks])).reshape(-1)
         self.round = current
@@ -223,7 +223,7 @@ class LasRounds:
 
 
 @torch.no_grad()
-def position_centres(adaptor: nn.Module, rows: torch.Tensor, patches: int, chunk: int = 16) -> torch.Tensor:
+def position_centres(adaptor: nn.Linear, rows: torch.Tensor, patches: int, chunk: int = 16) -> torch.Tensor:
     """``[h·w, D]``: the mean adapted feature at each patch position over all images (GLASS's
     centre c, recomputed every epoch as the adaptor moves)."""
     n_images = len(rows) // patches
@@ -342,7 +342,7 @@ def fit_glass(
     scorer = PatchScorer(
         make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim, sigmoid=True), sign=1.0
     )
-    optimizers = {
+    optimizers: dict[str, torch.optim.Optimizer] = {
         "adaptor": torch.optim.Adam(
             scorer.adaptor.parameters(), lr=config.lr, weight_decay=config.adaptor_weight_decay
         ),

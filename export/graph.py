@@ -37,6 +37,9 @@ EXTERNAL_DATA_BYTES = 100 * 2**20  # above this, weights go to model.onnx.data
 class ImageInput(nn.Module):
     """``uint8 [B, H, W, 3]`` RGB → ``float [B, 3, H, W]``, ``(x/255 − mean) / std``."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         mean_t = torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
@@ -84,6 +87,9 @@ class AnomalyHead(nn.Module):
     darkened by zeros), score = the map's maximum (times the scorer's weight, when it gives
     one: taken here rather than in AnomalyGraph so that whatever runs scorer → head, such as
     bench_gpu's fp16 copy, scores alike)."""
+
+    kernel_x: torch.Tensor
+    kernel_y: torch.Tensor
 
     def __init__(self, size: tuple[int, int], sigma: float = SMOOTHING_SIGMA) -> None:
         super().__init__()
@@ -138,7 +144,7 @@ def _declare_output_shapes(model: onnx.ModelProto, height: int, width: int) -> N
     # The tracer's shape inference loses the static H, W behind Resize (and can even reuse
     # the batch name for another axis); the contract's shapes are written out instead, and
     # check_model(full_check=True) then verifies them against the graph.
-    shapes = {OUTPUT_NAMES[0]: ["B", 1, height, width], OUTPUT_NAMES[1]: ["B"]}
+    shapes: dict[str, list[str | int]] = {OUTPUT_NAMES[0]: ["B", 1, height, width], OUTPUT_NAMES[1]: ["B"]}
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
         del dims[:]
@@ -148,6 +154,33 @@ def _declare_output_shapes(model: onnx.ModelProto, height: int, width: int) -> N
                 dim.dim_param = size
             else:
                 dim.dim_value = size
+
+
+def trace_onnx(module: nn.Module, example: torch.Tensor, output_names: Sequence[str], opset: int = OPSET) -> bytes:
+    """``module`` (``example`` → ``output_names``) as serialised ONNX, every input and output
+    with a dynamic batch axis."""
+    buffer = io.BytesIO()
+    # The TorchScript exporter (dynamo=False), on purpose: torch 2.14's default dynamo
+    # exporter cannot write opset 17 (it emits 18; its down-conversion fails on Pad), the
+    # newest that TensorRT 8.x (JetPack 5) parses, and it took 5× longer (11.5 s vs 2.3 s)
+    # on the same PatchCore graph. Tracing this graph (frozen backbone, constant weights, a
+    # Python loop over bank chunks) yields plain Conv/MatMul/ReduceMin nodes with only the
+    # batch axis symbolic; parity with PyTorch is tested. It is deprecated upstream and
+    # serialises through one protobuf, so a model over 2 GB would need dynamo=True.
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            # torch's annotation names paths only; its TorchScript exporter writes to any
+            # file-like object (torch.serialization._open_file_like).
+            buffer,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(output_names),
+            dynamic_axes={name: {0: "B"} for name in (INPUT_NAME, *output_names)},
+        )
+    return buffer.getvalue()
 
 
 def export_onnx(module: nn.Module, path: Path, height: int, width: int, opset: int = OPSET) -> list[Path]:
@@ -161,29 +194,12 @@ def export_onnx(module: nn.Module, path: Path, height: int, width: int, opset: i
     path = Path(path)
     module = module.eval()
     example = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8)
-    buffer = io.BytesIO()
-    # The TorchScript exporter (dynamo=False), on purpose: torch 2.14's default dynamo
-    # exporter cannot write opset 17 (it emits 18; its down-conversion fails on Pad), the
-    # newest that TensorRT 8.x (JetPack 5) parses, and it took 5× longer (11.5 s vs 2.3 s)
-    # on the same PatchCore graph. Tracing this graph (frozen backbone, constant weights, a
-    # Python loop over bank chunks) yields plain Conv/MatMul/ReduceMin nodes with only the
-    # batch axis symbolic; parity with PyTorch is tested. It is deprecated upstream and
-    # serialises through one protobuf, so a model over 2 GB would need dynamo=True.
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # Known and harmless: F.pad's pads become a small constant subgraph (a reversed
         # Slice) that ONNX Runtime and TensorRT fold when they load the model.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "B"}, **{name: {0: "B"} for name in OUTPUT_NAMES}},
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+        traced = trace_onnx(module, example, OUTPUT_NAMES, opset)
+    model = onnx.load_from_string(traced)
     _declare_output_shapes(model, height, width)
     data_path = path.with_name(path.name + ".data")
     external = tensor_bytes(module) > EXTERNAL_DATA_BYTES

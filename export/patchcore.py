@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -92,6 +93,30 @@ class PatchCoreConfig:
         return Tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0])
 
 
+class FeatureOptions(Protocol):
+    """What feature_extractor reads: PatchCoreConfig's, and every method's that reuses it."""
+
+    pretrain_dim: int
+    target_dim: int
+
+
+class CoresetOptions(Protocol):
+    """What select_coreset reads: PatchCoreConfig's, and SSLConfig's."""
+
+    coreset: str
+    coreset_ratio: float
+    projection_dim: int
+    seed: int
+
+
+class ScoringOptions(Protocol):
+    """What scoring_graph needs: PatchCoreConfig's, and SSLConfig's (without PatchCore's
+    optional ``reweight_neighbours`` and ``tiling``, which it reads where they are)."""
+
+    size: int | str
+    chunk_size: int
+
+
 @dataclass(slots=True)
 class PatchCoreModel:
     graph: AnomalyGraph
@@ -133,6 +158,9 @@ class NearestNeighbourScorer(nn.Module):
     the image score's factor of the paper's eq. 7 (see ``density_weight``).
     """
 
+    mean: torch.Tensor
+    support: torch.Tensor  # with reweight_neighbours only
+
     def __init__(self, bank: torch.Tensor, chunk_size: int = 1024, reweight_neighbours: int = 0) -> None:
         super().__init__()
         bank = bank.float()
@@ -167,10 +195,9 @@ class NearestNeighbourScorer(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = features.shape[-2:]
         a = features.flatten(2).transpose(1, 2) - self.mean  # [B, P, D]
-        best = None
-        for i in range(self.n_chunks):
-            partial = self._expanded(a, i).amin(dim=-1)
-            best = partial if best is None else torch.minimum(best, partial)
+        best = self._expanded(a, 0).amin(dim=-1)
+        for i in range(1, self.n_chunks):
+            best = torch.minimum(best, self._expanded(a, i).amin(dim=-1))
         a_squared = (a * a).sum(dim=-1)
         scores = (best + a_squared).clamp_min(0.0).sqrt()  # [B, P]
         patch_scores = scores.reshape(-1, 1, height, width)
@@ -199,17 +226,25 @@ class NearestNeighbourScorer(nn.Module):
         return 1.0 - distances.softmax(dim=-1)[:, 0]
 
 
-def feature_extractor(backbone: Backbone, config: PatchCoreConfig) -> nn.Sequential:
+def feature_extractor(backbone: Backbone, config: FeatureOptions) -> nn.Sequential:
     """``uint8 [B, H, W, 3]`` → patch features ``[B, D, h, w]``: the exported graph's own
     front half, so the bank is built from exactly what the deployed model computes."""
     front = PatchFeatures(backbone.info.channels, config.pretrain_dim, config.target_dim)
     return nn.Sequential(ImageInput(backbone.info.mean, backbone.info.std), backbone, front).eval()
 
 
-def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: PatchCoreConfig) -> AnomalyGraph:
+def backbone_and_front(extractor: nn.Sequential) -> tuple[Backbone, nn.Module]:
+    """The Backbone and the patch front end of a feature extractor (ImageInput → Backbone →
+    front end, as feature_extractor builds it)."""
+    _, backbone, front = extractor
+    assert isinstance(backbone, Backbone), backbone
+    return backbone, front
+
+
+def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: ScoringOptions) -> AnomalyGraph:
     """The exported graph: ``extractor``'s backbone and patch front end, nearest-neighbour
     distance to ``bank`` (a constant of the graph), the shared head."""
-    _, backbone, front = extractor
+    backbone, front = backbone_and_front(extractor)
     # SSL's config comes through here too and has no reweighting.
     reweight = getattr(config, "reweight_neighbours", 0)
     scorer: nn.Module = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
@@ -289,7 +324,7 @@ def random_coreset(n_total: int, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
-def select_coreset(features: np.ndarray, config: PatchCoreConfig) -> np.ndarray:
+def select_coreset(features: np.ndarray, config: CoresetOptions) -> np.ndarray:
     n = max(1, round(config.coreset_ratio * len(features)))
     if config.coreset == "random":
         return random_coreset(len(features), n, config.seed)

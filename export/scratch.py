@@ -46,6 +46,14 @@ class ScratchConfig(Protocol):
     def size_multiple(self) -> int: ...  # what height and width must be multiples of
 
 
+class CheckpointOptions(Protocol):
+    """What checkpoint_dir reads: RunOptions' two checkpoint fields, which every config that
+    trains (ScratchConfig, DiscriminatorConfig) has."""
+
+    checkpoint_dir: str | None
+    resume: bool
+
+
 def check_run_options(config: ScratchConfig) -> None:
     check_size(config.size)
     for name in ("epochs", "batch_size", "checkpoint_every"):
@@ -57,7 +65,7 @@ def check_run_options(config: ScratchConfig) -> None:
         raise ValueError(f"lr {config.lr}: must be > 0")
 
 
-def checkpoint_dir(out: Path, config: ScratchConfig) -> Path:
+def checkpoint_dir(out: Path, config: CheckpointOptions) -> Path:
     """Where the run's checkpoints go: ``config.checkpoint_dir`` or ``<out>.checkpoints``
     (beside the bundle: the bundle directory itself must stay empty until it is written).
     A folder holding an earlier run is used only with ``resume``: starting over would

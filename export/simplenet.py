@@ -15,7 +15,6 @@ good images against the same images with LAS-style synthetic anomalies
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import tempfile
@@ -39,9 +38,9 @@ from .anomaly_synthesis import TextureSource, local_anomaly, patch_labels
 from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, iter_batches, load_mask, split_training_data
-from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
+from .graph import INPUT_NAME, AnomalyGraph, AnomalyHead, check_size, trace_onnx
 from .options import OptionGroup
-from .patchcore import feature_extractor
+from .patchcore import backbone_and_front, feature_extractor
 from .scratch import checkpoint_dir as checkpoint_folder
 from .sizes import Size, resolve_size, size_hw
 from .training import RUN_ONLY, TRAINING_OPTIONS, RunOptions, Trainer, TrainResult, run_identity, seed_everything
@@ -138,10 +137,11 @@ class Discriminator(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 1024, sigmoid: bool = False) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2))
+        first = nn.Linear(dim, hidden)
+        self.body = nn.Sequential(first, nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2))
         self.tail = nn.Linear(hidden, 1, bias=False)
         self.sigmoid = sigmoid
-        for layer in (self.body[0], self.tail):
+        for layer in (first, self.tail):
             nn.init.xavier_normal_(layer.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,7 @@ class PatchScorer(nn.Module):
     """Patch features ``[B, D, h, w]`` → patch scores ``[B, 1, h, w]``, higher = more
     anomalous: ``sign · D(adaptor(feature))`` per patch (SimpleNet: sign −1; GLASS: +1)."""
 
-    def __init__(self, adaptor: nn.Module, discriminator: Discriminator, sign: float) -> None:
+    def __init__(self, adaptor: nn.Linear, discriminator: Discriminator, sign: float) -> None:
         super().__init__()
         self.adaptor, self.discriminator, self.sign = adaptor, discriminator, sign
 
@@ -195,21 +195,11 @@ class FrozenFeatures:
     def __init__(self, extractor: nn.Module, size: Size) -> None:
         import onnxruntime as ort
 
-        buffer = io.BytesIO()
         example = torch.zeros((2, *size, 3), dtype=torch.uint8)
-        with torch.no_grad(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes, already weighed in graph.export_onnx
-            torch.onnx.export(
-                extractor.eval(),
-                (example,),
-                buffer,
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[INPUT_NAME],
-                output_names=["features"],
-                dynamic_axes={INPUT_NAME: {0: "B"}, "features": {0: "B"}},
-            )
-        self.session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+            traced = trace_onnx(extractor.eval(), example, ["features"])
+        self.session = ort.InferenceSession(traced, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images)})[0]
@@ -225,6 +215,7 @@ class FrozenFeatures:
                     out = torch.empty((len(images), *feats.shape[1:]), dtype=torch.float16)
                 out[start : start + len(feats)] = feats
                 bar.update(len(feats))
+        assert out is not None, "no images"  # load_images never returns an empty batch
         return out
 
 
@@ -296,7 +287,7 @@ def build_validation(
     fg_copies = None if foregrounds is None else np.concatenate([foregrounds] * VALIDATION_VARIANTS)
     anomalous, masks = synthesize(copies, anomaly_rng(config.seed, VALIDATION_STREAM), textures, fg_copies)
     features = frozen.cache(np.concatenate([good, anomalous]), config.batch_size, "validation features")
-    grid = tuple(features.shape[1:3])
+    grid = (features.shape[1], features.shape[2])
     labels = np.concatenate([np.zeros((len(good), *grid), bool), np.stack([patch_labels(m, grid) for m in masks])])
     return SyntheticValidation(features=features, labels=labels, size=size_hw(config.size))
 
@@ -441,7 +432,7 @@ class DiscriminatorModel:
 def scoring_graph(extractor: nn.Sequential, scorer: PatchScorer, size: Size) -> AnomalyGraph:
     """The exported graph: ``extractor``'s backbone and patch front end, the trained heads,
     the shared head. No noise, no synthesis: those exist only in training."""
-    _, backbone, front = extractor
+    backbone, front = backbone_and_front(extractor)
     return AnomalyGraph(nn.Sequential(backbone, front, scorer), backbone.info.mean, backbone.info.std, size).eval()
 
 
@@ -471,7 +462,7 @@ def fit_simplenet(
     prepared = prepare(files, holdout, config, backbone)
     seed_everything(config.seed)
     scorer = PatchScorer(make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim), sign=-1.0)
-    optimizers = {
+    optimizers: dict[str, torch.optim.Optimizer] = {
         "adaptor": torch.optim.AdamW(scorer.adaptor.parameters(), lr=config.lr),
         "discriminator": torch.optim.Adam(
             scorer.discriminator.parameters(),

@@ -115,7 +115,8 @@ def labelled_views(images: np.ndarray, rng: np.random.Generator, jitter: float) 
     """Each image as three views, ``uint8 [3N, H, W, 3]`` with labels ``[3N]`` (indices of
     CLASSES): the good image, then CutPaste and scar-CutPaste of it, all three colour-jittered
     as a whole first so that colour alone never tells them apart."""
-    views, labels = [], []
+    views: list[np.ndarray] = []
+    labels: list[int] = []
     for image in images:
         good = colour_jitter(image, rng, jitter)
         views += [good, cutpaste(good, rng, jitter=jitter)[0], scar_cutpaste(good, rng, jitter=jitter)[0]]
@@ -244,10 +245,10 @@ class LevelProduct(nn.Module):
         self.scorers = nn.ModuleList(NearestNeighbourScorer(bank, chunk_size) for bank in banks)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        product = None
-        for scorer, level in zip(self.scorers, features.split(self.channels, dim=1)):
-            distance = scorer(level)
-            product = distance if product is None else product * distance
+        levels = features.split(self.channels, dim=1)
+        product = self.scorers[0](levels[0])
+        for scorer, level in zip(self.scorers[1:], levels[1:]):
+            product = product * scorer(level)
         return product
 
 

@@ -52,9 +52,8 @@ def _choose(bundle: Bundle, kind: str, gpu: int) -> Choice:
 
 
 def _engine_for(bundle: Bundle, platform: Platform) -> dict:
-    # probe_platform names the GPU and TensorRT version whenever it reports no problem.
-    assert platform.gpu_name is not None and platform.trt_version is not None, platform
-    return require_engine(bundle, platform.gpu_name, platform.trt_version)
+    gpu_name, trt_version, _ = platform.require()
+    return require_engine(bundle, gpu_name, trt_version)
 
 
 def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0, max_batch: int = 8) -> Backend:

@@ -71,6 +71,15 @@ class Platform:
     compute_capability: str | None = None
     problem: str | None = None  # why TensorRT cannot run here; None when it can
 
+    def require(self) -> tuple[str, str, str]:
+        """(gpu_name, trt_version, compute_capability) of a machine TensorRT runs on; a
+        BackendError saying why not where the probe found a problem."""
+        if self.problem:
+            raise BackendError(self.problem)
+        # probe_platform names all three whenever it reports no problem.
+        assert self.gpu_name is not None and self.trt_version is not None and self.compute_capability is not None, self
+        return self.gpu_name, self.trt_version, self.compute_capability
+
 
 def probe_platform(device: int = 0) -> Platform:
     try:
