@@ -110,8 +110,8 @@ class CoresetOptions(Protocol):
 
 
 class ScoringOptions(Protocol):
-    """What scoring_graph needs: PatchCoreConfig's, and SSLConfig's (without PatchCore's
-    optional ``reweight_neighbours`` and ``tiling``, which it reads where they are)."""
+    """What scoring_graph needs of every config: PatchCoreConfig's and SSLConfig's. PatchCore's
+    ``reweight_neighbours`` and ``tiling``, which SSLConfig lacks, it reads where they exist."""
 
     size: int | str
     chunk_size: int
