@@ -95,11 +95,57 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class StreamTriggerConfig:
+    """A camera's own part rules; after loading, the line's ``trigger`` values where not given."""
+
+    deadline_ms: float | None = None  # a part's verdict must be out this long after its announcement
+    unannounced: str | None = None  # frames no part claimed: "judge" (published without part_id) | "skip"
+
+
+@dataclass(slots=True)
+class TriggerConfig:
+    """Parts announced by the PLC (edge/plant): their ZeroMQ request socket and default rules."""
+
+    bind: str | None = None  # ZeroMQ REP endpoint for announcements; None = none over ZeroMQ
+    deadline_ms: float = 1000.0
+    unannounced: str = "judge"
+    max_pending: int = 256  # per stream: announced parts without an answer yet; more are refused
+
+
+@dataclass(slots=True)
+class MqttConfig:
+    url: str | None = None  # mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); None = off
+    topic_prefix: str = "edge"
+    qos: int = 1
+    client_id: str | None = None  # None: edge-run-<line>
+    username: str | None = None
+    password_file: Path | None = None  # the password, on the file's first line (kept out of the config)
+    ca_file: Path | None = None  # mqtts: the broker's CA; None = the system's
+    cert_file: Path | None = None  # mqtts: this client's certificate, for brokers that require one
+    key_file: Path | None = None
+    buffer: int = 1000  # messages held while the broker is away; beyond it the oldest are dropped, counted
+    keepalive_s: int = 30
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+
+
+@dataclass(slots=True)
+class OpcuaConfig:
+    endpoint: str | None = None  # opc.tcp://HOST:PORT; None = off
+    security: str = "sign_and_encrypt"  # "sign_and_encrypt" (Basic256Sha256) | "none" (plain, no users)
+    certificate: Path | None = None  # this server's certificate and key (edge-keys --opcua)
+    private_key: Path | None = None
+    trusted_clients: Path | None = None  # folder of the client certificates allowed in; others are refused
+    username: str | None = None  # with password_file: clients must also log in
+    password_file: Path | None = None
+
+
+@dataclass(slots=True)
 class StreamConfig:
     station: str  # the stream's topic is "<line>/<station>"
     source: SourceConfig
     bundle: Path | None = None  # this camera's model; after loading, the line's bundle when not given
     k: float | None = None  # this camera's k; after loading, the line's k when not given
+    trigger: StreamTriggerConfig = field(default_factory=StreamTriggerConfig)
 
 
 @dataclass(slots=True)
@@ -117,12 +163,20 @@ class LineConfig:
     publish: PublishConfig = field(default_factory=PublishConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    opcua: OpcuaConfig = field(default_factory=OpcuaConfig)
     log_level: str = "INFO"
     log_format: str = "text"  # "text" for people, "json" (one object per line) for log collectors
     path: Path | None = None  # the file it was loaded from
 
     def topic(self, stream: StreamConfig) -> str:
         return f"{self.line}/{stream.station}"
+
+    @property
+    def tracks_parts(self) -> bool:
+        """Whether the PLC can announce parts (over ZeroMQ, MQTT or OPC UA)."""
+        return bool(self.trigger.bind or self.mqtt.url or self.opcua.endpoint)
 
 
 # --- validation: one declarative table (_LINE below) drives every check and message ---
@@ -222,6 +276,8 @@ _SOURCE = _Section(
     },
 )
 _BUNDLE = _Key(Path, nullable=True, exists="directory")
+_DEADLINE = _Key(float, lo=0, hi=3_600_000, above=True)
+_UNANNOUNCED = _Key(str, choices=("judge", "skip"))
 _STREAM = _Section(
     StreamConfig,
     keys={
@@ -229,8 +285,69 @@ _STREAM = _Section(
         "source": dataclasses.replace(_SOURCE, required=True),
         "bundle": _BUNDLE,
         "k": _POSITIVE_OR_NULL,
+        "trigger": _Section(
+            StreamTriggerConfig,
+            {
+                "deadline_ms": dataclasses.replace(_DEADLINE, nullable=True),
+                "unannounced": dataclasses.replace(_UNANNOUNCED, nullable=True),
+            },
+        ),
     },
 )
+_ZMQ_ENDPOINT = _Key(
+    str, pattern=r"(tcp|ipc|inproc)://\S+", pattern_text="a ZeroMQ endpoint such as 'tcp://127.0.0.1:5556'"
+)
+_FILE_OR_NULL = _Key(Path, nullable=True, exists="file")
+_PLANT = {
+    "trigger": _Section(
+        TriggerConfig,
+        {
+            "bind": dataclasses.replace(_ZMQ_ENDPOINT, nullable=True),
+            "deadline_ms": _DEADLINE,
+            "unannounced": _UNANNOUNCED,
+            "max_pending": _Key(int, lo=1),
+        },
+    ),
+    "mqtt": _Section(
+        MqttConfig,
+        {
+            "url": _Key(
+                str,
+                nullable=True,
+                pattern=r"mqtts?://[^\s/:]+(:\d{1,5})?/?",
+                pattern_text="mqtt://HOST:PORT or mqtts://HOST:PORT (TLS), e.g. 'mqtts://broker:8883'",
+            ),
+            "topic_prefix": _Key(str, pattern=r"[^#+\s]+", pattern_text="a topic without '#', '+' or whitespace"),
+            "qos": _Key(int, lo=0, hi=2),
+            "client_id": _Key(str, nullable=True),
+            "username": _Key(str, nullable=True),
+            "password_file": _FILE_OR_NULL,
+            "ca_file": _FILE_OR_NULL,
+            "cert_file": _FILE_OR_NULL,
+            "key_file": _FILE_OR_NULL,
+            "buffer": _Key(int, lo=1),
+            "keepalive_s": _Key(int, lo=5, hi=65535),
+            "reconnect": _RECONNECT,
+        },
+    ),
+    "opcua": _Section(
+        OpcuaConfig,
+        {
+            "endpoint": _Key(
+                str,
+                nullable=True,
+                pattern=r"opc\.tcp://[^\s/:]+:\d{1,5}/?\S*",
+                pattern_text="opc.tcp://HOST:PORT, e.g. 'opc.tcp://0.0.0.0:4840'",
+            ),
+            "security": _Key(str, choices=("sign_and_encrypt", "none")),
+            "certificate": _FILE_OR_NULL,
+            "private_key": _FILE_OR_NULL,
+            "trusted_clients": _Key(Path, nullable=True, exists="directory"),
+            "username": _Key(str, nullable=True),
+            "password_file": _FILE_OR_NULL,
+        },
+    ),
+}
 _LINE = _Section(
     LineConfig,
     required=True,
@@ -250,11 +367,7 @@ _LINE = _Section(
         "publish": _Section(
             PublishConfig,
             {
-                "bind": _Key(
-                    str,
-                    pattern=r"(tcp|ipc|inproc)://\S+",
-                    pattern_text="a ZeroMQ endpoint such as 'tcp://127.0.0.1:5556'",
-                ),
+                "bind": _ZMQ_ENDPOINT,
                 "heartbeat_s": _POSITIVE,
                 "sndhwm": _Key(int, lo=1),
                 "wait_for_subscribers": _Key(int, lo=0),
@@ -280,6 +393,7 @@ _LINE = _Section(
                 )
             },
         ),
+        **_PLANT,
         "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         "log_format": _Key(str, choices=("text", "json")),
     },
@@ -455,6 +569,9 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx, need_bundle: bool) -> None:
     for i, stream in enumerate(cfg.streams):
         stream.bundle = stream.bundle or cfg.bundle
         stream.k = cfg.k if stream.k is None else stream.k
+        rules = stream.trigger
+        rules.deadline_ms = cfg.trigger.deadline_ms if rules.deadline_ms is None else rules.deadline_ms
+        rules.unannounced = rules.unannounced or cfg.trigger.unannounced
         if need_bundle and stream.bundle is None:
             raise _error(
                 ctx.where,
@@ -500,6 +617,7 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx, need_bundle: bool) -> None:
             "required by evidence.raw and evidence.ok_every",
             fix="set dir to the folder the pictures go into",
         )
+    _check_plant(cfg, ctx)
     pub = cfg.publish
     if (pub.curve_secret_key is None) != (pub.curve_allowed_clients is None):
         raise _error(
@@ -508,6 +626,38 @@ def _check_across_keys(cfg: LineConfig, ctx: _Ctx, need_bundle: bool) -> None:
             "CURVE needs both curve_secret_key and curve_allowed_clients",
             got={"curve_secret_key": pub.curve_secret_key, "curve_allowed_clients": pub.curve_allowed_clients},
             fix="set both (make keys with edge-keys), or neither for a plain socket",
+        )
+
+
+def _check_plant(cfg: LineConfig, ctx: _Ctx) -> None:
+    """The PLC links' keys that only make sense together."""
+    mqtt, ua = cfg.mqtt, cfg.opcua
+    if mqtt.url and (mqtt.username is None) != (mqtt.password_file is None):
+        raise _error(ctx.where, "mqtt", "username and password_file go together", fix="set both, or neither")
+    if mqtt.url and (mqtt.cert_file is None) != (mqtt.key_file is None):
+        raise _error(ctx.where, "mqtt", "cert_file and key_file go together", fix="set both, or neither")
+    if mqtt.url and not mqtt.url.startswith("mqtts://") and (mqtt.ca_file or mqtt.cert_file):
+        raise _error(ctx.where, "mqtt.url", "ca_file and cert_file need TLS", got=mqtt.url, fix="use mqtts://")
+    if not ua.endpoint:
+        return
+    if (ua.username is None) != (ua.password_file is None):
+        raise _error(ctx.where, "opcua", "username and password_file go together", fix="set both, or neither")
+    if ua.security == "sign_and_encrypt":
+        missing = [key for key in ("certificate", "private_key", "trusted_clients") if getattr(ua, key) is None]
+        if missing:
+            raise _error(
+                ctx.where,
+                f"opcua.{missing[0]}",
+                "required for security sign_and_encrypt",
+                fix="make a server certificate with `edge-keys keys/ opcua-server --opcua`, put the clients' "
+                "certificates into trusted_clients, or set security: none (an open server) explicitly",
+            )
+    elif ua.username is not None:
+        raise _error(
+            ctx.where,
+            "opcua.username",
+            "a password would travel in clear with security none",
+            fix="use security: sign_and_encrypt",
         )
 
 

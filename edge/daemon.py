@@ -28,6 +28,8 @@ from edge.config import ConfigError, LineConfig, StreamConfig, load_config
 from edge.evidence import EvidenceStore
 from edge.inspector import judge_batch, judge_for
 from edge.metrics import MetricsServer
+from edge.plant.hub import Plant
+from edge.plant.tracking import Target
 from edge.publish import MESSAGE_SCHEMA, Curve, Publisher, verdict_message
 from edge.sources import Source, SourceError, open_source
 from edge.stats import LineStats, percentiles
@@ -52,6 +54,9 @@ AT_RESTART = (
     "evidence.raw",
     "evidence.ok_every",
     "metrics.bind",
+    "trigger.bind",
+    "mqtt",
+    "opcua",
     "log_level",
     "log_format",
 )
@@ -166,6 +171,11 @@ class Daemon:
         pub = cfg.publish
         curve = Curve(pub.curve_secret_key, pub.curve_allowed_clients) if pub.curve_secret_key else None
         self.publisher = Publisher(pub.bind, sndhwm=pub.sndhwm, curve=curve)
+        try:  # -- plant: announced parts, deadlines, MQTT and OPC UA (edge/plant) --
+            self.plant = Plant(cfg, self._target, self.publisher.send)
+        except BaseException:
+            self.publisher.close()
+            raise
         self.metrics = None
         if cfg.metrics.bind:
             host, port = cfg.metrics.bind.rsplit(":", 1)
@@ -194,6 +204,23 @@ class Daemon:
     def request_reload(self) -> None:
         """Read the config again and apply it between two batches (``_reload_when_ready``). From any thread."""
         self._reload.set()
+
+    def _target(self, name: str) -> Target | None:
+        """What a part announced on stream ``name`` is answered with (edge/plant); None: no such stream."""
+        stream = self.streams.get(name)
+        if stream is None or stream.removed:
+            return None
+        rules = stream.cfg.trigger
+        return Target(
+            name,
+            stream.line,
+            stream.cfg.station,
+            stream.topic,
+            stream.judge.threshold,
+            stream.model.bundle.name,
+            rules.deadline_ms or self.cfg.trigger.deadline_ms,
+            "skip" if rules.unannounced == "skip" else "judge",
+        )
 
     def models(self) -> dict[str, list[str]]:
         """What judges what: each bundle in use, by name, with its streams."""
@@ -259,6 +286,7 @@ class Daemon:
         if live:
             self._release_queue()  # the hold: every new grabber is counted by now
         self.cfg = cfg
+        self.plant.reconfigure(cfg)
         close_models(m for m in old if not self._in_use(m))
         self._retire_removed()
         self.reloads.update(ok=self.reloads["ok"] + 1, last_error=None, at_restart=at_restart)
@@ -361,6 +389,8 @@ class Daemon:
                     thread.join()
                 source.continue_from(previous)
             for frame in source.frames(halt):
+                if not self.plant.claim(frame):  # no part's, and its stream judges parts only
+                    continue
                 if not self.queue.put(frame, halt):
                     break
         except Exception:  # a source bug must not leave the line judging nothing in silence
@@ -394,6 +424,7 @@ class Daemon:
             if not self.publisher.wait_for_subscribers(pub.wait_for_subscribers, pub.wait_timeout_s, self.stop_event):
                 log.warning("starting without the %d subscriber(s) asked for", pub.wait_for_subscribers)
         self._state = "running"
+        self.plant.start()
         log.info(
             "judging %s, publishing %s on %s",
             self._judging(),
@@ -497,7 +528,7 @@ class Daemon:
         stream = self.streams[v.frame.stream]
         t_pub = time.time()
         msg = verdict_message(v, stream.line, stream.cfg.station, stream.model.bundle.name, t_pub)
-        if not self.publisher.send(stream.topic, msg):
+        if not self.plant.publish(stream.topic, v, msg):
             stream.stats.publish_failed += 1
         stream.stats.count(v, (t_pub - v.frame.t_grab) * 1000)
         if v.verdict == "NG" and self.evidence is not None:
@@ -555,19 +586,21 @@ class Daemon:
             "model": stream.model.bundle.name,
             "reloads": dict(self.reloads),
             "backend": stream.model.backend.describe(),
+            **self.plant.status_fields(name),
         }
 
     def _heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
         statuses = [self.status(name) for name in self.streams]
         for stream, status in zip(self.streams.values(), statuses):
-            self.publisher.send(f"{stream.topic}/status", status)
+            self.plant.publish_status(stream.topic, status)
         if self.metrics is not None:
             self.metrics.update(statuses)
         self.systemd.alive(summary(self._state, statuses))
 
     def _finish(self) -> None:
         self._close_evidence()  # written out before the final status counts it
+        self.plant.finish()  # parts still open are answered before the final status counts them
         self._state = "stopped"
         self.systemd.stopping(summary(self._state, [self.status(name) for name in self.streams]))
         for name in self.streams:
@@ -579,7 +612,7 @@ class Daemon:
         stream = self.streams[name]
         final = self.status(name, state="stopped")
         if publish:
-            self.publisher.send(f"{stream.topic}/status", final)
+            self.plant.publish_status(stream.topic, final)
         c = final["counters"]
         log.info(
             "%s stopped: %d frames in, %d OK, %d NG, %d ERROR, %d dropped; latency p50 %s ms p99 %s ms",
@@ -602,6 +635,7 @@ class Daemon:
         """Release the socket, the model, the metrics port and the evidence writer (after run,
         or instead of it)."""
         self._close_evidence()
+        self.plant.close()
         self.publisher.close()
         for model in self._loaded():
             model.backend.close()

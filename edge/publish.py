@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ def verdict_message(v: Verdict, line: str, station: str, model: str, t_publish: 
     }
     if v.error is not None:
         msg["error"] = v.error
+    if f.part_id is not None:
+        msg["part_id"] = f.part_id
     return msg
 
 
@@ -76,6 +79,9 @@ class Publisher:
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.subscriptions = 0
         self.failed = 0
+        # The socket is not thread-safe, and a part's deadline ERROR (edge/plant) is sent from the
+        # deadline thread while the judging loop sends verdicts and heartbeats.
+        self._lock = threading.Lock()
 
     def _secure(self, curve: Curve) -> None:
         from zmq.auth.thread import ThreadAuthenticator
@@ -99,7 +105,8 @@ class Publisher:
     def poll_subscriptions(self) -> int:
         while True:
             try:
-                event = self._sock.recv(zmq.NOBLOCK)
+                with self._lock:
+                    event = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return self.subscriptions
             if event[:1] == b"\x01":
@@ -112,7 +119,7 @@ class Publisher:
         while self.poll_subscriptions() < n:
             if stop.is_set() or time.monotonic() > deadline:
                 return False
-            self._sock.poll(50, zmq.POLLIN)
+            self._sock.poll(50, zmq.POLLIN)  # before the line (and its other senders) starts
         return True
 
     def send(self, topic: str, payload: dict) -> bool:
@@ -122,14 +129,16 @@ class Publisher:
         # whole message; every field is finite or null at its source, so this only catches a bug.
         data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         try:
-            self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
+            with self._lock:
+                self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.failed += 1
             return False
 
     def close(self) -> None:
-        self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
+        with self._lock:
+            self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
