@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if not via.ready(args.ready_timeout):
-            print(f"edge-plc-sim: no heartbeat from the line over {args.via} in {args.ready_timeout} s", file=sys.stderr)
+            print(
+                f"edge-plc-sim: no heartbeat from the line over {args.via} in {args.ready_timeout} s", file=sys.stderr
+            )
             return 1
         results = simulate(via, streams, args.parts, args.rate, args.prefix, args.deadline_ms)
     finally:

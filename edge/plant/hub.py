@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edge.config import LineConfig
-from edge.plant.tracking import Part, PartTracker, Target
+from edge.plant.tracking import Announced, Part, PartTracker, Target
 from edge.plant.trigger import TriggerServer
 from edge.publish import verdict_message
 from edge.types import Frame, Verdict
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, dict], bool]  # (ZeroMQ topic, message) → sent
 
 
-class PlantLinkError(RuntimeError):
-    """A configured PLC link that cannot run here (its package missing, its port taken, bad keys)."""
+class PlantLinkError(OSError):
+    """A configured PLC link that cannot run here (its package missing, its port taken, bad keys):
+    refused at start-up with the fix, like a ZeroMQ port that is taken."""
 
 
 class Link(Protocol):
@@ -51,13 +52,13 @@ def _needs(module: str, what: str) -> None:
         )
 
 
-def open_links(cfg: LineConfig, announce: Callable[..., object]) -> dict[str, Link]:
+def open_links(cfg: LineConfig, announce: Callable[..., Announced]) -> dict[str, Link]:
     links: dict[str, Link] = {}
     if cfg.mqtt.url:
         _needs("paho.mqtt", "mqtt.url")
         from edge.plant.mqtt import MqttLink
 
-        links["mqtt"] = MqttLink(cfg.mqtt, cfg.line, announce)
+        links["mqtt"] = MqttLink(cfg.mqtt, cfg.line, announce, {s.station: s.source.name for s in cfg.streams})
     if cfg.opcua.endpoint:
         _needs("asyncua", "opcua.endpoint")
         from edge.plant.opcua import OpcuaLink

@@ -111,7 +111,7 @@ def test_a_bad_announcement_is_refused_with_the_reason_and_the_line_goes_on(tmp_
         again = _request(trigger, json.dumps({"stream": "cam0", "part_id": "A"}).encode())
         assert first == {"accepted": True, "seq": 0}
         # A second announcement of an id still open is refused, unless the first was answered meanwhile.
-        assert again["accepted"] is False and "already announced" in again["error"] or again["seq"] == 1
+        assert (again["accepted"] is False and "already announced" in again["error"]) or again["seq"] == 1
         verdicts, final = _stop(proc, listener)
     assert [v["part_id"] for v in verdicts if v.get("part_id") == "A"][:1] == ["A"]
     assert final["parts"]["refused"] >= 2 and final["parts"]["pending"] == 0
