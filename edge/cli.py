@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from edge.backends import BackendError
 from edge.bundle import BundleError
@@ -27,7 +27,7 @@ log = logging.getLogger("edge")
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: they end up in journald and on operator screens."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 

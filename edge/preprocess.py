@@ -63,7 +63,7 @@ def to_input(frames: list[Frame], height: int, width: int) -> np.ndarray:
     """Stack already-checked frames into one contiguous batch at the model's size."""
     out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for i, f in enumerate(frames):
-        img = f.image
+        img = f.pixels
         if img.shape[:2] == (height, width):
             out[i] = img
         else:
