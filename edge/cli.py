@@ -204,7 +204,21 @@ def keys_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("folder", type=Path, help="where to write the two files")
     p.add_argument("name", help="key name, e.g. server or plc-gateway-1")
+    p.add_argument(
+        "--opcua",
+        action="store_true",
+        help="an OPC UA (or TLS) certificate instead: NAME.der and NAME.pem (public), NAME.key.pem (private), "
+        "self-signed, with the application URI urn:edge-inspect:NAME, for opcua.certificate / private_key, or for "
+        "a client to put into the line's opcua.trusted_clients",
+    )
+    p.add_argument("--host", action="append", help="with --opcua: a host name or IP address it is for (repeat)")
     args = p.parse_args(argv)
+    if args.opcua:
+        from edge.plant.certs import make_certificate  # cryptography: the plant extra
+
+        paths = make_certificate(args.folder, args.name, args.host)
+        print(f"certificate: {paths['der']} and {paths['pem']}\nprivate key: {paths['key']} (mode 600: keep it here)")
+        return 0
     from edge.publish import make_keys
 
     public, secret = make_keys(args.folder, args.name)

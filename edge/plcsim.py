@@ -99,7 +99,8 @@ class ZmqVia:
         self._ctx.term()
 
 
-def open_via(via: str, cfg: LineConfig, host: str) -> Via:
+def open_via(via: str, cfg: LineConfig, host: str, cert: Path | None = None, key: Path | None = None) -> Via:
+    """``cert``, ``key``: OPC UA's client certificate (edge-keys --opcua), which the line must trust."""
     if via == "mqtt":
         from edge.plant.mqtt import MqttVia
 
@@ -107,7 +108,7 @@ def open_via(via: str, cfg: LineConfig, host: str) -> Via:
     if via == "opcua":
         from edge.plant.opcua import OpcuaVia
 
-        return OpcuaVia(cfg, host)
+        return OpcuaVia(cfg, host, cert, key)
     return ZmqVia(cfg, host)
 
 
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="where the line runs, for endpoints bound to 0.0.0.0")
     p.add_argument("--prefix", default=f"sim{int(time.time()) % 100000}", help="part ids are PREFIX-00000, ...")
     p.add_argument("--ready-timeout", type=float, default=20.0, help="wait this long for the line's first heartbeat")
+    p.add_argument("--cert", type=Path, help="--via opcua: this client's certificate (NAME.der from edge-keys --opcua)")
+    p.add_argument("--key", type=Path, help="--via opcua: its private key (NAME.key.pem)")
     p.add_argument("--quiet", action="store_true", help="the summary only")
     p.add_argument("--json-out", type=Path, help="also write every part's result to this JSON file")
     args = p.parse_args(argv)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ConfigError(f"--stream {sorted(unknown)}: not a stream of {args.config}")
         streams = [s for s in streams if not args.stream or s[0] in args.stream]
-        via = open_via(args.via, cfg, args.host)
+        via = open_via(args.via, cfg, args.host, args.cert, args.key)
     except (ConfigError, OSError, RuntimeError) as e:
         print(f"edge-plc-sim: {e}", file=sys.stderr)
         return 2

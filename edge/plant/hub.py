@@ -11,7 +11,7 @@ verdict. MQTT and OPC UA (the ``plant`` extra) are imported only when configured
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
 import threading
 import time
@@ -45,11 +45,13 @@ class Link(Protocol):
 
 
 def _needs(module: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         raise PlantLinkError(
             f"{what} is configured but {module} is not installed: pip install 'edge-inspect[plant]' "
             f"(or pip install {module.split('.')[0]})"
-        )
+        ) from None
 
 
 def open_links(cfg: LineConfig, announce: Callable[..., Announced]) -> dict[str, Link]:

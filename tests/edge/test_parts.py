@@ -127,3 +127,15 @@ def test_a_part_still_open_when_the_line_stops_is_answered_error_stopped(tmp_pat
         verdicts, final = _stop(proc, listener)
     assert [(v["part_id"], v["verdict"], v["error"]) for v in verdicts] == [("Z", "ERROR", "stopped")]
     assert final["parts"]["stopped"] == 1 and final["parts"]["pending"] == 0
+
+
+def test_edge_listen_shows_the_part_of_a_verdict_and_of_a_deadline_error():
+    from edge.listen import format_verdict
+
+    base = {"line": "line3", "station": "st1", "threshold": 0.5, "t_publish": 10.0, "regions": []}
+    judged = {**base, "seq": 4, "frame_id": "cam0:4", "t_grab": 9.9, "verdict": "OK", "score": 0.1, "part_id": "P-7"}
+    unseen = {**base, "seq": None, "frame_id": None, "t_grab": None, "t_announce": 9.0, "verdict": "ERROR"}
+    unseen.update(score=None, error="deadline", part_id="P-8", late=False)
+    assert "part P-7" in format_verdict(judged) and "LATE" not in format_verdict(judged)
+    assert "part P-8" in format_verdict(unseen) and "1000.0 ms" in format_verdict(unseen)
+    assert "LATE" in format_verdict({**judged, "late": True})
