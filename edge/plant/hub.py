@@ -1,8 +1,8 @@
 """The daemon's side of the plant: announcements in (ZeroMQ, MQTT, OPC UA), answers out.
 
-The daemon calls four things: ``claim`` for each grabbed frame (it gets its part), ``publish``
-for each verdict (its part is answered, on every link), ``publish_status`` for each heartbeat,
-and ``finish`` at the end (parts still open are answered ERROR ``stopped``). A thread of its own
+An outlet of the daemon (edge/outlets.py) in place of the ZeroMQ one, which it sends through:
+``verdict`` for each verdict (its part is answered, on ZeroMQ and every link), ``status`` for
+each heartbeat; besides, ``claim`` for each grabbed frame (it gets its part) and ``finish`` at the end (parts still open are answered ERROR ``stopped``). A thread of its own
 answers parts ERROR ``deadline`` at their deadlines, whatever the judging loop is doing (a
 runtime that hangs must not leave the PLC waiting). The ZeroMQ verdict of a part and its deadline
 ERROR are sent under the tracker's lock, so a PLC always gets a part's answer before its late
@@ -19,9 +19,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edge.config import LineConfig
+from edge.outlets import ZmqOutlet
 from edge.plant.tracking import Announced, Part, PartTracker, Target
 from edge.plant.trigger import TriggerServer
 from edge.publish import verdict_message
+from edge.status import StreamStatus
+from edge.stream import Stream
 from edge.types import Frame, Verdict
 
 log = logging.getLogger(__name__)
@@ -70,12 +73,14 @@ def open_links(cfg: LineConfig, announce: Callable[..., Announced]) -> dict[str,
 
 
 class Plant:
-    def __init__(self, cfg: LineConfig, targets: Callable[[str], Target | None], send: Send):
-        """``targets``: a stream's Target by source name; ``send``: publishes on the ZeroMQ socket."""
-        self._cfg = cfg
-        self._send = send
+    def __init__(self, config: Callable[[], LineConfig], targets: Callable[[str], Target | None], zmq: ZmqOutlet):
+        """``config``: the running config (a reload replaces it); ``targets``: a stream's Target by
+        source name; ``zmq``: the ZeroMQ outlet it sends through (and closes)."""
+        cfg = config()
+        self._zmq = zmq
+        self._send: Send = zmq.publisher.send
         self.tracking = cfg.tracks_parts
-        self.tracker = PartTracker(targets, lambda: self._cfg.trigger.max_pending)
+        self.tracker = PartTracker(targets, lambda: config().trigger.max_pending)
         self.trigger = TriggerServer(cfg.trigger.bind, self.tracker.announce) if cfg.trigger.bind else None
         try:
             self.links = open_links(cfg, self.tracker.announce)
@@ -85,10 +90,6 @@ class Plant:
             raise
         self._stop = threading.Event()
         self._deadlines = threading.Thread(target=self._watch_deadlines, name="deadlines", daemon=True)
-
-    def reconfigure(self, cfg: LineConfig) -> None:
-        """A reload: deadlines and rules apply to parts announced from now on (endpoints at restart)."""
-        self._cfg = cfg
 
     def start(self) -> None:
         if self.trigger is not None:
@@ -101,6 +102,14 @@ class Plant:
     def claim(self, frame: Frame) -> bool:
         """Called by a grab thread for each frame: False when the frame is no part's and its stream skips those."""
         return self.tracker.claim(frame) if self.tracking else True
+
+    def verdict(self, stream: Stream, v: Verdict, t_publish: float) -> None:
+        msg = verdict_message(v, stream.line, stream.cfg.station, stream.model.bundle.name, t_publish)
+        if not self.publish(stream.topic, v, msg):
+            stream.stats.publish_failed += 1
+
+    def status(self, stream: Stream, status: StreamStatus) -> None:
+        self.publish_status(stream.topic, {**status.to_message(), **self.status_fields(stream.source.name)})
 
     def publish(self, topic: str, v: Verdict, msg: dict) -> bool:
         """Sends a verdict on ZeroMQ and every link, with its part's fields (``late`` when its part
@@ -160,6 +169,7 @@ class Plant:
             self.trigger.close()
         for link in self.links.values():
             link.close()
+        self._zmq.close()
 
 
 def part_error(part: Part, why: str) -> dict:

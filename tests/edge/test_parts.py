@@ -1,141 +1,99 @@
-"""Parts announced by the PLC over ZeroMQ: each gets the verdict of the frame its camera takes
-next, with its part id, by its deadline, or an ERROR "deadline" at it. The real daemon, the real
-edge-plc-sim, real sockets."""
+"""The daemon's parts on their own: the grabber pool's queue hold and its failures, the typed
+status and the message it makes. The real daemon runs them in test_daemon, test_faults, ..."""
 
 from __future__ import annotations
 
-import json
-import signal
+import threading
 
-import zmq
+import cv2
 
-from edge.listen import Listener
+from edge.batcher import FrameQueue
+from edge.grabbers import GrabberPool
+from edge.sources import ImageFolderSource
+from edge.stats import Drift, Percentiles
+from edge.status import Counters, Reloads, SourceStatus, StreamStatus
 
-from .harness import collect, start
-from .plant_harness import camera_line, plc_sim
-
-
-def _request(endpoint: str, payload: bytes) -> dict:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send(payload)
-        assert sock.poll(10_000, zmq.POLLIN), "no reply"
-        return json.loads(sock.recv())
-    finally:
-        sock.close()
-        ctx.term()
+from .conftest import folder_with_an_oversized_image, part
 
 
-def _stop(proc, listener) -> tuple[list[dict], dict]:
-    proc.send_signal(signal.SIGTERM)
-    verdicts, final, _ = collect(listener, proc)
-    assert proc.wait(20) == 0
-    return verdicts, final
+def one_image(tmp_path) -> ImageFolderSource:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), part(40))
+    return ImageFolderSource(folder, "one")
 
 
-def test_200_parts_at_a_rate_the_line_takes_all_get_their_verdict_in_time(tmp_path):
-    config, endpoint, _ = camera_line(tmp_path, fps=40, deadline_ms=2000)
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        code, out, results = plc_sim(config, tmp_path / "sim.json", "--rate", "20", "--parts", "200", "--prefix", "P")
-        verdicts, final = _stop(proc, listener)
-    assert code == 0, out
-    assert len(results) == 200 and all(r["outcome"] == "in_time" for r in results), out
-    assert all(r["latency_ms"] <= r["deadline_ms"] and r["verdict"] in ("OK", "NG") for r in results)
-    assert "200 answered in time, 0 late" in out
-    parts = [v for v in verdicts if "part_id" in v]
-    # The frame the camera takes next after each announcement, in the order they were announced.
-    assert [v["part_id"] for v in parts] == [f"P-{i:05d}" for i in range(200)]
-    assert all(v["t_grab"] >= v["t_announce"] and not v["late"] for v in parts)
-    assert [v["seq"] for v in parts] == sorted({v["seq"] for v in parts})
-    assert len(verdicts) == len(parts), "unannounced frames are skipped on this line"
-    c = final["parts"]
-    assert (c["announced"], c["in_time"], c["deadline"], c["late"], c["pending"]) == (200, 200, 0, 0, 0)
-    assert c["skipped_frames"] > 0
+def test_the_queue_closes_only_once_every_grabber_and_hold_has_ended(tmp_path) -> None:
+    queue = FrameQueue(8, "block")
+    pool = GrabberPool(queue)
+    pool.hold()
+    pool.start(one_image(tmp_path), threading.Event()).join(10)
+    assert not queue.closed and len(queue) == 1, "the hold keeps it open for the grabbers still to start"
+    pool.release()
+    assert queue.closed
 
 
-def test_parts_faster_than_the_camera_are_all_answered_the_late_ones_error_deadline(tmp_path):
-    # 100 parts a second for a camera that takes 25 frames a second: the line cannot keep up.
-    config, endpoint, _ = camera_line(tmp_path, fps=25, deadline_ms=400)
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        code, out, results = plc_sim(config, tmp_path / "sim.json", "--rate", "100", "--parts", "200", "--prefix", "F")
-        verdicts, final = _stop(proc, listener)
-    assert code == 0, out  # every part answered, none missing
-    outcomes = [r["outcome"] for r in results]
-    assert len(results) == 200 and outcomes.count("missing") == 0 and outcomes.count("refused") == 0
-    errors = [r for r in results if r["outcome"] == "late"]
-    assert errors and all(r["verdict"] == "ERROR" and r["error"] == "deadline" for r in errors), out
-    assert outcomes.count("in_time") > 0
-    # Each part's first message is its answer; a verdict that came after its deadline ERROR is flagged late.
-    first: dict[str, dict] = {}
-    for v in verdicts:
-        if "part_id" in v:
-            if v["part_id"] in first:
-                assert v["late"] and first[v["part_id"]]["error"] == "deadline"
-            first.setdefault(v["part_id"], v)
-    assert len(first) == 200
-    c = final["parts"]
-    assert c["announced"] == 200 == c["in_time"] + c["deadline"] and c["pending"] == 0
-    assert c["deadline"] == len(errors) and c["late"] == sum(v.get("late", False) for v in verdicts)
+def test_a_finite_source_that_raises_is_failed_counted_and_closes_the_queue(tmp_path) -> None:
+    queue = FrameQueue(8, "block")
+    pool = GrabberPool(queue)
+    source = ImageFolderSource(folder_with_an_oversized_image(tmp_path), "cam0")
+    pool.start(source, threading.Event()).join(10)
+    assert pool.failed == {"cam0"} and pool.errors["cam0"] == 1
+    assert source.state == "failed" and source.problem is not None and "error" in source.problem
+    assert queue.closed and len(queue) == 1, "the frame before the failure is still judged"
 
 
-def test_parts_for_a_dead_camera_are_answered_error_at_their_deadlines(tmp_path):
-    config, endpoint, _ = camera_line(tmp_path, deadline_ms=300, dead=True)
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        code, out, results = plc_sim(config, tmp_path / "sim.json", "--rate", "20", "--parts", "20")
-        verdicts, final = _stop(proc, listener)
-    assert code == 0, out
-    assert len(results) == 20 and all(r["verdict"] == "ERROR" and r["error"] == "deadline" for r in results), out
-    assert all(300 <= r["latency_ms"] < 300 + 1000 for r in results), [r["latency_ms"] for r in results]
-    assert all(v["seq"] is None and v["frame_id"] is None for v in verdicts), "never photographed"
-    assert final["parts"]["deadline"] == 20 and final["counters"]["frames_in"] == 0
+def test_an_endless_source_that_raises_is_started_again_until_halted(tmp_path) -> None:
+    queue = FrameQueue(64, "drop_oldest")
+    pool = GrabberPool(queue)
+    source = ImageFolderSource(folder_with_an_oversized_image(tmp_path), "cam0", loop=True)
+    halt = threading.Event()
+    thread = pool.start(source, halt)
+    while pool.errors["cam0"] < 2 and thread.is_alive():
+        thread.join(0.05)
+    halt.set()
+    thread.join(10)
+    assert not thread.is_alive() and pool.failed == set() and source.reconnects >= 2
+    assert queue.frames_in["cam0"] >= 2, "each start went through the folder again"
 
 
-def test_a_bad_announcement_is_refused_with_the_reason_and_the_line_goes_on(tmp_path):
-    config, endpoint, trigger = camera_line(tmp_path, fps=20)
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        assert _request(trigger, b"not json")["accepted"] is False
-        unknown = _request(trigger, json.dumps({"stream": "cam9", "part_id": "A"}).encode())
-        assert unknown["accepted"] is False and "unknown stream 'cam9'" in unknown["error"]
-        empty = _request(trigger, json.dumps({"stream": "cam0", "part_id": ""}).encode())
-        assert empty["accepted"] is False and "part_id" in empty["error"]
-        bad_deadline = _request(trigger, json.dumps({"stream": "cam0", "part_id": "A", "deadline_ms": -1}).encode())
-        assert bad_deadline["accepted"] is False and "deadline_ms" in bad_deadline["error"]
-        first = _request(trigger, json.dumps({"stream": "cam0", "part_id": "A", "deadline_ms": 60_000}).encode())
-        again = _request(trigger, json.dumps({"stream": "cam0", "part_id": "A"}).encode())
-        assert first == {"accepted": True, "seq": 0}
-        # A second announcement of an id still open is refused, unless the first was answered meanwhile.
-        assert (again["accepted"] is False and "already announced" in again["error"]) or again["seq"] == 1
-        verdicts, final = _stop(proc, listener)
-    assert [v["part_id"] for v in verdicts if v.get("part_id") == "A"][:1] == ["A"]
-    assert final["parts"]["refused"] >= 2 and final["parts"]["pending"] == 0
-    assert final["links"]["trigger"]["bad_requests"] == 1
+def status(counters: Counters) -> StreamStatus:
+    return StreamStatus(
+        schema=1,
+        line="line3",
+        station="st1",
+        t=1.0,
+        state="running",
+        uptime_s=2.0,
+        counters=counters,
+        latency_ms=Percentiles.of([1.0, 3.0]),
+        infer_ms=Percentiles.of([]),
+        mean_batch=None,
+        queue_depth=0,
+        streams=1,
+        source=SourceStatus("cam0", "streaming", 0, None),
+        score_drift=Drift(None, None, None, 0),
+        threshold=0.5,
+        model="m@1",
+        reloads=Reloads(ok=1, at_restart=("queue.size (64 → 8)",)),
+        backend={"backend": "onnxruntime"},
+    )
 
 
-def test_a_part_still_open_when_the_line_stops_is_answered_error_stopped(tmp_path):
-    config, endpoint, trigger = camera_line(tmp_path, deadline_ms=60_000, dead=True)
-    proc = start(config)
-    with Listener(endpoint, "line3/") as listener:
-        assert listener.recv(20) is not None  # the line is up (a heartbeat)
-        assert _request(trigger, json.dumps({"stream": "cam0", "part_id": "Z"}).encode())["accepted"]
-        verdicts, final = _stop(proc, listener)
-    assert [(v["part_id"], v["verdict"], v["error"]) for v in verdicts] == [("Z", "ERROR", "stopped")]
-    assert final["parts"]["stopped"] == 1 and final["parts"]["pending"] == 0
+def test_the_status_message_has_the_documented_keys_and_leaves_out_writers_that_are_off() -> None:
+    message = status(Counters(5, 3, 1, 0, 1, 0, 0, 0)).to_message()
+    assert list(message) == [
+        "schema", "line", "station", "t", "state", "uptime_s", "counters", "latency_ms", "infer_ms", "mean_batch",
+        "queue_depth", "streams", "source", "score_drift", "threshold", "model", "reloads", "backend",
+    ]  # fmt: skip
+    assert message["counters"] == {
+        "frames_in": 5, "ok": 3, "ng": 1, "error": 0, "dropped": 1, "publish_failed": 0, "in_flight": 0, "grab_errors": 0
+    }  # fmt: skip
+    assert message["latency_ms"] == {"p50": 2.0, "p99": 2.98, "n": 2} and message["infer_ms"]["p50"] is None
+    assert message["reloads"] == {"ok": 1, "refused": 0, "last_error": None, "at_restart": ["queue.size (64 → 8)"]}
+    assert message["source"] == {"name": "cam0", "state": "streaming", "reconnects": 0, "problem": None}
 
 
-def test_edge_listen_shows_the_part_of_a_verdict_and_of_a_deadline_error():
-    from edge.listen import format_verdict
-
-    base = {"line": "line3", "station": "st1", "threshold": 0.5, "t_publish": 10.0, "regions": []}
-    judged = {**base, "seq": 4, "frame_id": "cam0:4", "t_grab": 9.9, "verdict": "OK", "score": 0.1, "part_id": "P-7"}
-    unseen = {**base, "seq": None, "frame_id": None, "t_grab": None, "t_announce": 9.0, "verdict": "ERROR"}
-    unseen.update(score=None, error="deadline", part_id="P-8", late=False)
-    assert "part P-7" in format_verdict(judged) and "LATE" not in format_verdict(judged)
-    assert "part P-8" in format_verdict(unseen) and "1000.0 ms" in format_verdict(unseen)
-    assert "LATE" in format_verdict({**judged, "late": True})
+def test_the_status_message_counts_the_evidence_writers_that_are_on() -> None:
+    counters = status(Counters(1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1)).to_message()["counters"]
+    assert (counters["evidence_saved"], counters["ok_samples_saved"], counters["ok_samples_skipped"]) == (0, 4, 1)
