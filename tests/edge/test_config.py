@@ -17,11 +17,15 @@ from edge.config import (
     GenicamConfig,
     ImagesConfig,
     LineConfig,
+    MqttConfig,
+    OpcuaConfig,
     PublishConfig,
     QueueConfig,
     ReconnectConfig,
     RoiConfig,
     StreamConfig,
+    StreamTriggerConfig,
+    TriggerConfig,
     VideoConfig,
     load_config,
     parse_config,
@@ -209,7 +213,10 @@ def test_good_config_round_trip(home: Path) -> None:
         evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5),
         path=path,
     )
-    expected.streams = [StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0)]
+    filled = StreamTriggerConfig(deadline_ms=1000.0, unannounced="judge")  # the line's trigger defaults
+    expected.streams = [
+        StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0, trigger=filled)
+    ]
     cfg = load_config(path)
     assert cfg == expected
     assert type(cfg.k) is float and type(cfg.batch.max_wait_ms) is float
@@ -367,6 +374,10 @@ def test_line3_documents_every_key() -> None:
         QueueConfig,
         PublishConfig,
         EvidenceConfig,
+        StreamTriggerConfig,
+        TriggerConfig,
+        MqttConfig,
+        OpcuaConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {name for section in sections for name in section.model_fields}
