@@ -95,6 +95,30 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class HmiImagesConfig:
+    bind: str | None = None  # ZeroMQ endpoint of the image topic "img/<line>/<station>"; None = off
+    every_ng: bool = True  # every NG part's image (as long as the queue has room)
+    ok_per_s: float = 2.0  # OK parts, at most this many per second per camera; 0 = none
+    max_side: int = 480  # the JPEG's longer side, pixels
+    quality: int = 80  # JPEG quality, 1..100
+    queue: int = 8  # images waiting to be encoded; beyond it they are dropped and counted
+    sndhwm: int = 16  # images waiting for a slow subscriber; beyond it they are dropped and counted
+
+
+@dataclass(slots=True)
+class HmiConfig:
+    """What edge-hmi (the operator's screen, its own process) reads; the daemon ignores it."""
+
+    bind: str = "127.0.0.1:8080"  # HOST:PORT the page is served on
+    users: Path | None = None  # file of reviewers with scrypt-hashed passwords (edge-hmi --add-user); None = no review
+    review_dir: Path = Path("review")  # reviewed parts: good/ and <defect type>/, and log.jsonl
+    curve_secret_key: Path | None = None  # the HMI's own CURVE key pair (edge-keys), for a CURVE publisher
+    error_rate_limit: float = 0.05  # alarm above this share of ERROR verdicts among recent parts
+    drift_z_limit: float = 3.0  # alarm when the OK scores' drift |z| exceeds this
+    stale_s: float = 5.0  # alarm when no status came for this long
+
+
+@dataclass(slots=True)
 class StreamConfig:
     station: str  # the stream's topic is "<line>/<station>"
     source: SourceConfig
@@ -117,6 +141,8 @@ class LineConfig:
     publish: PublishConfig = field(default_factory=PublishConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    hmi_images: HmiImagesConfig = field(default_factory=HmiImagesConfig)
+    hmi: HmiConfig = field(default_factory=HmiConfig)
     log_level: str = "INFO"
     log_format: str = "text"  # "text" for people, "json" (one object per line) for log collectors
     path: Path | None = None  # the file it was loaded from
@@ -180,6 +206,10 @@ _TOPIC_PART = _Key(str, required=True, pattern=r"[^/\s]+", pattern_text="a non-e
 _STATION = _Key(str, pattern=r"(?!status$)[^/\s]+", pattern_text=_TOPIC_PART.pattern_text + ", other than 'status'")
 _POSITIVE = _Key(float, lo=0, above=True)
 _POSITIVE_OR_NULL = _Key(float, lo=0, above=True, nullable=True)
+_ENDPOINT = _Key(
+    str, pattern=r"(tcp|ipc|inproc)://\S+", pattern_text="a ZeroMQ endpoint such as 'tcp://127.0.0.1:5556'"
+)
+_HOST_PORT = _Key(str, pattern=r"[^\s:]+:\d{1,5}", pattern_text="HOST:PORT, e.g. '127.0.0.1:9108'")
 _FILE_KEYS = {"loop": _Key(bool), "fps": _POSITIVE_OR_NULL}
 _RECONNECT = _Section(ReconnectConfig, {"initial_s": _POSITIVE, "max_s": _POSITIVE})
 _SOURCE_VARIANTS: dict[str, Mapping[str, _Key | _Section]] = {
@@ -250,11 +280,7 @@ _LINE = _Section(
         "publish": _Section(
             PublishConfig,
             {
-                "bind": _Key(
-                    str,
-                    pattern=r"(tcp|ipc|inproc)://\S+",
-                    pattern_text="a ZeroMQ endpoint such as 'tcp://127.0.0.1:5556'",
-                ),
+                "bind": _ENDPOINT,
                 "heartbeat_s": _POSITIVE,
                 "sndhwm": _Key(int, lo=1),
                 "wait_for_subscribers": _Key(int, lo=0),
@@ -274,10 +300,30 @@ _LINE = _Section(
         ),
         "metrics": _Section(
             MetricsConfig,
+            {"bind": dataclasses.replace(_HOST_PORT, nullable=True)},
+        ),
+        "hmi_images": _Section(
+            HmiImagesConfig,
             {
-                "bind": _Key(
-                    str, nullable=True, pattern=r"[^\s:]+:\d{1,5}", pattern_text="HOST:PORT, e.g. '127.0.0.1:9108'"
-                )
+                "bind": dataclasses.replace(_ENDPOINT, nullable=True),
+                "every_ng": _Key(bool),
+                "ok_per_s": _Key(float, lo=0),
+                "max_side": _Key(int, lo=16, hi=4096),
+                "quality": _Key(int, lo=1, hi=100),
+                "queue": _Key(int, lo=1),
+                "sndhwm": _Key(int, lo=1),
+            },
+        ),
+        "hmi": _Section(
+            HmiConfig,
+            {
+                "bind": _HOST_PORT,
+                "users": _Key(Path, nullable=True, exists="file"),
+                "review_dir": _Key(Path),
+                "curve_secret_key": _Key(Path, nullable=True, exists="file"),
+                "error_rate_limit": _Key(float, lo=0, hi=1),
+                "drift_z_limit": _POSITIVE,
+                "stale_s": _POSITIVE,
             },
         ),
         "log_level": _Key(str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),

@@ -124,13 +124,20 @@ class Publisher:
         not mean every subscriber got it (see the module docstring)."""
         # allow_nan=False: NaN and Infinity are not JSON, and a PLC's parser may reject the
         # whole message; every field is finite or null at its source, so this only catches a bug.
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        return self.send_parts([topic.encode(), json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()])
+
+    def send_parts(self, parts: list[bytes]) -> bool:
+        """One multipart message as it is; False (counted in ``failed``) when refused."""
         try:
-            self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.failed += 1
             return False
+
+    def refuse_when_full(self) -> None:
+        """A subscriber's full queue refuses the send (counted) instead of dropping it unseen."""
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     def close(self) -> None:
         self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
