@@ -318,7 +318,7 @@ _LINE = _Section(
             HmiConfig,
             {
                 "bind": _HOST_PORT,
-                "users": _Key(Path, nullable=True, exists="file"),
+                "users": _Key(Path, nullable=True),
                 "review_dir": _Key(Path),
                 "curve_secret_key": _Key(Path, nullable=True, exists="file"),
                 "error_rate_limit": _Key(float, lo=0, hi=1),

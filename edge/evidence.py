@@ -8,6 +8,7 @@ when the disk cannot keep up, evidence is skipped (and counted), verdicts never 
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import re
@@ -58,7 +59,8 @@ def overlay(v: Verdict) -> np.ndarray:
 
 class EvidenceStore:
     """One ring folder: per part, its overlay (``<part>.png``) and/or the judged image as it came
-    (``<part>_raw.png``, lossless: it can go into a training or calibration folder as it is).
+    (``<part>_raw.png``, lossless: it can go into a training or calibration folder as it is), and
+    the verdict message (``<part>.json``: score, threshold, model, for the review on edge-hmi).
     ``max_files`` counts parts; the oldest part's files go together."""
 
     def __init__(self, folder: Path, max_files: int, overlay: bool = True, raw: bool = False, queue_size: int = 16):
@@ -72,15 +74,17 @@ class EvidenceStore:
         # Keyed by name: a part saved again under its name (a restarted stream counts from 0) is
         # the newest, not a second entry whose eviction would delete the new files.
         self._parts: OrderedDict[str, list[Path]] = OrderedDict()
-        for path in sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime):
-            self._parts.setdefault(path.name.removesuffix(".png").removesuffix("_raw"), []).append(path)
-        self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=queue_size)
+        parts = [*self.folder.glob("*.png"), *self.folder.glob("*.json")]
+        for path in sorted(parts, key=lambda p: p.stat().st_mtime):
+            self._parts.setdefault(path.stem.removesuffix("_raw"), []).append(path)
+        self._queue: queue.Queue[tuple[Verdict, dict | None] | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"evidence-{self.folder.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, v: Verdict) -> None:
+    def submit(self, v: Verdict, message: dict | None = None) -> None:
+        """``message``: the verdict as published (edge.publish.verdict_message), saved beside the images."""
         try:
-            self._queue.put_nowait(v)
+            self._queue.put_nowait((v, message))
         except queue.Full:
             self.skipped += 1
 
@@ -89,14 +93,15 @@ class EvidenceStore:
         return images + ([("_raw", cv2.cvtColor(v.frame.pixels, cv2.COLOR_RGB2BGR))] if self.raw else [])
 
     def _run(self) -> None:
-        while (v := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            v, message = item
             try:
-                self._save(v)
+                self._save(v, message)
             except Exception as e:  # one part that cannot be saved must not end the evidence of the run
                 log.warning("evidence of %s in %s not saved: %s", v.frame.frame_id, self.folder, e)
                 self.skipped += 1
 
-    def _save(self, v: Verdict) -> None:
+    def _save(self, v: Verdict, message: dict | None) -> None:
         # stream and seq make the name unique; the frame id (an image file's name, say) only helps a
         # person find the part, and is cut so that the name stays within a file system's 255 bytes.
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")[:200]
@@ -109,6 +114,10 @@ class EvidenceStore:
                 path = self.folder / f"{name}{suffix}.png"
                 if not cv2.imwrite(str(path), image):
                     raise OSError(f"cv2.imwrite could not write {path.name} (disk full or not writable?)")
+                written.append(path)
+            if message is not None:
+                path = self.folder / f"{name}.json"
+                path.write_text(json.dumps(message))
                 written.append(path)
         except BaseException:
             for path in written:  # half a part's evidence is none
