@@ -34,6 +34,7 @@ from edge.types import Verdict
 log = logging.getLogger(__name__)
 
 IMAGE_TOPIC_PREFIX = "img/"
+SNDBUF = 256 * 1024
 
 
 def image_topic(verdict_topic: str) -> str:
@@ -63,7 +64,9 @@ class ImageOutlet:
         curve = None
         if publish.curve_secret_key and publish.curve_allowed_clients:  # the screen is let in as a PLC is
             curve = Curve(publish.curve_secret_key, publish.curve_allowed_clients)
-        self.publisher = Publisher(cfg.bind, sndhwm=cfg.sndhwm, linger_ms=0, curve=curve)
+        # A small kernel buffer too: images a stalled screen has not read are then refused (and
+        # counted) after ~sndhwm of them plus 256 KiB, not after megabytes of silent buffering.
+        self.publisher = Publisher(cfg.bind, sndhwm=cfg.sndhwm, linger_ms=0, curve=curve, sndbuf=SNDBUF)
         self.publisher.refuse_when_full()
         self.sent = 0
         self.dropped = 0  # the queue was full (encoding too slow) or a subscriber's was (the screen too slow)

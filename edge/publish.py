@@ -61,7 +61,10 @@ class Curve:
 
 
 class Publisher:
-    def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
+    def __init__(
+        self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None, sndbuf: int = -1
+    ):
+        """sndbuf: the kernel's send buffer per connection, bytes (-1: the system's, which grows to megabytes)."""
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
@@ -71,6 +74,7 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._sock.setsockopt(zmq.SNDBUF, sndbuf)
         try:
             self._sock.bind(bind)
         except zmq.ZMQError as e:

@@ -15,7 +15,7 @@ import zmq.auth
 
 from edge.config import LineConfig
 from edge.hmi.state import LiveState
-from edge.images import IMAGE_TOPIC_PREFIX
+from edge.images import IMAGE_TOPIC_PREFIX, SNDBUF
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,16 @@ class Feed:
         self._stop = threading.Event()
         self._sockets = [self._subscribe(connect_to(cfg.publish.bind), f"{cfg.line}/", cfg)]
         if cfg.hmi_images.bind:
-            self._sockets.append(
-                self._subscribe(connect_to(cfg.hmi_images.bind), f"{IMAGE_TOPIC_PREFIX}{cfg.line}/", cfg)
-            )
+            images = self._subscribe(connect_to(cfg.hmi_images.bind), f"{IMAGE_TOPIC_PREFIX}{cfg.line}/", cfg, SNDBUF)
+            self._sockets.append(images)
         else:
             log.warning("hmi_images.bind is not set: the daemon sends no images, the page shows counts only")
         self._thread = threading.Thread(target=self._run, name="hmi-feed", daemon=True)
 
-    def _subscribe(self, endpoint: str, topic: str, cfg: LineConfig) -> zmq.Socket:
+    def _subscribe(self, endpoint: str, topic: str, cfg: LineConfig, rcvbuf: int = -1) -> zmq.Socket:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVBUF, rcvbuf)  # images: the latest ones matter, not a backlog
         if cfg.publish.curve_secret_key:
             if cfg.hmi.curve_secret_key is None:
                 raise OSError(

@@ -40,6 +40,12 @@ def _missing() -> str | None:
     return None if shutil.which(CHROMIUM) else f"no {CHROMIUM}"
 
 
+needs_hmi_extra = pytest.mark.skipif(
+    any(__import__("importlib").util.find_spec(m) is None for m in ("starlette", "uvicorn", "jinja2")),
+    reason='edge-hmi needs the hmi extra: pip install ".[hmi]"',
+)
+
+
 @pytest.fixture(scope="session")
 def browser():
     missing = _missing()

@@ -93,7 +93,9 @@ def test_the_page_follows_the_line_live_and_a_review_needs_a_login(
     assert moved.is_file() and not raw.exists()
     entry = json.loads((tmp_path / "review" / "log.jsonl").read_text().splitlines()[-1])
     assert (entry["user"], entry["mark"], entry["name"], entry["file"]) == ("ana", "good", first, f"good/{first}.png")
-    assert entry["model"].startswith("bundle@") and entry["score"] > entry["threshold"]  # a reject, now called a false one
+    assert (
+        entry["model"].startswith("bundle@") and entry["score"] > entry["threshold"]
+    )  # a reject, now called a false one
     # a confirmed defect with its type goes into its own folder
     second = page.get_attribute(".part[data-kind=ng]:not([data-name='" + first + "'])", "data-name")
     page.fill(f".part[data-name='{second}'] .defect-type", "spot")
