@@ -10,6 +10,8 @@ import numpy as np
 
 from edge.types import Frame
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})  # what the line, calibration and
+# training read from a folder: one list, so a file the line would judge is never skipped elsewhere
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
