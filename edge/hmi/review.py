@@ -47,13 +47,14 @@ class Review:
         return self.evidence_dir if kind == "ng" else self.evidence_dir / "ok"
 
     def parts(self, since: float = 0.0, until: float = float("inf")) -> list[Part]:
-        """The parts to review saved in [since, until], newest first."""
+        """The parts saved in [since, until] not yet reviewed, newest first."""
+        reviewed = {entry.get("name") for entry in self.log()}
         found = []
         for kind in ("ng", "ok"):
             folder = self.folder(kind)
             suffix = "_NG" if kind == "ng" else "_OK"
             names = {p.stem.removesuffix("_raw") for p in folder.glob(f"*{suffix}*.png")} if folder.is_dir() else set()
-            for name in names:
+            for name in names - reviewed:
                 part = self._part(folder, name, kind)
                 if part is not None and since <= part.t <= until:
                     found.append(part)
