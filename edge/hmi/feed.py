@@ -68,7 +68,7 @@ class Feed:
             for sock, _ in poller.poll(200):
                 try:
                     self._handle(sock.recv_multipart(zmq.NOBLOCK))
-                except (ValueError, KeyError, zmq.ZMQError) as e:  # one bad message must not end the screen
+                except (ValueError, KeyError, IndexError, zmq.ZMQError) as e:  # one bad message must not end the screen
                     log.warning("message not understood: %s", e)
         for sock in self._sockets:
             sock.close()
