@@ -47,7 +47,10 @@ def test_every_ng_part_comes_as_a_jpeg_on_its_own_topic_and_a_plc_on_the_line_to
     assert all(len(v) and "jpeg" not in json.dumps(v) for v in verdicts)  # the PLC got verdicts only
     metas = [json.loads(m[1]) for m in images]
     assert {m[0] for m in images} == {b"img/line3/st1"}
-    assert sorted(m["seq"] for m in metas) == ng  # every NG, no OK (ok_per_s 0)
+    # Every NG, no OK (ok_per_s 0), from the first the screen got: one sent before its subscription
+    # reached the socket (it connects while the daemon starts) is lost, as on any PUB socket.
+    got = sorted(m["seq"] for m in metas)
+    assert len(got) >= 8 and got == [seq for seq in ng if seq >= got[0]]
     for (_, _, jpeg), meta in zip(images, metas):
         picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert picture is not None and max(picture.shape[:2]) == 32 == max(meta["width"], meta["height"])
