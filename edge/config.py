@@ -210,6 +210,10 @@ class HmiConfig(Section):
     error_rate_limit: Annotated[float, Field(ge=0, le=1)] = 0.05  # alarm above this share of recent ERROR verdicts
     drift_z_limit: Annotated[float, Field(gt=0, le=100)] = 3.0  # alarm when the drift |z| exceeds this
     stale_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # alarm when no status came for this long
+    # When shifts start (local time): the page's shift counts start again at each.
+    shifts: list[Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]] = Field(
+        default_factory=lambda: ["06:00", "14:00", "22:00"], min_length=1
+    )
 
 
 class StreamConfig(Model):

@@ -3,6 +3,7 @@ the server reads snapshots of it; a lock keeps the two apart)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 import time
@@ -18,6 +19,48 @@ IMAGES_KEPT = 200
 MIN_FOR_ERROR_RATE = 10
 
 
+KINDS = ("ok", "ng", "error")
+
+
+def shift_start(shifts: list[str], now: dt.datetime) -> dt.datetime:
+    """The start of the shift ``now`` is in (``shifts``: "HH:MM" starts, local time)."""
+    starts = [
+        now.replace(hour=int(h), minute=int(m), second=0, microsecond=0) for h, m in (s.split(":") for s in shifts)
+    ]
+    past = [t for t in starts if t <= now]
+    return max(past) if past else max(starts) - dt.timedelta(days=1)
+
+
+@dataclass(slots=True)
+class ShiftCounts:
+    """OK / NG / ERROR since the shift started, from the daemon's run counters: what they were when
+    the shift began is subtracted (a daemon that started within the shift: nothing; one that ran
+    before the HMI first heard of it: its counts then, so the shift counts start there), and a
+    daemon that restarted (its counters fell) adds its new run to what the shift had counted."""
+
+    start: dt.datetime | None = None
+    base: dict[str, int] = field(default_factory=dict)
+    carried: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+
+    def update(self, counters: dict[str, Any], start: dt.datetime, daemon_started: float) -> None:
+        now = {k: int(counters.get(k, 0)) for k in KINDS}
+        if start != self.start:
+            began_within = self.start is None and daemon_started >= start.timestamp()
+            self.base = dict.fromkeys(KINDS, 0) if began_within else now
+            self.start, self.carried = start, dict.fromkeys(KINDS, 0)
+        elif any(now[k] < self.last.get(k, 0) for k in KINDS):
+            self.carried = {k: self.carried[k] + self.last[k] - self.base[k] for k in KINDS}
+            self.base = dict.fromkeys(KINDS, 0)
+        self.last = now
+
+    def view(self) -> dict[str, Any]:
+        counts = {k: self.carried.get(k, 0) + self.last.get(k, 0) - self.base.get(k, 0) for k in KINDS}
+        judged = sum(counts.values())
+        since = self.start.strftime("%H:%M") if self.start else None
+        return {**counts, "since": since, "yield": round(counts["ok"] / judged, 4) if judged else None}
+
+
 @dataclass(slots=True)
 class Camera:
     topic: str
@@ -28,6 +71,7 @@ class Camera:
     ng_strip: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=NG_STRIP))
     scores: deque[tuple[int, float | None, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    shift: ShiftCounts = field(default_factory=ShiftCounts)
 
     def parts_per_s(self, now: float, window_s: float = 5.0) -> float:
         recent = [t for t in self.arrivals if now - t <= window_s]
@@ -68,7 +112,7 @@ class Camera:
             "threshold": s.get("threshold", (self.last or {}).get("threshold")),
             "counters": c,
             "judged": judged,
-            "yield": round(c.get("ok", 0) / judged, 4) if judged else None,
+            "shift": self.shift.view(),
             "latency_ms": s.get("latency_ms", {}),
             "drift": s.get("score_drift", {}),
             "parts_per_s": self.parts_per_s(now),
@@ -105,6 +149,8 @@ class LiveState:
         with self._lock:
             cam = self._camera(topic)
             cam.status, cam.status_at = msg, time.monotonic()
+            daemon_started = msg["t"] - msg["uptime_s"]
+            cam.shift.update(msg["counters"], shift_start(self.cfg.shifts, dt.datetime.now()), daemon_started)
             self.version += 1
 
     def on_image(self, topic: str, meta: dict[str, Any], jpeg: bytes) -> None:

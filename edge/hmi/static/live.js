@@ -73,10 +73,12 @@ function render(cam) {
   verdict.dataset.verdict = last ? last.verdict : "";
   el.querySelector(".judged").textContent = cam.judged;
   el.querySelector(".frames-in").textContent = c.frames_in ?? 0;
-  el.querySelector(".n-ok").textContent = c.ok ?? 0;
-  el.querySelector(".n-ng").textContent = c.ng ?? 0;
-  el.querySelector(".n-error").textContent = c.error ?? 0;
-  el.querySelector(".yield").textContent = cam.yield === null ? "–" : fmt(cam.yield * 100, 1) + " %";
+  const shift = cam.shift;
+  el.querySelector(".shift-since").textContent = shift.since ? "This shift, since " + shift.since : "This shift";
+  el.querySelector(".n-ok").textContent = shift.ok;
+  el.querySelector(".n-ng").textContent = shift.ng;
+  el.querySelector(".n-error").textContent = shift.error;
+  el.querySelector(".yield").textContent = shift.yield === null ? "–" : fmt(shift.yield * 100, 1) + " %";
   el.querySelector(".rate").textContent = fmt(cam.parts_per_s, 1);
   const lat = cam.latency_ms || {};
   el.querySelector(".latency").textContent = fmt(lat.p50, 0) + " / " + fmt(lat.p99, 0) + " ms";
