@@ -15,7 +15,7 @@ from edge.evidence import EvidenceStore
 from edge.types import Frame, Verdict
 
 from .conftest import make_bundle
-from .harness import pattern, run_to_the_end, start, write_config, write_video
+from .harness import decoded_bgr, pattern, run_to_the_end, start, write_config, write_video
 from .test_sources import wait_until
 
 
@@ -41,10 +41,7 @@ def test_ng_overlays_with_raw_frames_and_every_nth_ok_part(tmp_path) -> None:
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(
         f"cam0_{seq:08d}_cam0_{seq}_NG{suffix}.png" for seq in kept for suffix in ("", "_raw")
     )
-    decoded = []
-    capture = cv2.VideoCapture(str(video))
-    while (frame := capture.read()[1]) is not None:
-        decoded.append(frame)
+    decoded = decoded_bgr(video)
     for seq in kept:  # the raw image is what the line judged, pixel for pixel; the overlay is not
         assert np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG_raw.png")), decoded[seq])
         assert not np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG.png")), decoded[seq])
