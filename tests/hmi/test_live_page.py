@@ -110,7 +110,7 @@ def test_the_page_follows_the_line_live_and_a_review_needs_a_login(
     text = page.text_content("[data-testid=preview]")
     assert "reviewed good parts: 1; rejected now 1 (100.0 %), after 0" in text
     assert "confirmed defects: 1" in text
-    # and edge-calibrate takes the review folder as it is
+    # and edge-calibrate takes the review folder as it is (--force: one part, so σ is 0, which it refuses)
     shutil.copytree(tiny_bundle, tmp_path / "bundle-copy")
     r = subprocess.run(
         [
@@ -121,8 +121,10 @@ def test_the_page_follows_the_line_live_and_a_review_needs_a_login(
             str(tmp_path / "bundle-copy"),
             "--data",
             str(tmp_path / "review" / "good"),
+            "--force",
         ],
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0, r.stderr
+    assert "n: 1\n" in (tmp_path / "bundle-copy" / "calibration.yaml").read_text()
