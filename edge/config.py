@@ -90,7 +90,9 @@ class _Source(Section):
 
 class _FileSource(_Source):
     loop: bool = False  # start again at the end
-    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = None  # pace to this rate, as a camera would; None: as read
+    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = (
+        None  # pace to this rate, as a camera would; None: as read
+    )
 
 
 class VideoConfig(_FileSource):
@@ -217,6 +219,10 @@ class HmiConfig(Section):
     )
 
 
+class TrustConfig(Section):
+    keys: Annotated[Path, _path("directory")] | None = None  # the signers' public keys (NAME.pub); None = unchecked
+
+
 class StreamConfig(Model):
     station: Station  # the stream's topic is "<line>/<station>"
     source: SourceConfig
@@ -240,6 +246,7 @@ class LineConfig(Model):
     metrics: MetricsConfig = MetricsConfig()
     hmi_images: HmiImagesConfig = HmiImagesConfig()
     hmi: HmiConfig = HmiConfig()
+    trust: TrustConfig = TrustConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
     path: SkipJsonSchema[Path | None] = None  # the file it was loaded from (not a key: parse_config sets it)
