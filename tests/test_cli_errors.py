@@ -56,7 +56,7 @@ CASES = [
     ("edge-run", ["--config", "{root}/list.yaml"], "must be a mapping"),
     ("edge-run", ["--config", "{root}/unknown.yaml"], "did you mean 'max_batch'"),
     ("edge-run", ["--config", "{root}/wait.yaml"], "wait.yaml: batch.max_wait_ms: must be a number from 0 to 10000"),
-    ("edge-run", ["--config", "{root}/fps.yaml"], "fps.yaml: source.fps: must be a number from 0.01 to 1000 or null"),
+    ("edge-run", ["--config", "{root}/fps.yaml"], "fps.yaml: source.fps: must be a number from 0.01 to 100000 or null"),
     ("edge-run", ["--config", "{root}/port.yaml"], "port.yaml: metrics.bind: must be HOST:PORT (ports 1 to 65535)"),
     ("edge-run", ["--config", "{root}/nul.yaml"], "nul.yaml: line: must be a non-empty name without '/'"),
     ("edge-capture", ["--config", "{root}/fps.yaml", "--out", "{root}/o"], "source.fps: must be a number from 0.01"),
