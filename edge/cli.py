@@ -55,15 +55,15 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
-def run_main(argv: list[str] | None = None) -> int:
+def _run_parser() -> Parser:
     p = Parser(
         prog="edge-run",
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
         "bundle, judge each part against its calibrated threshold and publish verdicts over "
         "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-        "grabbed and exits 0 (1 when a camera's grab thread failed for good). SIGHUP applies the config again (bundles, k, cameras) once it has "
-        "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
-        "runs on as it was).",
+        "grabbed and exits 0 (1 when a camera's grab thread failed for good). SIGHUP applies the "
+        "config again (bundles, k, cameras) once it has loaded and checked it beside the running "
+        "line (a bad bundle or config is refused; the line runs on as it was).",
         epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)",
     )
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
@@ -88,7 +88,11 @@ def run_main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="with --check: save each judged frame with its heatmap as DIR/<stream>.png",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = _run_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -102,17 +106,10 @@ def run_main(argv: list[str] | None = None) -> int:
     except (BundleError, BackendError, SourceError, OSError) as e:
         print(f"edge-run: {e}", file=sys.stderr)
         return 2
+    if cfg.trust.keys is None:
+        log.warning("trust.keys is not set: bundles run without a check of who signed them (README, 'Signed bundles')")
     if args.check:
-        from edge.check import check_line, passed, report, save_overlays
-
-        try:
-            checks = check_line(daemon, args.check_timeout)
-            print("\n".join(report(daemon, checks)), flush=True)
-            for path in save_overlays(checks, args.check_out) if args.check_out else ():
-                print(f"heatmap  {path}")
-        finally:
-            daemon.close()
-        return 0 if passed(checks) else 1
+        return _commission(daemon, args.check_timeout, args.check_out)
     take_signals(daemon)
     try:
         return daemon.run()
@@ -121,6 +118,20 @@ def run_main(argv: list[str] | None = None) -> int:
         # the default handlers back, except where a signal is ignored).
         for signum in LINE_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+
+
+def _commission(daemon: Daemon, timeout_s: float, out: Path | None) -> int:
+    """edge-run --check: one frame per camera judged and printed, nothing published."""
+    from edge.check import check_line, passed, report, save_overlays
+
+    try:
+        checks = check_line(daemon, timeout_s)
+        print("\n".join(report(daemon, checks)), flush=True)
+        for path in save_overlays(checks, out) if out else ():
+            print(f"heatmap  {path}")
+    finally:
+        daemon.close()
+    return 0 if passed(checks) else 1
 
 
 LINE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -200,10 +211,18 @@ def keys_main(argv: list[str] | None = None) -> int:
         description="Make a CURVE key pair for ZeroMQ encryption and subscriber authentication: NAME.key (public, "
         "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "
         "daemon (publish.curve_secret_key: server.key_secret) and one per PLC gateway (put each "
-        "gateway's NAME.key into the folder publish.curve_allowed_clients).",
+        "gateway's NAME.key into the folder publish.curve_allowed_clients). With --sign, an Ed25519 "
+        "key pair for signing bundles instead: NAME.ed25519 (private, mode 600: whoever exports, "
+        "calibrates or builds engines signs with it, --sign-key or $EDGE_SIGN_KEY) and NAME.pub "
+        "(public: put it into the folder of the line's trust.keys, where only bundles signed by "
+        "those keys run).",
+        epilog="Examples: edge-keys keys/ server;  edge-keys --sign keys/ plant-qa",
     )
     p.add_argument("folder", type=Path, help="where to write the two files")
-    p.add_argument("name", help="key name, e.g. server or plc-gateway-1")
+    p.add_argument("name", help="key name, e.g. server, plc-gateway-1, or with --sign the signer, e.g. plant-qa")
+    p.add_argument(
+        "--sign", action="store_true", help="make a bundle signing key pair (NAME.ed25519, NAME.pub), not CURVE keys"
+    )
     p.add_argument(
         "--opcua",
         action="store_true",
@@ -213,11 +232,23 @@ def keys_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--host", action="append", help="with --opcua: a host name or IP address it is for (repeat)")
     args = p.parse_args(argv)
+    if Path(args.name).name != args.name or args.name in ("", ".", ".."):
+        p.error(f"name {args.name!r}: a file name without '/', e.g. plant-qa")
     if args.opcua:
         from edge.plant.certs import make_certificate  # cryptography: the plant extra
 
         paths = make_certificate(args.folder, args.name, args.host)
         print(f"certificate: {paths['der']} and {paths['pem']}\nprivate key: {paths['key']} (mode 600: keep it here)")
+        return 0
+    if args.sign:
+        from edge.trust import TrustError, make_signing_keys
+
+        try:
+            secret, public = make_signing_keys(args.folder, args.name)
+        except (TrustError, OSError) as e:
+            print(f"edge-keys: {e}", file=sys.stderr)
+            return 2
+        print(f"public key: {public} (for the line's trust.keys folder)\nsigning key: {secret} (mode 600: keep it)")
         return 0
     from edge.publish import make_keys
 

@@ -41,6 +41,7 @@ AT_RESTART = (
     "trigger.bind",
     "mqtt",
     "opcua",
+    *(f"hmi_images.{key}" for key in ("bind", "every_ng", "ok_per_s", "max_side", "quality", "queue", "sndhwm")),
     "log_level",
     "log_format",
 )

@@ -26,6 +26,7 @@ from edge.config import (
     StreamConfig,
     StreamTriggerConfig,
     TriggerConfig,
+    TrustConfig,
     VideoConfig,
     load_config,
     parse_config,
@@ -378,6 +379,7 @@ def test_line3_documents_every_key() -> None:
         TriggerConfig,
         MqttConfig,
         OpcuaConfig,
+        TrustConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {name for section in sections for name in section.model_fields}
