@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from asyncua import Node, Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
@@ -75,6 +76,11 @@ STATUS = (
 EVENT_FIELDS = (*LAST_VERDICT[:6], ("Model", V.String), ("Error", V.String), ("Station", V.String), ("Late", V.Boolean))
 
 
+def _nid(name: str, idx: int) -> ua.NodeId:
+    """A string node id in our namespace (the README's table)."""
+    return ua.NodeId(ua.String(name), ua.Int16(idx))
+
+
 class _Users(UserManager):
     def __init__(self, username: str, password: str):
         self._username, self._password = username, password
@@ -117,7 +123,7 @@ def _status_values(msg: dict) -> dict[str, object]:
 class _Station:
     verdict: dict[str, Node] = field(default_factory=dict)
     status: dict[str, Node] = field(default_factory=dict)
-    events: object = None  # its EventGenerator
+    events: Any = None  # its EventGenerator
 
 
 class OpcuaLink:
@@ -221,24 +227,22 @@ class OpcuaLink:
         idx = await server.register_namespace(NAMESPACE)
         self._idx = idx
         self._event_type = await self._verdict_event_type(server)
-        self._enum = await server.nodes.enum_data_type.add_data_type(
-            ua.NodeId("VerdictEnum", idx), f"{idx}:VerdictEnum"
-        )
+        self._enum = await server.nodes.enum_data_type.add_data_type(_nid("VerdictEnum", idx), f"{idx}:VerdictEnum")
         await self._enum.write_data_type_definition(
             ua.EnumDefinition(Fields=[ua.EnumField(Name=n, Value=i) for i, n in enumerate(VERDICTS)])
         )
-        self._line_node = await server.nodes.objects.add_object(ua.NodeId(self._line, idx), f"{idx}:{self._line}")
+        self._line_node = await server.nodes.objects.add_object(_nid(self._line, idx), f"{idx}:{self._line}")
         await self._announce_methods(self._line_node)
         return server
 
     async def _verdict_event_type(self, server: Server) -> Node:
         idx = self._idx
         etype = await server.nodes.base_event_type.add_object_type(
-            ua.NodeId("VerdictEventType", idx), f"{idx}:VerdictEventType"
+            _nid("VerdictEventType", idx), f"{idx}:VerdictEventType"
         )
         for name, vtype in EVENT_FIELDS:
             await etype.add_property(
-                ua.NodeId(f"VerdictEventType/{name}", idx), f"{idx}:{name}", ua.get_default_value(vtype), vtype
+                _nid(f"VerdictEventType/{name}", idx), f"{idx}:{name}", ua.get_default_value(vtype), vtype
             )
         return etype
 
@@ -246,7 +250,7 @@ class OpcuaLink:
         idx = self._idx
 
         def arg(name: str, vtype: ua.VariantType) -> ua.Argument:
-            return ua.Argument(Name=name, DataType=ua.NodeId(vtype.value), ValueRank=-1)
+            return ua.Argument(Name=name, DataType=ua.NodeId(ua.Int32(vtype.value)), ValueRank=-1)
 
         def call(_parent, *args: ua.Variant) -> list[ua.Variant]:
             stream, part_id, deadline_ms = (*(a.Value for a in args), None)[:3]
@@ -260,9 +264,9 @@ class OpcuaLink:
 
         outputs = [arg("Accepted", V.Boolean), arg("Seq", V.Int64), arg("Error", V.String)]
         inputs = [arg("Stream", V.String), arg("PartId", V.String)]
-        await line.add_method(ua.NodeId(f"{self._line}/Announce", idx), f"{idx}:Announce", call, inputs, outputs)
+        await line.add_method(_nid(f"{self._line}/Announce", idx), f"{idx}:Announce", call, inputs, outputs)
         await line.add_method(
-            ua.NodeId(f"{self._line}/AnnounceWithDeadline", idx),
+            _nid(f"{self._line}/AnnounceWithDeadline", idx),
             f"{idx}:AnnounceWithDeadline",
             call,
             [*inputs, arg("DeadlineMs", V.Double)],
@@ -271,15 +275,13 @@ class OpcuaLink:
 
     async def _station(self, server: Server, name: str) -> _Station:
         idx, base = self._idx, f"{self._line}/{name}"
-        obj = await self._line_node.add_object(ua.NodeId(base, idx), f"{idx}:{name}")
+        obj = await self._line_node.add_object(_nid(base, idx), f"{idx}:{name}")
         station = _Station()
         for table, names in ((station.verdict, LAST_VERDICT), (station.status, STATUS)):
             for var, vtype in names:
                 key = f"{base}/{'Last' if names is LAST_VERDICT else ''}{var}"
                 default = [0, 0, 0, 0] if var == "FirstBBox" else ua.get_default_value(vtype)
-                table[var] = await obj.add_variable(
-                    ua.NodeId(key, idx), f"{idx}:{key.rsplit('/', 1)[1]}", default, vtype
-                )
+                table[var] = await obj.add_variable(_nid(key, idx), f"{idx}:{key.rsplit('/', 1)[1]}", default, vtype)
         await station.verdict["Verdict"].write_attribute(
             ua.AttributeIds.DataType, ua.DataValue(ua.Variant(self._enum.nodeid, V.NodeId))
         )
