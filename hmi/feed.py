@@ -14,7 +14,7 @@ import zmq
 import zmq.auth
 
 from edge.config import LineConfig
-from edge.hmi.state import LiveState
+from hmi.state import LiveState
 from edge.images import IMAGE_TOPIC_PREFIX, SNDBUF
 
 log = logging.getLogger(__name__)
