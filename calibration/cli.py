@@ -7,7 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from calibration.calibrate import CalibrationError, calibrate, list_images, warnings_for, write_calibration
+from calibration.calibrate import (
+    CalibrationError,
+    calibrate,
+    held_out_files,
+    list_images,
+    warnings_for,
+    write_calibration,
+)
 from edge.backends import BackendError, load_backend
 from edge.bundle import BundleError, load_bundle
 from edge.cli import Parser
@@ -15,7 +22,7 @@ from edge.cli import Parser
 log = logging.getLogger("calibration")
 
 
-class _AtLeastOne(argparse.Action):
+class AtLeastOne(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         if value < 1:
             parser.error(f"{option_string} must be >= 1 (got {value})")
@@ -27,7 +34,7 @@ def add_scoring_arguments(p: Parser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
     p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
     p.add_argument(
-        "--batch", type=int, default=8, action=_AtLeastOne, help="images per inference call (default %(default)s)"
+        "--batch", type=int, default=8, action=AtLeastOne, help="images per inference call (default %(default)s)"
     )
 
 
@@ -56,18 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = load_bundle(args.bundle)
         if args.holdout:
-            files = [Path(f) for f in bundle.meta.get("training", {}).get("holdout") or []]
-            if not files:
-                raise CalibrationError(
-                    f"{args.bundle}: bundle.yaml lists no held-out images; export with --holdout or give --data"
-                )
-            missing = [f for f in files if not f.is_file()]
-            if missing:
-                raise CalibrationError(
-                    f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
-                    f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
-                    "another?); use --data GOOD_DIR with good parts here"
-                )
+            files = held_out_files(bundle)
             source = f"holdout of {bundle.meta['training'].get('data')}"
         else:
             files = list_images(Path(args.data))

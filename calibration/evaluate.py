@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from calibration.calibrate import IMAGE_SUFFIXES, infer_files
+from calibration.defect_sizes import DefectSizeSheet
 from calibration.metrics import Confusion, aupro, confusion, f1_max, image_auroc, pixel_auroc
 from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
@@ -177,6 +178,7 @@ class EvalResult:
     meta: dict = field(default_factory=dict)  # what was measured, with what, when
     notes: list[str] = field(default_factory=list)  # caveats a reader should see first
     comparison: dict | None = None  # against the PyTorch reference (calibration/reference.py)
+    defect_sizes: DefectSizeSheet | None = None  # planted defects on good parts (calibration/defect_sizes.py)
 
     @property
     def labels(self) -> np.ndarray:
@@ -207,6 +209,7 @@ class EvalResult:
             "overall": self.overall.to_json(),
             "per_type": {t: m.to_json() for t, m in self.per_type.items()},
             "reference_comparison": self.comparison,
+            "defect_sizes": None if self.defect_sizes is None else self.defect_sizes.to_json(),
             "images": [
                 {
                     "file": i.name,

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from calibration.calibrate import read_rgb
+from calibration.defect_sizes import CENTRAL, DefectSizeSheet
 from calibration.evaluate import COMPARED, EvalResult, Item, Metrics, load_masks
 from calibration.metrics import AUPRO_FPR_LIMIT, pro_curve, wilson_interval
 from edge.evidence import heat_overlay  # the line's own NG evidence scale: the report reads like it
@@ -341,6 +342,38 @@ def comparison_html(diff: dict) -> str:
     return source + table(["metric", "deployed", "reference (PyTorch)", "deployed − reference"], rows) + verdict
 
 
+def defect_size_section(sheet: DefectSizeSheet) -> str:
+    """The defect-size sheet: share caught against size in camera pixels, one line per type, and its table."""
+    sy, sx = sheet.model_px_per_native_px
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.add_subplot()
+    for kind, colour in zip(sheet.kinds, (GOOD_COLOUR, DEFECT_COLOUR, F1_COLOUR)):
+        shares = [100 * k / n for k, n in (sheet.caught(kind, size) for size in sheet.sizes)]
+        ax.plot(sheet.sizes, shares, "o-", color=colour, label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sheet.sizes, [f"{s}\n({s * min(sy, sx):.2g})" for s in sheet.sizes])
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("defect size, camera px (model px)")
+    ax.set_ylabel("caught at threshold, %")
+    ax.legend(frameon=False)
+    _style(ax)
+    rows = [
+        [str(size), f"{size * sy:.2g}" + ("" if math.isclose(sy, sx, rel_tol=0.01) else f"×{size * sx:.2g}")]
+        + [rate(*sheet.caught(kind, size)) for kind in sheet.kinds]
+        for size in sheet.sizes
+    ]
+    legend = (
+        f'<p class="legend">Synthetic scratches (a line of that length), spots (a disc of that diameter) '
+        f"and dents (a shaded disc) planted one per image on {sheet.n_images} good parts × {sheet.repeats} "
+        f"({html.escape(sheet.source)}; never the test set), {100 * sheet.contrast:g}% of full scale "
+        f"darker or brighter than the surface, in the central {100 * CENTRAL:g}% of the frame, scored "
+        f"through the bundle as the line scores; caught: score &gt; {num(sheet.threshold)}. The clean "
+        f"images themselves: {rate(sheet.clean_rejected, sheet.n_images)} over the threshold.</p>"
+    )
+    plot = f'<img class="plot" src="{png_uri(fig)}" alt="share caught by defect size">'
+    return legend + plot + table(["size (camera px)", "model px", *sheet.kinds], rows)
+
+
 def render(result: EvalResult) -> str:
     meta, cal = result.meta, result.calibration
     backend = meta.get("backend", {})
@@ -389,6 +422,8 @@ def render(result: EvalResult) -> str:
     ]
     if result.comparison is not None:
         sections += ["<h2>Deployed vs reference model</h2>", comparison_html(result.comparison)]
+    if result.defect_sizes is not None:
+        sections += ["<h2>Defect sizes caught</h2>", defect_size_section(result.defect_sizes)]
     sections += ["<h2>Parts to look at</h2>", gallery(result)]
     body = "\n".join(sections)
     return (
