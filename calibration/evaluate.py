@@ -46,7 +46,7 @@ class DatasetError(ValueError):
 class Item:
     image: Path
     defect: str  # "good" or the defect type (the test sub-folder's name)
-    mask: Path | None  # None for good parts: their mask is empty
+    mask: Path | None  # None for good parts (their mask is empty), and where a category has no masks
 
     @property
     def is_defect(self) -> bool:
@@ -62,7 +62,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def find_items(root: Path) -> list[Item]:
-    """Every test image of an MVTec AD category, good first, with its mask file."""
+    """Every test image of an MVTec AD category, good first, with its mask file (none at all when
+    the category has no ground_truth/ folder)."""
     test = root / "test"
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory; {LAYOUT}")
@@ -81,10 +82,15 @@ def find_items(root: Path) -> list[Item]:
         raise DatasetError(
             f"{test}: no defect-type folders besides good/; {LAYOUT} (for good parts only, use edge-calibrate)"
         )
+    # A category without ground_truth/ at all (labelled by folder only) is measured on images alone.
+    unmasked = not (root / "ground_truth").exists()
     for defect in defects:
         images = _images_in(test / defect)
         if not images:
             raise DatasetError(f"{test / defect}: no images")
+        if unmasked:
+            items += [Item(p, defect, None) for p in images]
+            continue
         masks = [root / "ground_truth" / defect / f"{p.stem}_mask.png" for p in images]
         missing = [m for m in masks if not m.is_file()]
         if missing:
@@ -281,7 +287,12 @@ def evaluate_outputs(
 def _notes(items: list[Item], masks: np.ndarray, overall: Metrics, calibration: Calibration | None) -> list[str]:
     notes = []
     unmarked = [i.name for i, m in zip(items, masks) if i.is_defect and not m.any()]
-    if unmarked:
+    if overall.n_defect and all(i.mask is None for i in items):
+        notes.append(
+            "no ground_truth/ masks: image metrics only (pixel AUROC and AUPRO are n/a); add "
+            "ground_truth/<defect type>/<name>_mask.png to measure where defects are found"
+        )
+    elif unmarked:
         notes.append(
             f"{len(unmarked)} of {overall.n_defect} defect images have no defect pixels in their mask on "
             f"the {masks.shape[1]}x{masks.shape[2]} pixel grid (e.g. {unmarked[0]}): the pixel metrics "
