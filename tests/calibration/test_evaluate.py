@@ -130,7 +130,6 @@ def test_pixel_grid_bounds_memory():
 
 
 def test_a_category_without_masks_is_measured_on_images_alone(tmp_path, category):
-
     shutil.rmtree(category / "ground_truth")
     r = run(make_bundle(tmp_path / "b"), category)
     assert all(i.mask is None for i in r.items) and r.overall.n_defect == 5
