@@ -8,7 +8,7 @@ the file as the image-folder source does (edge.preprocess.read_image: PNG, and J
 --batch frames (edge.preprocess.to_input, which resizes into the batch buffer). The frame is a
 rendered demo part (demo.synth) at 2048 px, widened to 2448 by reflection: a machined surface
 with texture and sensor noise, so the codecs work as hard as on a real part. Per frame, p50/p99
-in ms over --repeats, and the ratio to the 256² resize measured in the same run.
+in ms over --repeats (the steps taken in turn in each repeat), and the ratio to the 256² resize measured in the same run.
 """
 
 from __future__ import annotations
@@ -37,33 +37,37 @@ def camera_frame() -> np.ndarray:
     return cv2.copyMakeBorder(part, 0, 0, 0, WIDTH - HEIGHT, cv2.BORDER_REFLECT)
 
 
-def timed(fn: Callable[[], object], repeats: int, per: int = 1) -> list[float]:
-    fn()  # warm: first-call allocations and OpenCV's thread pool
-    out = []
+def interleaved(steps: list[tuple[str, Callable[[], object], int]], repeats: int) -> list[tuple[str, list[float]]]:
+    """ms per frame of each step, the steps taken in turn within every repeat, so that a
+    neighbour's load on a shared machine hits them all alike."""
+    for _, fn, _ in steps:
+        fn()  # warm: first-call allocations and OpenCV's thread pool
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000 / per)
-    return out
+        for (_, fn, per), out in zip(steps, times):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000 / per)
+    return [(name, ms) for (name, _, _), ms in zip(steps, times)]
 
 
 def rows(frame: np.ndarray, folder: Path, sizes: list[int], batch: int, repeats: int) -> list[tuple[str, list[float]]]:
     png, jpeg = folder / "frame.png", folder / "frame.jpg"
     cv2.imwrite(str(png), frame)
     cv2.imwrite(str(jpeg), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    out = [
-        (f"decode PNG ({png.stat().st_size / 1e6:.1f} MB)", timed(lambda: read_image(png), repeats)),
-        (f"decode JPEG q95 ({jpeg.stat().st_size / 1e6:.1f} MB)", timed(lambda: read_image(jpeg), repeats)),
-    ]
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    out.append(("BGR→RGB", timed(lambda: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), repeats)))
     frames = [Frame("bench", i, f"f{i}", 0.0, rgb) for i in range(batch)]
+    steps: list[tuple[str, Callable[[], object], int]] = [
+        (f"decode PNG ({png.stat().st_size / 1e6:.1f} MB)", lambda: read_image(png), 1),
+        (f"decode JPEG q95 ({jpeg.stat().st_size / 1e6:.1f} MB)", lambda: read_image(jpeg), 1),
+        ("BGR→RGB", lambda: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), 1),
+    ]
     for s in sizes:
         dst = np.empty((s, s, 3), np.uint8)
-        out.append((f"resize → {s}²", timed(lambda s=s, dst=dst: resize(rgb, s, s, dst=dst), repeats)))
+        steps.append((f"resize → {s}²", lambda s=s, dst=dst: resize(rgb, s, s, dst=dst), 1))
     for s in sizes:
-        out.append((f"batch of {batch} → {s}² (per frame)", timed(lambda s=s: to_input(frames, s, s), repeats, batch)))
-    return out
+        steps.append((f"batch of {batch} → {s}² (per frame)", lambda s=s: to_input(frames, s, s), batch))
+    return interleaved(steps, repeats)
 
 
 def main() -> None:
