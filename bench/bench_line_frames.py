@@ -19,6 +19,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,6 @@ import numpy as np
 
 from demo.synth import render_part
 from edge.preprocess import read_image, resize, to_input
-from edge.stats import percentiles
 from edge.types import Frame
 
 HEIGHT, WIDTH = 2048, 2448
@@ -64,9 +64,9 @@ def rows(frame: np.ndarray, folder: Path, sizes: list[int], batch: int, repeats:
     ]
     for s in sizes:
         dst = np.empty((s, s, 3), np.uint8)
-        steps.append((f"resize → {s}²", lambda s=s, dst=dst: resize(rgb, s, s, dst=dst), 1))
+        steps.append((f"resize → {s}²", partial(resize, rgb, s, s, dst=dst), 1))
     for s in sizes:
-        steps.append((f"batch of {batch} → {s}² (per frame)", lambda s=s: to_input(frames, s, s), batch))
+        steps.append((f"batch of {batch} → {s}² (per frame)", partial(to_input, frames, s, s), batch))
     return interleaved(steps, repeats)
 
 
@@ -87,8 +87,8 @@ def main() -> None:
     )
     print(f"{'step':<36}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>10}{'× resize ' + str(sizes[0]) + '²':>16}")
     for name, ms in measured:
-        q = percentiles(ms)
-        print(f"{name:<36}{q['p50']:>9.2f}{q['p99']:>9.2f}{1000 / q['p50']:>10.1f}{q['p50'] / base:>16.2f}")
+        p50, p99 = np.percentile(ms, [50, 99])
+        print(f"{name:<36}{p50:>9.2f}{p99:>9.2f}{1000 / p50:>10.1f}{p50 / base:>16.2f}")
 
 
 if __name__ == "__main__":
