@@ -1,6 +1,6 @@
 """Every method on a GPU, in one run: PyTorch fp32 eager, fp16 eager and fp16 + CUDA graph at
-several batch sizes, the bundle through ONNX Runtime, and the fp16 accuracy check of METHODS.md
-("Evaluation": the fp16 model must not lose more than 0.3 points of image AUROC against fp32).
+several batch sizes, the bundle through ONNX Runtime, and the fp16 accuracy check of docs/methods.md
+("Rules every method follows": the fp16 model must not lose more than 0.3 points of image AUROC against fp32).
 
     PYTHONPATH=. python bench/bench_gpu.py --data DIR [--methods patchcore,simplenet] [--epochs 2]
                                            [--batches 1,8,32] [--out bench_gpu.md]
@@ -65,7 +65,7 @@ from export.cli import load_config
 from export.data import IMAGE_SUFFIXES, TrainingSplit, load_image, load_mask, mvtec_test_samples, split_training_data
 from export.graph import AnomalyGraph
 
-LOSS_LIMIT_POINTS = 0.3  # METHODS.md, "Evaluation"
+LOSS_LIMIT_POINTS = 0.3  # docs/methods.md, "Rules every method follows"
 INPUT_SETS = 4  # distinct input batches timed in turn
 EVAL_BATCH = 8
 ORT_CPU_ITERS = 20  # the CPU rows are context, not the point: kept short

@@ -17,12 +17,11 @@ from tqdm import tqdm
 
 from edge.backends import Backend
 from edge.bundle import CALIBRATION_FILE, CALIBRATION_SCHEMA_VERSION, Bundle
-from edge.preprocess import read_image, to_input
+from edge.preprocess import IMAGE_SUFFIXES, read_image, to_input
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MIN_RECOMMENDED = 20
 
 

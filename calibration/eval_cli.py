@@ -50,7 +50,7 @@ def summary_table(result: EvalResult) -> str:
 
 
 def comparison_table(diff: dict) -> str:
-    """The deployed model against its PyTorch reference, in points, and the METHODS.md verdict."""
+    """The deployed model against its PyTorch reference, in points, and the docs/methods.md verdict."""
     runtime = (diff.get("reference") or {}).get("runtime") or {}
     lines = [
         f"deployed vs PyTorch reference ({runtime.get('precision', '?')}, {runtime.get('device', '?')}, "

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from calibration.calibrate import IMAGE_SUFFIXES, infer_files
+from calibration.calibrate import infer_files
 from calibration.defect_sizes import DefectSizeSheet
 from calibration.metrics import Confusion, aupro, confusion, f1_max, image_auroc, pixel_auroc
 from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
+from edge.preprocess import IMAGE_SUFFIXES
 
 GOOD = "good"
 LAYOUT = (
@@ -33,7 +34,7 @@ LAYOUT = (
 # Pixels kept for the pixel metrics, over all images: maps (float32) and masks take ~85 MB and
 # the AUPRO sort peaks near 0.5 GB. Larger sets are measured on a proportionally coarser grid.
 PIXEL_BUDGET = 1 << 24
-# METHODS.md: the deployed artifact may lose at most this much image AUROC (in points) to PyTorch.
+# docs/methods.md: the deployed artifact may lose at most this much image AUROC (in points) to PyTorch.
 AUROC_DROP_BUDGET_POINTS = 0.3
 MIN_GOOD = 20
 
@@ -369,7 +370,7 @@ def _differences(deployed: Metrics, reference: Metrics) -> dict:
 
 def compare(deployed: EvalResult, reference: EvalResult) -> dict:
     """Deployed artifact vs reference (PyTorch) model on the same files: metric differences
-    (deployed − reference), output differences, and the image-AUROC budget of METHODS.md."""
+    (deployed − reference), output differences, and the image-AUROC budget of docs/methods.md."""
     if [i.name for i in deployed.items] != [i.name for i in reference.items]:
         raise ValueError("deployed and reference results are not over the same files in the same order")
     if deployed.maps.shape != reference.maps.shape:

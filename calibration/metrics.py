@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 AUPRO_FPR_LIMIT = 0.3
@@ -23,11 +24,11 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+def image_auroc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return _auroc(np.asarray(labels, bool).ravel(), np.asarray(scores, np.float64).ravel())
 
 
-def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
+def pixel_auroc(maps: npt.ArrayLike, masks: npt.ArrayLike) -> float:
     """AUROC over every pixel of every image (maps and masks of the same shape)."""
     return _auroc(np.asarray(masks, bool).ravel(), np.asarray(maps).ravel())
 

@@ -1,7 +1,7 @@
 """A bundle's PyTorch reference outputs (``reference.npz``): what the trained model, fp32 in
 PyTorch on the training machine, gave for each image of a labelled test set.
 
-METHODS.md asks for the metrics of the deployed artifact *and* of the PyTorch model, and caps
+docs/methods.md asks for the metrics of the deployed artifact *and* of the PyTorch model, and caps
 the deployed model's image-AUROC loss at 0.3 points. The reference is written at export time
 (``export-engine --reference``, the only place the PyTorch model exists) and read here without
 torch, so ``edge-eval`` can measure the deployed ONNX model or fp16 engine on the line's own box

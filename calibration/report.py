@@ -1,15 +1,21 @@
 """The evaluation as one self-contained HTML page: tables, plots and example parts inlined as
-base64 images, plain CSS, no script, so it opens in any browser, mails as one file and prints."""
+base64 images, plain CSS, no script, so it opens in any browser, mails as one file and prints.
+
+The page is ``templates/report.html.j2``, rendered by Jinja2 with autoescaping: what comes from
+the data (defect types, file names, notes, paths) is text wherever it lands. This module computes
+what the page shows; the template lays it out, one block per section."""
 
 from __future__ import annotations
 
 import base64
-import html
 import math
+from dataclasses import dataclass
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 
 import cv2
+import jinja2
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
@@ -25,25 +31,6 @@ from edge.evidence import heat_overlay  # the line's own NG evidence scale: the 
 GOOD_COLOUR, DEFECT_COLOUR, THRESHOLD_COLOUR, F1_COLOUR = "#4c72b0", "#dd8452", "#c44e52", "#555555"
 TILE = 224  # gallery tile side in px (shown smaller: sharp on high-DPI screens)
 GALLERY_N = 6  # parts per gallery section; up to twice that when there are more errors to show
-
-CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1180px; margin: 24px auto; padding: 0 20px; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 34px;
-  border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 10px 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 12px; border-bottom: 1px solid #e4e4e4; text-align: right; }
-th { background: #f4f5f7; font-weight: 600; } td:first-child, th:first-child { text-align: left; }
-.meta td { text-align: left; border: none; padding: 1px 12px 1px 0; } .meta td:first-child { color: #666; }
-.notes { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 14px; margin: 14px 0; }
-.cards { display: flex; gap: 28px; flex-wrap: wrap; align-items: flex-start; }
-.bad { color: #b3261e; font-weight: 600; } .ok { color: #1b7f3b; font-weight: 600; }
-img.plot { max-width: 100%; }
-.part { display: inline-block; margin: 0 14px 16px 0; } .part img { width: 176px; height: 176px; margin-right: 2px; }
-.cap { font-size: 12.5px; color: #444; } .legend { color: #666; font-size: 13px; }
-"""
-
 
 # -- numbers --------------------------------------------------------------------------------
 
@@ -64,11 +51,23 @@ def rate(k: int, n: int) -> str:
     return f"{k} of {n} ({pct(k / n)}, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
 
 
-def table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """Cells are HTML already (callers escape names); headers are plain text."""
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>" if headers else ""
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}">{head}{body}</table>'
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """A table cell with a CSS class (``bad``, ``ok``); a plain cell is a str."""
+
+    text: str
+    cls: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part in the gallery: its image, anomaly map and ground truth, and its caption."""
+
+    images: tuple[str, str, str]  # data: URIs
+    name: str
+    score: str
+    label: str
+    bad: bool
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -94,16 +93,11 @@ def outlined(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def part_html(item: Item, amap: np.ndarray, score: float, threshold: float, label: str, bad: bool) -> str:
+def gallery_part(item: Item, amap: np.ndarray, score: float, threshold: float, label: str, bad: bool) -> Part:
     rgb = cv2.resize(read_rgb(item.image), (TILE, TILE), interpolation=cv2.INTER_AREA)
     mask = load_masks([item], (TILE, TILE))[0]
-    tiles = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), heat_overlay(rgb, amap, threshold), outlined(rgb, mask)]
-    imgs = "".join(f'<img src="{jpeg_uri(t)}" alt="">' for t in tiles)
-    verdict = f'<span class="{"bad" if bad else "ok"}">{html.escape(label)}</span>'
-    return (
-        f'<div class="part">{imgs}<div class="cap">{html.escape(item.name)} · score {num(score)} '
-        f"· {verdict}</div></div>"
-    )
+    tiles = (cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), heat_overlay(rgb, amap, threshold), outlined(rgb, mask))
+    return Part((jpeg_uri(tiles[0]), jpeg_uri(tiles[1]), jpeg_uri(tiles[2])), item.name, num(score), label, bad)
 
 
 # -- plots ----------------------------------------------------------------------------------
@@ -176,8 +170,8 @@ def curves(result: EvalResult) -> str:
         roc_ax.plot(fpr, tpr, label=f"{name} ({pct(m.image_auroc)})", **style)
         x, y = _pro_points(result.maps[sel], result.masks[sel])
         pro_ax.plot(x, y, label=f"{name} ({pct(m.aupro)})", **style)
-    if result.threshold is not None:
-        c = result.overall.confusion
+    c = result.overall.confusion
+    if result.threshold is not None and c is not None:
         roc_ax.plot(
             c.false_reject_rate,
             1 - c.false_accept_rate,
@@ -224,60 +218,54 @@ def _metric_cells(m: Metrics) -> list[str]:
     ]
 
 
-def summary(result: EvalResult) -> str:
+def summary(result: EvalResult) -> dict:
     m = result.overall
-    rows = [
+    metrics = [
         ["image AUROC", pct(m.image_auroc)],
         ["pixel AUROC", pct(m.pixel_auroc)],
         [f"AUPRO (FPR ≤ {AUPRO_FPR_LIMIT:.0%}, normalised)", pct(m.aupro)],
         ["F1-max (image) @ threshold", f"{pct(m.f1_max)} @ {num(m.f1_threshold)}"],
     ]
-    out = table(["metric", "value"], rows)
     cal, c = result.calibration, m.confusion
     if cal is None or c is None:
-        return out
-    rows = [
-        ["threshold (μ + kσ)", f"{num(cal.threshold)} = {num(cal.mu)} + {cal.k:g}·{num(cal.sigma)}"],
-        ["pixel threshold (NG regions)", num(cal.pixel_threshold)],
-        ["false rejects (good → NG)", rate(c.fp, c.fp + c.tn)],
-        ["false accepts (defect → OK)", rate(c.fn, c.fn + c.tp)],
-    ]
-    matrix = table(
-        ["", "judged OK", "judged NG"],
-        [
-            ["good parts", str(c.tn), f'<span class="{"bad" if c.fp else ""}">{c.fp}</span>'],
-            ["defective parts", f'<span class="{"bad" if c.fn else ""}">{c.fn}</span>', str(c.tp)],
+        return {"metrics": metrics, "calibration": None}
+    return {
+        "metrics": metrics,
+        "calibration": [
+            ["threshold (μ + kσ)", f"{num(cal.threshold)} = {num(cal.mu)} + {cal.k:g}·{num(cal.sigma)}"],
+            ["pixel threshold (NG regions)", num(cal.pixel_threshold)],
+            ["false rejects (good → NG)", rate(c.fp, c.fp + c.tn)],
+            ["false accepts (defect → OK)", rate(c.fn, c.fn + c.tp)],
         ],
-    )
-    return (
-        f'<div class="cards"><div>{out}</div><div>{table(["at the calibrated threshold", ""], rows)}'
-        f"{matrix}</div></div>"
-    )
+        "matrix": [
+            ["good parts", str(c.tn), Cell(str(c.fp), "bad" if c.fp else "")],
+            ["defective parts", Cell(str(c.fn), "bad" if c.fn else ""), str(c.tp)],
+        ],
+    }
 
 
-def per_type(result: EvalResult) -> str:
+def per_type(result: EvalResult) -> dict:
     headers = ["defect type", "good", "defect", "image AUROC", "pixel AUROC", "AUPRO", "F1-max @ thr"]
     if result.threshold is not None:
         headers.append("false accepts")
     rows = []
     for t, m in result.per_type.items():
-        row = [html.escape(t), *_metric_cells(m)]
+        row = [t, *_metric_cells(m)]
         if m.confusion is not None:
             row.append(rate(m.confusion.fn, m.confusion.fn + m.confusion.tp))
         rows.append(row)
-    return table(headers, rows)
+    return {"headers": headers, "rows": rows}
 
 
-def gallery(result: EvalResult) -> str:
+def gallery(result: EvalResult) -> dict:
     """Defects with the lowest scores, good parts with the highest, and a typical caught defect per type."""
     thr = result.threshold if result.threshold is not None else result.overall.f1_threshold
-    which = "calibrated" if result.threshold is not None else "F1-max"
     idx = np.arange(len(result.items))
     defects = idx[result.labels][np.argsort(result.scores[result.labels], kind="stable")]
     goods = idx[~result.labels][np.argsort(-result.scores[~result.labels], kind="stable")]
 
-    def parts(indices, label_of) -> str:
-        return "".join(part_html(result.items[i], result.maps[i], result.scores[i], thr, *label_of(i)) for i in indices)
+    def parts(indices, label_of) -> list[Part]:
+        return [gallery_part(result.items[i], result.maps[i], result.scores[i], thr, *label_of(i)) for i in indices]
 
     def defect_label(i: int) -> tuple[str, bool]:
         caught = result.scores[i] > thr
@@ -294,56 +282,49 @@ def gallery(result: EvalResult) -> str:
             typical.append(caught[len(caught) // 2])
     n_fa = int((result.scores[defects] <= thr).sum())
     n_fr = int((result.scores[goods] > thr).sum())
-    legend = (
-        f'<p class="legend">Each part: the image · its anomaly map (blue at its lowest score, red at '
-        f"its peak or at the {which} threshold {num(thr)}, whichever is higher) · the ground truth "
-        f"outlined in green.</p>"
-    )
-    return (
-        legend
-        + f"<h3>False accepts: {n_fa or 'none'} · the defects with the lowest scores</h3>"
-        + parts(defects[: max(GALLERY_N, min(n_fa, 2 * GALLERY_N))], defect_label)
-        + f"<h3>False rejects: {n_fr or 'none'} · the good parts with the highest scores</h3>"
-        + parts(goods[: max(GALLERY_N, min(n_fr, 2 * GALLERY_N))], good_label)
-        + f"<h3>Typical caught defects (median score of each type)</h3>{parts(typical, defect_label)}"
-    )
+    return {
+        "which": "calibrated" if result.threshold is not None else "F1-max",
+        "threshold": num(thr),
+        "false_accepts": n_fa,
+        "defects": parts(defects[: max(GALLERY_N, min(n_fa, 2 * GALLERY_N))], defect_label),
+        "false_rejects": n_fr,
+        "goods": parts(goods[: max(GALLERY_N, min(n_fr, 2 * GALLERY_N))], good_label),
+        "typical": parts(typical, defect_label),
+    }
 
 
-def comparison_html(diff: dict) -> str:
-    rows = [
-        [
-            COMPARED[k],
-            pct(v["deployed"]),
-            pct(v["reference"]),
-            "n/a" if v["diff"] is None else f"{100 * v['diff']:+.2f} pt",
-        ]
-        for k, v in diff["overall"].items()
-    ]
-    ok = diff["within_budget"]
-    verdict = (
-        f"<p>Image AUROC drop {diff['image_auroc_drop_points']:+.2f} points (budget "
-        f'{diff["budget_points"]:g}): <span class="{"ok" if ok else "bad"}">'
-        f"{'within budget' if ok else 'OVER BUDGET'}</span>. Largest score difference "
-        f"{num(diff['score_max_abs_diff'])}, anomaly maps: max {num(diff['map_max_abs_diff'])}, "
-        f"mean {num(diff['map_mean_abs_diff'])}.</p>"
-    )
+def comparison(diff: dict) -> dict:
     ref = diff.get("reference") or {}
     runtime = ref.get("runtime") or {}
-    source = (
-        (
-            f'<p class="legend">Reference: the trained model in PyTorch {html.escape(str(runtime.get("version", "?")))}, '
-            f"{html.escape(str(runtime.get('precision', '?')))} on {html.escape(str(runtime.get('device', '?')))}, "
-            f"scored {html.escape(str(ref.get('created_at', '?')))} when the bundle was exported "
-            f"(reference.npz); the same files, read and measured by the same code.</p>"
-        )
+    return {
+        "rows": [
+            [
+                COMPARED[k],
+                pct(v["deployed"]),
+                pct(v["reference"]),
+                "n/a" if v["diff"] is None else f"{100 * v['diff']:+.2f} pt",
+            ]
+            for k, v in diff["overall"].items()
+        ],
+        "source": {
+            "version": str(runtime.get("version", "?")),
+            "precision": str(runtime.get("precision", "?")),
+            "device": str(runtime.get("device", "?")),
+            "created_at": str(ref.get("created_at", "?")),
+        }
         if ref
-        else ""
-    )
-    return source + table(["metric", "deployed", "reference (PyTorch)", "deployed − reference"], rows) + verdict
+        else None,
+        "drop": f"{diff['image_auroc_drop_points']:+.2f}",
+        "budget": f"{diff['budget_points']:g}",
+        "ok": diff["within_budget"],
+        "score_max": num(diff["score_max_abs_diff"]),
+        "map_max": num(diff["map_max_abs_diff"]),
+        "map_mean": num(diff["map_mean_abs_diff"]),
+    }
 
 
-def defect_size_section(sheet: DefectSizeSheet) -> str:
-    """The defect-size sheet: share caught against size in camera pixels, one line per type, and its table."""
+def defect_sizes(sheet: DefectSizeSheet) -> dict:
+    """The defect-size sheet: share caught against size in camera pixels, one line per kind, and its table."""
     sy, sx = sheet.model_px_per_native_px
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.add_subplot()
@@ -357,24 +338,25 @@ def defect_size_section(sheet: DefectSizeSheet) -> str:
     ax.set_ylabel("caught at threshold, %")
     ax.legend(frameon=False)
     _style(ax)
-    rows = [
-        [str(size), f"{size * sy:.2g}" + ("" if math.isclose(sy, sx, rel_tol=0.01) else f"×{size * sx:.2g}")]
-        + [rate(*sheet.caught(kind, size)) for kind in sheet.kinds]
-        for size in sheet.sizes
-    ]
-    legend = (
-        f'<p class="legend">Synthetic scratches (a line of that length), spots (a disc of that diameter) '
-        f"and dents (a shaded disc) planted one per image on {sheet.n_images} good parts × {sheet.repeats} "
-        f"({html.escape(sheet.source)}; never the test set), {100 * sheet.contrast:g}% of full scale "
-        f"darker or brighter than the surface, in the central {100 * CENTRAL:g}% of the frame, scored "
-        f"through the bundle as the line scores; caught: score &gt; {num(sheet.threshold)}. The clean "
-        f"images themselves: {rate(sheet.clean_rejected, sheet.n_images)} over the threshold.</p>"
-    )
-    plot = f'<img class="plot" src="{png_uri(fig)}" alt="share caught by defect size">'
-    return legend + plot + table(["size (camera px)", "model px", *sheet.kinds], rows)
+    return {
+        "plot": png_uri(fig),
+        "n_images": sheet.n_images,
+        "repeats": sheet.repeats,
+        "source": sheet.source,
+        "contrast": f"{100 * sheet.contrast:g}",
+        "central": f"{100 * CENTRAL:g}",
+        "threshold": num(sheet.threshold),
+        "clean": rate(sheet.clean_rejected, sheet.n_images),
+        "headers": ["size (camera px)", "model px", *sheet.kinds],
+        "rows": [
+            [str(size), f"{size * sy:.2g}" + ("" if math.isclose(sy, sx, rel_tol=0.01) else f"×{size * sx:.2g}")]
+            + [rate(*sheet.caught(kind, size)) for kind in sheet.kinds]
+            for size in sheet.sizes
+        ],
+    }
 
 
-def render(result: EvalResult) -> str:
+def meta_rows(result: EvalResult) -> list[list[str]]:
     meta, cal = result.meta, result.calibration
     backend = meta.get("backend", {})
     info = [
@@ -405,30 +387,33 @@ def render(result: EvalResult) -> str:
         ],
         ["created", meta.get("created_at", "?")],
     ]
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    sections = [
-        f"<h1>Evaluation · {html.escape(str(meta.get('model', 'model')))}</h1>",
-        '<p class="sub">Measured on the deployed artifact, with the backend the line runs.</p>',
-        table([], [[html.escape(str(k)), html.escape(str(v))] for k, v in info], "meta"),
-        f'<div class="notes"><ul>{notes}</ul></div>' if notes else "",
-        "<h2>Summary</h2>",
-        summary(result),
-        '<h2>Per defect type</h2><p class="legend">Each type against all good parts.</p>',
-        per_type(result),
-        "<h2>Score distributions</h2>",
-        f'<img class="plot" src="{histograms(result)}" alt="score histograms">',
-        "<h2>ROC and PRO curves</h2>",
-        f'<img class="plot" src="{curves(result)}" alt="ROC and PRO curves">',
-    ]
-    if result.comparison is not None:
-        sections += ["<h2>Deployed vs reference model</h2>", comparison_html(result.comparison)]
-    if result.defect_sizes is not None:
-        sections += ["<h2>Defect sizes caught</h2>", defect_size_section(result.defect_sizes)]
-    sections += ["<h2>Parts to look at</h2>", gallery(result)]
-    body = "\n".join(sections)
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation · '
-        f"{html.escape(str(meta.get('model', '')))}</title><style>{CSS}</style></head><body>{body}</body></html>"
+    return [[str(k), str(v)] for k, v in info]
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("calibration", "templates"),
+        autoescape=True,  # always on, whatever a template's name: the data is text
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the render instead of showing nothing
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2")
+
+
+def render(result: EvalResult) -> str:
+    return _template().render(
+        model=str(result.meta.get("model", "")),
+        info=meta_rows(result),
+        notes=result.notes,
+        summary=summary(result),
+        per_type=per_type(result),
+        histograms=histograms(result),
+        curves=curves(result),
+        comparison=None if result.comparison is None else comparison(result.comparison),
+        defect_sizes=None if result.defect_sizes is None else defect_sizes(result.defect_sizes),
+        gallery=gallery(result),
     )
 
 

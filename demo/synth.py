@@ -176,8 +176,8 @@ def _tool_marks(rng: np.random.Generator, d: np.ndarray, scale: float) -> np.nda
     """Unit-variance random profile over the radius, about one groove per pixel."""
     # Finely sampled and smoothed, so a plain lookup is as good as (and much faster than) np.interp.
     bins_per_px = 8
-    profile = rng.standard_normal((1, int(_OUTER_R * scale + 4) * bins_per_px), dtype=np.float32)
-    profile = cv2.GaussianBlur(profile, (0, 0), sigmaX=bins_per_px / 2).ravel()
+    noise = rng.standard_normal((1, int(_OUTER_R * scale + 4) * bins_per_px), dtype=np.float32)
+    profile = cv2.GaussianBlur(noise, (0, 0), sigmaX=bins_per_px / 2).ravel()
     index = np.minimum((d * bins_per_px).astype(np.int32), profile.size - 1)
     return profile[index] / profile.std()
 
@@ -403,7 +403,7 @@ def _write_group(
         image_path = image_dir / f"{i:03d}.png"
         cv2.imwrite(str(image_path), image)
         mask_path = None
-        if mask_dir is not None:
+        if mask_dir is not None and mask is not None:
             mask_path = mask_dir / f"{i:03d}_mask.png"
             cv2.imwrite(str(mask_path), mask)
         written.append((image_path, mask_path))
@@ -461,7 +461,7 @@ def write_video(images: list[Path], path: Path, fps: float = 10) -> Path:
         raise ValueError("all images of a video must have the same size")
     for fourcc, ext, api in _VIDEO_CODECS:
         target = Path(path).with_suffix(ext)
-        writer = cv2.VideoWriter(str(target), api, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+        writer = cv2.VideoWriter(str(target), api, cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
         if not writer.isOpened():
             continue
         writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)

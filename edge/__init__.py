@@ -4,4 +4,4 @@ Importing this package must stay cheap and must not need torch or a GPU: backend
 (onnxruntime, tensorrt) are imported lazily by the code that uses them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: setup.cfg reads it (attr:), bundles record it

@@ -1,6 +1,6 @@
 """Read and check a bundle directory: the one artifact that crosses from training to the line.
 
-The schema is documented in README.md ("The bundle"). Loading refuses anything it cannot
+The format is specified in docs/bundle-format.md. Loading refuses anything it cannot
 trust (wrong schema, missing or altered files) with an error that names the file and the fix,
 so a bad deployment fails at start-up, not deep inside an inference runtime.
 """

@@ -99,7 +99,7 @@ def passed(checks: list[StreamCheck]) -> bool:
 def describe_verdict(v: Verdict) -> str:
     if v.verdict == "ERROR":
         return f"ERROR: {v.error}"
-    size = "×".join(map(str, v.frame.image.shape[1::-1]))
+    size = "×".join(map(str, v.frame.pixels.shape[1::-1]))
     regions = f", {len(v.regions)} region(s), strongest at bbox {list(v.regions[0].bbox)}" if v.regions else ""
     return f"{size} frame → {v.verdict}, score {v.score:.6g} (threshold {v.threshold:.6g}){regions}"
 

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from edge.backends import BackendError
 from edge.bundle import BundleError
@@ -27,7 +27,7 @@ log = logging.getLogger("edge")
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: they end up in journald and on operator screens."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -61,7 +61,7 @@ def run_main(argv: list[str] | None = None) -> int:
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
         "bundle, judge each part against its calibrated threshold and publish verdicts over "
         "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-        "grabbed and exits 0. SIGHUP applies the config again (bundles, k, cameras) once it has "
+        "grabbed and exits 0 (1 when a camera's grab thread failed for good). SIGHUP applies the config again (bundles, k, cameras) once it has "
         "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
         "runs on as it was).",
         epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)",

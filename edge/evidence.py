@@ -38,7 +38,7 @@ def heat_overlay(rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndar
 def overlay(v: Verdict) -> np.ndarray:
     """BGR image: the frame under its heatmap (``heat_overlay``), NG regions boxed (where the
     threshold is crossed), the verdict and score against the threshold written in the corner."""
-    out = heat_overlay(v.frame.image, v.anomaly_map, v.threshold)
+    out = heat_overlay(v.frame.pixels, v.map, v.threshold)
     for r in v.regions:
         x, y, w, h = r.bbox
         cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 2)
@@ -86,7 +86,7 @@ class EvidenceStore:
 
     def _images(self, v: Verdict) -> list[tuple[str, np.ndarray]]:
         images = [("", overlay(v))] if self.overlay else []
-        return images + ([("_raw", cv2.cvtColor(v.frame.image, cv2.COLOR_RGB2BGR))] if self.raw else [])
+        return images + ([("_raw", cv2.cvtColor(v.frame.pixels, cv2.COLOR_RGB2BGR))] if self.raw else [])
 
     def _run(self) -> None:
         while (v := self._queue.get()) is not None:

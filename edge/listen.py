@@ -32,6 +32,8 @@ class Listener:
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         if server_key is not None:
+            if client_secret_key is None:
+                raise ValueError("a CURVE subscriber needs its own client_secret_key beside the server_key")
             public, secret = zmq.auth.load_certificate(client_secret_key)
             self._sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
             self._sock.curve_publickey = public

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edge.stats import Percentiles
+from edge.status import Counters, StreamStatus
 
 log = logging.getLogger(__name__)
 
 # (metric, type, help, how to read it from one stream's status)
-_METRICS = [
-    ("edge_frames_in_total", "counter", "Frames that entered the daemon", lambda s: s["counters"]["frames_in"]),
-    ("edge_dropped_total", "counter", "Frames dropped by the full queue", lambda s: s["counters"]["dropped"]),
-    ("edge_in_flight", "gauge", "Frames in the daemon without a verdict yet", lambda s: s["counters"]["in_flight"]),
-    ("edge_queue_depth", "gauge", "Frames waiting in the queue", lambda s: s["queue_depth"]),
-    ("edge_source_up", "gauge", "1 while the source is streaming", lambda s: int(s["source"]["state"] == "streaming")),
-    ("edge_source_reconnects_total", "counter", "Source reconnects", lambda s: s["source"]["reconnects"]),
-    ("edge_threshold", "gauge", "Image threshold in use", lambda s: s["threshold"]),
-    ("edge_score_drift_z", "gauge", "Mean OK score minus calibration mu, in sigma", lambda s: s["score_drift"]["z"]),
+_METRICS: list[tuple[str, str, str, Callable[[StreamStatus], object]]] = [
+    ("edge_frames_in_total", "counter", "Frames that entered the daemon", lambda s: s.counters.frames_in),
+    ("edge_dropped_total", "counter", "Frames dropped by the full queue", lambda s: s.counters.dropped),
+    ("edge_in_flight", "gauge", "Frames in the daemon without a verdict yet", lambda s: s.counters.in_flight),
+    ("edge_queue_depth", "gauge", "Frames waiting in the queue", lambda s: s.queue_depth),
+    ("edge_source_up", "gauge", "1 while the source is streaming", lambda s: int(s.source.state == "streaming")),
+    ("edge_source_reconnects_total", "counter", "Source reconnects", lambda s: s.source.reconnects),
+    ("edge_grab_errors_total", "counter", "Exceptions in the stream's grab thread", lambda s: s.counters.grab_errors),
+    ("edge_threshold", "gauge", "Image threshold in use", lambda s: s.threshold),
+    ("edge_score_drift_z", "gauge", "Mean OK score minus calibration mu, in sigma", lambda s: s.score_drift.z),
 ]
 
 
@@ -32,14 +37,14 @@ def _label(name: str, value: object) -> str:
     return f'{name}="{text}"'
 
 
-def render(statuses: list[dict]) -> str:
+def render(statuses: list[StreamStatus]) -> str:
     lines = []
 
     def family(name: str, kind: str, text: str, samples: list[tuple[str, object]]) -> None:
         lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
         lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples if value is not None)
 
-    base = [f"{_label('line', s['line'])},{_label('station', s['station'])}" for s in statuses]
+    base = [f"{_label('line', s.line)},{_label('station', s.station)}" for s in statuses]
     for name, kind, text, read in _METRICS:
         family(name, kind, text, [(b, read(s)) for b, s in zip(base, statuses)])
     # The model as a label of its own series (value 1), the Prometheus way to carry a name: a
@@ -48,35 +53,43 @@ def render(statuses: list[dict]) -> str:
         "edge_model_info",
         "gauge",
         "The bundle judging this stream",
-        [(f"{b},{_label('model', s['model'])}", 1) for b, s in zip(base, statuses)],
+        [(f"{b},{_label('model', s.model)}", 1) for b, s in zip(base, statuses)],
     )
-    for key, text in (("evidence", "NG parts"), ("ok_samples", "OK samples")):
-        for outcome in ("saved", "skipped"):
+    writers: list[tuple[str, str, Callable[[Counters], tuple[int | None, int | None]]]] = [
+        ("evidence", "NG parts", lambda c: (c.evidence_saved, c.evidence_skipped)),
+        ("ok_samples", "OK samples", lambda c: (c.ok_samples_saved, c.ok_samples_skipped)),
+    ]
+    for key, text, counts in writers:
+        for i, outcome in enumerate(("saved", "skipped")):
             family(
                 f"edge_{key}_{outcome}_total",
                 "counter",
                 f"{text} {outcome} by the evidence writer (daemon-wide)",
-                [(b, s["counters"].get(f"{key}_{outcome}")) for b, s in zip(base, statuses)],
+                [(b, counts(s.counters)[i]) for b, s in zip(base, statuses)],
             )
     family(
         "edge_verdicts_total",
         "counter",
         "Verdicts published, by kind",
         [
-            (f'{b},verdict="{v}"', s["counters"][v.lower()])
+            (f'{b},verdict="{v}"', n)
             for b, s in zip(base, statuses)
-            for v in ("OK", "NG", "ERROR")
+            for v, n in (("OK", s.counters.ok), ("NG", s.counters.ng), ("ERROR", s.counters.error))
         ],
     )
-    for key, text in (("latency_ms", "Grab to publish latency, ms"), ("infer_ms", "Backend time per batch, ms")):
+    timings: list[tuple[str, str, Callable[[StreamStatus], Percentiles]]] = [
+        ("latency_ms", "Grab to publish latency, ms", lambda s: s.latency_ms),
+        ("infer_ms", "Backend time per batch, ms", lambda s: s.infer_ms),
+    ]
+    for key, text, timing in timings:
         family(
             f"edge_{key}",
             "summary",
             text,
             [
-                (f'{b},quantile="{q}"', s[key][f"p{p}"])
+                (f'{b},quantile="{q}"', value)
                 for b, s in zip(base, statuses)
-                for q, p in (("0.5", 50), ("0.99", 99))
+                for q, value in (("0.5", timing(s).p50), ("0.99", timing(s).p99))
             ],
         )
     return "\n".join(lines) + "\n"
@@ -84,7 +97,7 @@ def render(statuses: list[dict]) -> str:
 
 class MetricsServer:
     def __init__(self, host: str, port: int):
-        self._snapshot: list[dict] = []
+        self._snapshot: list[StreamStatus] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,7 +123,7 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics", daemon=True)
         self._thread.start()
 
-    def update(self, statuses: list[dict]) -> None:
+    def update(self, statuses: list[StreamStatus]) -> None:
         self._snapshot = statuses
 
     def close(self) -> None:

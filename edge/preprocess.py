@@ -10,6 +10,8 @@ import numpy as np
 
 from edge.types import Frame
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})  # what the line, calibration and
+# training read from a folder: one list, so a file the line would judge is never skipped elsewhere
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
@@ -70,7 +72,7 @@ def to_input(frames: list[Frame], height: int, width: int) -> np.ndarray:
     """Stack already-checked frames into one contiguous batch at the model's size."""
     out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for i, f in enumerate(frames):
-        img = f.image
+        img = f.pixels
         if img.shape[:2] == (height, width):
             out[i] = img
         else:

@@ -13,11 +13,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
 
 from edge.types import Verdict
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class Curve:
 class Publisher:
     def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self._ctx = zmq.Context()
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
         if curve is not None:
             self._secure(curve)

@@ -19,12 +19,10 @@ import cv2
 import numpy as np
 
 from edge.config import ReconnectConfig, RoiConfig, SourceConfig
-from edge.preprocess import read_image
+from edge.preprocess import IMAGE_SUFFIXES, read_image
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 # Bounds how long an unreachable or silent network camera can block an open or a read, and so
 # how late a stop request can be noticed (OpenCV's FFmpeg default is 30 s).
@@ -292,6 +290,4 @@ def _source_of_kind(cfg: SourceConfig) -> Source:
         return GenICamSource(cfg.cti, cfg.device, cfg.features, cfg.name, cfg.reconnect)
     if cfg.kind == "video":
         return VideoFileSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
-    if cfg.kind == "images":
-        return ImageFolderSource(cfg.path, cfg.name, cfg.loop, cfg.fps)
-    raise ValueError(f"unknown source kind {cfg.kind!r}; expected 'video', 'images', 'camera' or 'genicam'")
+    return ImageFolderSource(cfg.path, cfg.name, cfg.loop, cfg.fps)  # the last kind SourceConfig allows

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +18,29 @@ def percentiles(values, qs=(50, 99)) -> dict[str, float | int | None]:
     }
     out["n"] = int(arr.size)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    p50: float | None  # None while there are no values
+    p99: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Percentiles:
+        arr = np.fromiter(values, dtype=np.float64)
+        p50, p99 = (round(float(np.percentile(arr, q)), 3) if arr.size else None for q in (50, 99))
+        return cls(p50, p99, int(arr.size))
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """The running mean of OK scores (``ok_mean``, over ``n``) against the calibration's μ, in σ (``z``)."""
+
+    ok_mean: float | None
+    calib_mu: float | None
+    z: float | None
+    n: int
 
 
 class LineStats:
@@ -38,9 +63,9 @@ class LineStats:
     def judged(self) -> int:
         return sum(self.verdicts.values())
 
-    def drift(self, mu: float | None, sigma: float | None) -> dict:
+    def drift(self, mu: float | None, sigma: float | None) -> Drift:
         """Running mean of OK scores against calibration μ, in σ: a line that creeps towards
         its threshold (lighting, lens, new material) shows here before it rejects parts."""
         mean = float(np.mean(self._ok_scores)) if self._ok_scores else None
         z = (mean - mu) / sigma if mean is not None and mu is not None and sigma else None
-        return {"ok_mean": mean, "calib_mu": mu, "z": None if z is None else round(z, 3), "n": len(self._ok_scores)}
+        return Drift(mean, mu, None if z is None else round(z, 3), len(self._ok_scores))

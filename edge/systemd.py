@@ -14,8 +14,20 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
+
+from edge.status import StreamStatus
 
 log = logging.getLogger(__name__)
+
+
+def summary(state: str, statuses: Sequence[StreamStatus]) -> str:
+    """One line for ``systemctl status``: the state and what the line judged, all streams together."""
+    ok, ng, error, dropped = (
+        sum(getattr(s.counters, key) for s in statuses) for key in ("ok", "ng", "error", "dropped")
+    )
+    models = ", ".join(sorted({s.model for s in statuses}))
+    return f"{state}: {ok} OK, {ng} NG, {error} ERROR, {dropped} dropped ({len(statuses)} stream(s), {models})"
 
 
 class SystemdNotifier:
@@ -32,6 +44,17 @@ class SystemdNotifier:
             # '@' names a socket in Linux's abstract namespace, which starts with a NUL byte.
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def check_heartbeat(self, heartbeat_s: float) -> None:
+        """Warns when the watchdog pings, one per heartbeat, leave systemd's timeout little room."""
+        if self.watchdog_s is not None and self.watchdog_s < 3 * heartbeat_s:
+            log.warning(
+                "systemd's WatchdogSec (%.1f s) leaves little room over publish.heartbeat_s (%.1f s), which "
+                "paces the watchdog pings: a slow batch may get the line restarted; set WatchdogSec to 10 "
+                "heartbeats or more",
+                self.watchdog_s,
+                heartbeat_s,
+            )
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={status}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+
+VerdictKind = Literal["OK", "NG", "ERROR"]
 
 
 @dataclass(slots=True)
@@ -21,6 +24,13 @@ class Frame:
     t_grab: float  # time.time() when grabbed
     image: np.ndarray | None  # HxWx3 uint8 RGB, any size (the line resizes)
     error: str | None = None  # why image is None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The image of a frame that was grabbed; only judged frames are asked for it."""
+        if self.image is None:
+            raise ValueError(f"frame {self.frame_id} has no image ({self.error})")
+        return self.image
 
 
 @dataclass(slots=True)
@@ -42,9 +52,16 @@ class Region:
 @dataclass(slots=True)
 class Verdict:
     frame: Frame
-    verdict: str  # "OK" | "NG" | "ERROR"
+    verdict: VerdictKind
     score: float | None
     threshold: float
     regions: list[Region] = field(default_factory=list)
     error: str | None = None
     anomaly_map: np.ndarray | None = None  # [h, w] model-resolution map, kept for evidence only
+
+    @property
+    def map(self) -> np.ndarray:
+        """The anomaly map of a verdict that kept one (every NG; OK ones asked to keep it)."""
+        if self.anomaly_map is None:
+            raise ValueError(f"the {self.verdict} verdict of {self.frame.frame_id} kept no anomaly map")
+        return self.anomaly_map

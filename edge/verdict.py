@@ -30,7 +30,7 @@ class Judge:
             return Verdict(
                 frame=frame, verdict="OK", score=score, threshold=self.threshold, anomaly_map=amap if keep_map else None
             )
-        fh, fw = frame.image.shape[:2]
+        fh, fw = frame.pixels.shape[:2]
         regions = self.regions(amap, fw, fh)
         return Verdict(
             frame=frame, verdict="NG", score=score, threshold=self.threshold, regions=regions, anomaly_map=amap

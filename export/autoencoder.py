@@ -1,7 +1,7 @@
-"""Autoencoder with Stain noise (Collin & De Vleeschouwer, ICPR 2020; METHODS.md and the seed
-``autoencoder-stain-noise.md``): AESc, a convolutional autoencoder with skip connections,
-trained to map a good image corrupted by Stain noise (export.augment.stain) back to the clean
-image, so that it learns to "repair" whatever does not look like a good part.
+"""Autoencoder with Stain noise (Collin & De Vleeschouwer, ICPR 2020; docs/methods.md): AESc, a
+convolutional autoencoder with skip connections, trained to map a good image corrupted by Stain
+noise (export.augment.stain) back to the clean image, so that it learns to "repair" whatever
+does not look like a good part.
 
 Two scores, both inside the exported graph:
 - ``residual`` (default): ``|x − AE(x)|`` per pixel, averaged over the colour channels.
@@ -29,8 +29,9 @@ from torch import nn
 from .augment import stain
 from .data import TrainingSplit
 from .graph import AnomalyGraph, ImageInput
+from .options import OptionGroup
 from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
-from .training import RunOptions, TrainResult, run_identity, seed_everything
+from .training import TRAINING_OPTIONS, RunOptions, TrainResult, run_identity, seed_everything
 
 METHOD = "autoencoder"
 # Measured (BENCHMARKS.md, "fp16 accuracy"): fp16 rounding in every layer is of the order of the
@@ -283,3 +284,22 @@ def export_autoencoder(data: Path, out: Path, config: AutoencoderConfig | None =
     the bundle directory ``out``. Returns ``out``."""
     config = config or AutoencoderConfig()
     return export_scratch(data, out, config, METHOD, BACKBONE, lambda split, folder: fit_graph(split, config, folder))
+
+
+OPTIONS = OptionGroup(
+    "autoencoder",
+    (
+        (
+            ("--score",),
+            {
+                "choices": ("residual", "uncertainty"),
+                "help": "anomaly score: |image - reconstruction| (residual; default) or the variance of --mc-passes Monte-Carlo-dropout reconstructions (uncertainty; N times the compute)",
+            },
+        ),
+        (
+            ("--mc-passes",),
+            {"type": int, "metavar": "N", "help": "dropout passes for --score uncertainty (default 30)"},
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, TRAINING_OPTIONS)

@@ -1,5 +1,5 @@
 """Write a bundle directory: ``model.onnx`` (+ ``model.onnx.data``) and ``bundle.yaml``,
-the one artifact that crosses from training to the line (ARCHITECTURE.md, "The bundle").
+the one artifact that crosses from training to the line (docs/bundle-format.md).
 
 ``bundle.yaml`` is a contract read by the line side: key names and meanings change only
 with a ``schema_version`` bump.
@@ -7,7 +7,6 @@ with a ``schema_version`` bump.
 
 from __future__ import annotations
 
-import configparser
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+import edge
 
 # The line's reader holds the bundle contract (schema version, file name, hashing): the writer
 # uses the same definitions so the two cannot drift. edge.bundle needs only yaml and hashlib.
@@ -74,17 +75,6 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def project_version() -> str:
-    """edge-inspect's version: the installed distribution's, else the source tree's setup.cfg."""
-    try:
-        return metadata.version("edge-inspect")
-    except metadata.PackageNotFoundError:
-        setup_cfg = Path(__file__).resolve().parents[1] / "setup.cfg"
-        parser = configparser.ConfigParser()
-        parser.read(setup_cfg)
-        return parser.get("metadata", "version", fallback="unknown")
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -92,7 +82,7 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    versions["edge_inspect"] = project_version()
+    versions["edge_inspect"] = edge.__version__
     return versions
 
 

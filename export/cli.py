@@ -7,7 +7,6 @@ Defaults come from the method's dataclass, then ``configs/methods/<method>.yaml`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import sys
@@ -18,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
+
+from edge.schema import ConfigError, Model, validate
 
 from .backbones import BACKBONES, BackboneWeightsError
 from .bundle import ExportCheckError
 from .data import DataError
 from .engine import EngineBuildError, add_engine_arguments, build_from_args, check_can_build
+from .options import OptionGroup
 
 log = logging.getLogger("export")
 
@@ -38,188 +41,36 @@ class UsageError(ValueError):
 class Method:
     config: type  # dataclass of every knob, with defaults
     export: Callable[[Path, Path, Any], Path]  # (data, out, config) -> bundle dir
-    add_arguments: Callable[[argparse._ArgumentGroup], None]
+    options: tuple[OptionGroup, ...]  # its own group first, then the shared ones it reads
 
 
-def _patchcore_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--coreset",
-        choices=("greedy", "random"),
-        help="how to thin the memory bank: greedy k-center (PatchCore; default) or "
-        "uniform random sampling (faster, weaker)",
-    )
-    group.add_argument(
-        "--coreset-ratio",
-        type=float,
-        metavar="R",
-        help="bank size as a fraction of all training patches (default 0.1; 0.01-0.25 "
-        "is useful; greedy time grows linearly with it)",
-    )
-    group.add_argument(
-        "--reweight",
-        type=int,
-        metavar="B",
-        dest="reweight_neighbours",
-        help="image score = max of the map × PatchCore's neighbourhood-density weight (paper "
-        "eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank "
-        "neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum "
-        "(default). The map is unchanged. Costs a one-off B-nearest-neighbour search over "
-        "the bank at export, an int table of bank size × B in the model, and one more "
-        "distance pass over the bank per image, for its worst patch only",
-    )
+class ExportParser(argparse.ArgumentParser):
+    """export-engine's parser: remembers the flag of each option, so that an option meant for
+    another method is refused by the name the user typed."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: dict[str, str] = {}  # dest -> its longest flag (before super(), which adds --help)
+        super().__init__(*args, **kwargs)
 
-Option = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's (flags, keyword arguments)
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> argparse.Action:
+        return self.remember(super().add_argument(*name_or_flags, **kwargs))
 
+    def remember(self, action: argparse.Action) -> argparse.Action:
+        if action.option_strings:
+            self.flags[action.dest] = max(action.option_strings, key=len)
+        return action
 
-def _add_shared(group: argparse._ArgumentGroup, options: Sequence[Option]) -> None:
-    """Options that several methods read (same names in each config). Each method's group
-    asks for them; the first one registers them and the others skip what exists, since
-    argparse refuses an option defined twice."""
-    for flags, kwargs in options:
-        with contextlib.suppress(argparse.ArgumentError):
-            group.add_argument(*flags, **kwargs)
-
-
-def _training_arguments(group: argparse._ArgumentGroup) -> None:
-    """Options every method that trains a network reads."""
-    options: tuple[Option, ...] = (
-        (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
-        (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
-        (
-            ("--checkpoint-dir",),
-            {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints beside the bundle)"},
-        ),
-        (
-            ("--checkpoint-every",),
-            {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on Ctrl-C)"},
-        ),
-        (
-            ("--resume",),
-            {
-                "action": "store_true",
-                "default": None,
-                "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run "
-                "only rebuilds the scoring graph)",
-            },
-        ),
-        (
-            ("--patience",),
-            {
-                "type": int,
-                "metavar": "N",
-                "help": "stop after N validations without improvement "
-                "(validation never uses the test set; default: "
-                "run all epochs, keep the best)",
-            },
-        ),
-    )
-    _add_shared(group, options)
-
-
-def _ssl_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--fusion",
-        choices=("concat", "multiply"),
-        help="how the network's levels are combined: one nearest-neighbour bank of their joined "
-        "features (concat; default) or the product of per-level distance maps (multiply)",
-    )
-    group.add_argument(
-        "--levels",
-        metavar="L1,L2",
-        help="ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)",
-    )
-    group.add_argument(
-        "--downsample",
-        choices=("stride", "haar", "db2", "db3"),
-        help="how the ResNet-18 halves its feature maps: strided convolutions and max-pooling "
-        "(stride; default) or, as the seed's WaveCNet, the low-pass (LL) band of a wavelet "
-        "transform (haar, db2, db3: longer, smoother filters), which aliases less noise into "
-        "the features; same feature sizes and bundle contract, plain Conv ops. Costs about 1.5x "
-        "the backbone's FLOPs (its strided convolutions run at stride 1) and 1.3-1.8x the "
-        "training time; measured on bottle: no clear gain over stride (BENCHMARKS.md)",
-    )
-    _training_arguments(group)
-
-
-def _autoencoder_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--score",
-        choices=("residual", "uncertainty"),
-        help="anomaly score: |image - reconstruction| (residual; default) or the variance of "
-        "--mc-passes Monte-Carlo-dropout reconstructions (uncertainty; N times the compute)",
-    )
-    group.add_argument("--mc-passes", type=int, metavar="N", help="dropout passes for --score uncertainty (default 30)")
-    _training_arguments(group)
-
-
-def _synthetic_anomaly_arguments(group: argparse._ArgumentGroup) -> None:
-    """Options of the feature-discriminator methods (SimpleNet, GLASS)."""
-    options: tuple[Option, ...] = (
-        (
-            ("--noise-std",),
-            {
-                "type": float,
-                "metavar": "S",
-                "help": "(simplenet, glass) σ of the Gaussian noise added to features in training "
-                "(default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for "
-                "efficientnet_lite0)",
-            },
-        ),
-        (
-            ("--textures",),
-            {
-                "metavar": "DIR",
-                "help": "(simplenet, glass) texture images for synthetic anomalies, "
-                "searched recursively (DTD's layout works); default: procedural "
-                "textures, offline",
-            },
-        ),
-        (
-            ("--foreground",),
-            {
-                "metavar": "DIR",
-                "help": "(simplenet, glass) foreground masks named like the training "
-                "images: synthetic anomalies only on the part (default: "
-                "anywhere)",
-            },
-        ),
-    )
-    _add_shared(group, options)
-    _training_arguments(group)
-
-
-def _simplenet_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--margin",
-        type=float,
-        metavar="M",
-        help="truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)",
-    )
-    _synthetic_anomaly_arguments(group)
-
-
-def _glass_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--mode",
-        choices=("hypersphere", "manifold"),
-        help="GAS shell: around each position's feature centre (hypersphere; default) or around "
-        "the normal feature itself (manifold)",
-    )
-    group.add_argument(
-        "--gas-steps",
-        type=int,
-        metavar="N",
-        help="gradient-ascent steps per training step (default 20; most of GLASS's training time)",
-    )
-    group.add_argument(
-        "--las-every",
-        type=int,
-        metavar="N",
-        help="epochs between new textured anomaly images (default 1: fresh ones every epoch; each "
-        "round costs one backbone pass over the training images)",
-    )
-    _synthetic_anomaly_arguments(group)
+    def add_option_groups(self, methods: dict[str, Method]) -> None:
+        """Every method's option groups, each once (a shared group under the names of all its methods)."""
+        users: dict[OptionGroup, list[str]] = {}
+        for name, method in sorted(methods.items()):
+            for group in method.options:
+                users.setdefault(group, []).append(name)
+        for group, names in users.items():
+            title = f"{group.title} options" + ("" if names == [group.title] else f" ({', '.join(names)})")
+            added = self.add_argument_group(title)
+            for flags, kwargs in group.options:
+                self.remember(added.add_argument(*flags, **kwargs))
 
 
 def _methods() -> dict[str, Method]:
@@ -227,16 +78,16 @@ def _methods() -> dict[str, Method]:
     from . import autoencoder, glass, patchcore, simplenet, ssl
 
     return {
-        "patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, _patchcore_arguments),
-        "ssl": Method(ssl.SSLConfig, ssl.export_ssl, _ssl_arguments),
-        "autoencoder": Method(autoencoder.AutoencoderConfig, autoencoder.export_autoencoder, _autoencoder_arguments),
-        "simplenet": Method(simplenet.SimpleNetConfig, simplenet.export_simplenet, _simplenet_arguments),
-        "glass": Method(glass.GlassConfig, glass.export_glass, _glass_arguments),
+        "patchcore": Method(patchcore.PatchCoreConfig, patchcore.export_patchcore, patchcore.OPTION_GROUPS),
+        "ssl": Method(ssl.SSLConfig, ssl.export_ssl, ssl.OPTION_GROUPS),
+        "autoencoder": Method(autoencoder.AutoencoderConfig, autoencoder.export_autoencoder, autoencoder.OPTION_GROUPS),
+        "simplenet": Method(simplenet.SimpleNetConfig, simplenet.export_simplenet, simplenet.OPTION_GROUPS),
+        "glass": Method(glass.GlassConfig, glass.export_glass, glass.OPTION_GROUPS),
     }
 
 
-def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(methods: dict[str, Method]) -> ExportParser:
+    parser = ExportParser(
         prog="export-engine",
         description="Train an anomaly-detection method on images of good parts and write a bundle "
         "(model.onnx + bundle.yaml) for the line.",
@@ -311,8 +162,7 @@ def build_parser(methods: dict[str, Method]) -> argparse.ArgumentParser:
         "and TensorRT version)",
     )
     add_engine_arguments(engine)
-    for name, method in sorted(methods.items()):
-        method.add_arguments(parser.add_argument_group(f"{name} options"))
+    parser.add_option_groups(methods)
     return parser
 
 
@@ -331,42 +181,28 @@ def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, A
         raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
-    types = {f.name: t for f, t in zip(dataclasses.fields(config_cls), field_types(config_cls))}
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(types))}")
-    for key, value in values.items():
-        if not any(_fits(value, t) for t in types[key]):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types[key])
-            raise UsageError(f"--config {path}: {key}: {value!r} should be of type {expected}")
+    try:
+        validate(_options_model(config_cls), values, f"--config {path}")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     return values
 
 
-def field_types(config_cls: type) -> list[tuple[type, ...]]:
-    """Per field of ``config_cls``, the types its annotation allows (``X | None``: X and NoneType)."""
+def _options_model(config_cls: type) -> type[Model]:
+    """A pydantic model of ``config_cls``'s fields and types, for its config file."""
     hints = typing.get_type_hints(config_cls)
-    return [typing.get_args(hints[f.name]) or (hints[f.name],) for f in dataclasses.fields(config_cls)]
+    fields: dict[str, Any] = {f.name: (hints[f.name], None) for f in dataclasses.fields(config_cls)}
+    return pydantic.create_model(f"{config_cls.__name__}File", __base__=Model, **fields)
 
 
-def _fits(value: Any, expected: type) -> bool:
-    # YAML writes 1 for 1.0, so an int is a float; but true is not a number, nor 1 a bool.
-    if isinstance(value, bool) or expected is bool:
-        return isinstance(value, bool) and expected is bool
-    if expected is float:
-        return isinstance(value, (int, float))
-    if expected is Path:
-        return isinstance(value, str)
-    return isinstance(value, expected)
-
-
-def check_method_options(parser: argparse.ArgumentParser, methods: dict[str, Method], args: argparse.Namespace) -> None:
+def check_method_options(parser: ExportParser, methods: dict[str, Method], args: argparse.Namespace) -> None:
     """Refuse options given for another method than ``args.method``: they would be ignored."""
     takes = {name: {f.name for f in dataclasses.fields(m.config)} for name, m in methods.items()}
     foreign = []
-    for action in parser._actions:
-        users = sorted(name for name, fields in takes.items() if action.dest in fields)
-        if users and args.method not in users and getattr(args, action.dest) is not None:
-            foreign.append(f"{max(action.option_strings, key=len)} (only {', '.join(users)})")
+    for dest, flag in parser.flags.items():
+        users = sorted(name for name, fields in takes.items() if dest in fields)
+        if users and args.method not in users and getattr(args, dest) is not None:
+            foreign.append(f"{flag} (only {', '.join(users)})")
     if foreign:
         raise UsageError(
             f"{args.method} does not take {', '.join(sorted(foreign))}: drop {'them' if len(foreign) > 1 else 'it'}"

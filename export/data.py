@@ -18,9 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.preprocess import read_image, resize
+from edge.preprocess import IMAGE_SUFFIXES, read_image, resize
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
 
 

@@ -35,8 +35,10 @@ from torch import nn
 
 from .anomaly_synthesis import patch_labels
 from .backbones import Backbone
+from .options import OptionGroup
 from .simplenet import (
     LAS_STREAM,
+    SYNTHETIC_ANOMALY_OPTIONS,
     Discriminator,
     DiscriminatorConfig,
     DiscriminatorModel,
@@ -55,7 +57,7 @@ from .simplenet import (
     synthesize,
     train,
 )
-from .training import seed_everything
+from .training import TRAINING_OPTIONS, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -363,3 +365,34 @@ def export_glass(data: Path, out: Path, config: GlassConfig | None = None) -> Pa
     """Train GLASS on the good images of ``data`` (an MVTec category or a folder of images)
     minus the hold-out, and write the bundle directory ``out``. Returns ``out``."""
     return export_trained(METHOD, fit_glass, data, out, config or GlassConfig())
+
+
+OPTIONS = OptionGroup(
+    "glass",
+    (
+        (
+            ("--mode",),
+            {
+                "choices": ("hypersphere", "manifold"),
+                "help": "GAS shell: around each position's feature centre (hypersphere; default) or around the normal feature itself (manifold)",
+            },
+        ),
+        (
+            ("--gas-steps",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "gradient-ascent steps per training step (default 20; most of GLASS's training time)",
+            },
+        ),
+        (
+            ("--las-every",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "epochs between new textured anomaly images (default 1: fresh ones every epoch; each round costs one backbone pass over the training images)",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, SYNTHETIC_ANOMALY_OPTIONS, TRAINING_OPTIONS)

@@ -1,4 +1,4 @@
-"""What every exported graph shares, whatever the method (see ARCHITECTURE.md, "The engine
+"""What every exported graph shares, whatever the method (docs/bundle-format.md, "Engine
 contract"): ``image uint8 [B, H, W, 3]`` RGB in; ``anomaly_map float [B, 1, H, W]`` and
 ``score float [B]`` out; the graph scales and normalises the image itself so the line does
 no per-pixel float work on its CPU.

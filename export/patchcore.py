@@ -24,6 +24,7 @@ from .bundle import check_out_dir, write_bundle
 from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput, check_size
+from .options import OptionGroup
 from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
@@ -315,3 +316,35 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     )
     log.info("export: bundle %s in %.1f s", out, time.perf_counter() - start)
     return Path(out)
+
+
+OPTIONS = OptionGroup(
+    "patchcore",
+    (
+        (
+            ("--coreset",),
+            {
+                "choices": ("greedy", "random"),
+                "help": "how to thin the memory bank: greedy k-center (PatchCore; default) or uniform random sampling (faster, weaker)",
+            },
+        ),
+        (
+            ("--coreset-ratio",),
+            {
+                "type": float,
+                "metavar": "R",
+                "help": "bank size as a fraction of all training patches (default 0.1; 0.01-0.25 is useful; greedy time grows linearly with it)",
+            },
+        ),
+        (
+            ("--reweight",),
+            {
+                "type": int,
+                "metavar": "B",
+                "dest": "reweight_neighbours",
+                "help": "image score = max of the map × PatchCore's neighbourhood-density weight (paper eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum (default). The map is unchanged. Costs a one-off B-nearest-neighbour search over the bank at export, an int table of bank size × B in the model, and one more distance pass over the bank per image, for its worst patch only",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS,)

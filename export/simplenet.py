@@ -33,14 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from calibration import metrics  # the AUROC edge-eval reports (scikit-learn's)
+
 from .anomaly_synthesis import TextureSource, local_anomaly, patch_labels
 from .backbones import FEATURE_STRIDES, Backbone, load_backbone
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, iter_batches, load_mask, split_training_data
 from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
+from .options import OptionGroup
 from .patchcore import feature_extractor
 from .scratch import checkpoint_dir as checkpoint_folder
-from .training import RUN_ONLY, RunOptions, Trainer, TrainResult, run_identity, seed_everything
+from .training import RUN_ONLY, TRAINING_OPTIONS, RunOptions, Trainer, TrainResult, run_identity, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -267,19 +270,6 @@ def synthesize(
 # --- validation on held-out good images and synthetic anomalies ------------------------------
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U with average ranks for ties); NaN when one
-    class is missing. Here so that export/ needs neither scikit-learn nor calibration/."""
-    scores, labels = np.asarray(scores, np.float64).ravel(), np.asarray(labels, bool).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return math.nan
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean
-    rank_sum = average_rank[inverse][labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 @dataclass
 class SyntheticValidation:
     """Held-out good images and LAS-corrupted copies of them, as cached features."""
@@ -294,8 +284,8 @@ class SyntheticValidation:
         patch = torch.cat([scorer.rows(chunk.reshape(-1, dim).float()) for chunk in self.features.split(64)])
         patch = patch.reshape(n, 1, height, width)
         _, image_scores = AnomalyHead((self.size, self.size))(patch)
-        image_auroc = auroc(image_scores.numpy(), self.labels.any(axis=(1, 2)))
-        patch_auroc = auroc(patch.numpy(), self.labels)
+        image_auroc = metrics.image_auroc(image_scores.numpy(), self.labels.any(axis=(1, 2)))
+        patch_auroc = metrics.pixel_auroc(patch.numpy(), self.labels)
         log.debug("validation: image AUROC %.4f, patch AUROC %.4f", image_auroc, patch_auroc)
         return (image_auroc + patch_auroc) / 2
 
@@ -560,3 +550,49 @@ def export_simplenet(data: Path, out: Path, config: SimpleNetConfig | None = Non
     """Train SimpleNet on the good images of ``data`` (an MVTec category or a folder of
     images) minus the hold-out, and write the bundle directory ``out``. Returns ``out``."""
     return export_trained(METHOD, fit_simplenet, data, out, config or SimpleNetConfig())
+
+
+# The feature-discriminator methods' (SimpleNet, GLASS): DiscriminatorConfig's fields.
+SYNTHETIC_ANOMALY_OPTIONS = OptionGroup(
+    "synthetic anomaly",
+    (
+        (
+            ("--noise-std",),
+            {
+                "type": float,
+                "metavar": "S",
+                "help": "σ of the Gaussian noise added to features in training (default: the backbone's; 0.015 for wide_resnet50_2 as published, 1.0 for efficientnet_lite0)",
+            },
+        ),
+        (
+            ("--textures",),
+            {
+                "metavar": "DIR",
+                "help": "texture images for synthetic anomalies, searched recursively (DTD's layout works); default: procedural textures, offline",
+            },
+        ),
+        (
+            ("--foreground",),
+            {
+                "metavar": "DIR",
+                "help": "foreground masks named like the training images: synthetic anomalies only on the part (default: anywhere)",
+            },
+        ),
+    ),
+)
+
+
+OPTIONS = OptionGroup(
+    "simplenet",
+    (
+        (
+            ("--margin",),
+            {
+                "type": float,
+                "metavar": "M",
+                "help": "truncated L1 margin: good patches pushed to D >= M, noised ones to D <= -M (default 0.5)",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, SYNTHETIC_ANOMALY_OPTIONS, TRAINING_OPTIONS)

@@ -1,9 +1,8 @@
-"""Self-supervised synthetic-anomaly CNN (METHODS.md; the seed
-``self-supervised-synthetic-anomalies.md``), in two stages, with no pretrained weights:
+"""Self-supervised synthetic-anomaly CNN (docs/methods.md), in two stages, with no pretrained weights:
 
 1. A ResNet-18 trained from scratch to tell three kinds of image apart: good, CutPaste,
    scar-CutPaste (export.augment). The seed's ResNet-50 is not used: a ResNet-18 is the
-   variant METHODS.md accepts, and the one a CPU can train. Its down-sampling is the plain
+   variant docs/methods.md describes, and the one a CPU can train. Its down-sampling is the plain
    ResNet's strided convolutions and max-pooling (``downsample: stride``) or, as the seed's
    WaveCNet, a wavelet's low-pass band (``haar``, ``db2``, ``db3``: export.wavelet).
 2. Its multi-level features through the shared 3×3 patch front end, scored PatchCore-style
@@ -29,9 +28,10 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
 from .data import TrainingSplit
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput
+from .options import OptionGroup
 from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
 from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
-from .training import RunOptions, TrainResult, run_identity, seed_everything
+from .training import TRAINING_OPTIONS, RunOptions, TrainResult, run_identity, seed_everything
 from .wavelet import WAVELETS, wavelet_downsampling
 
 if TYPE_CHECKING:
@@ -278,3 +278,32 @@ def export_ssl(data: Path, out: Path, config: SSLConfig | None = None) -> Path:
     write the bundle directory ``out``. Returns ``out``."""
     config = config or SSLConfig()
     return export_scratch(data, out, config, METHOD, BACKBONE, lambda split, folder: fit_graph(split, config, folder))
+
+
+OPTIONS = OptionGroup(
+    "ssl",
+    (
+        (
+            ("--fusion",),
+            {
+                "choices": ("concat", "multiply"),
+                "help": "how the network's levels are combined: one nearest-neighbour bank of their joined features (concat; default) or the product of per-level distance maps (multiply)",
+            },
+        ),
+        (
+            ("--levels",),
+            {
+                "metavar": "L1,L2",
+                "help": "ResNet-18 stages scored, comma-separated, from layer1..layer4 (default layer2,layer3)",
+            },
+        ),
+        (
+            ("--downsample",),
+            {
+                "choices": ("stride", "haar", "db2", "db3"),
+                "help": "how the ResNet-18 halves its feature maps: strided convolutions and max-pooling (stride; default) or, as the seed's WaveCNet, the low-pass (LL) band of a wavelet transform (haar, db2, db3: longer, smoother filters), which aliases less noise into the features; same feature sizes and bundle contract, plain Conv ops. Costs about 1.5x the backbone's FLOPs (its strided convolutions run at stride 1) and 1.3-1.8x the training time; measured on bottle: no clear gain over stride (BENCHMARKS.md)",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, TRAINING_OPTIONS)

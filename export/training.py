@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import pickle
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -22,10 +23,16 @@ import torch
 from tqdm import tqdm
 
 from .data import DataError
+from .options import OptionGroup
 
 log = logging.getLogger(__name__)
 
 LAST, BEST = "last.pt", "best.pt"
+# Checkpoints are plain data (state dicts, tensors, numbers, strings, lists, dicts), read with
+# torch.load(weights_only=True): loading one never runs code from the file. 0.1.0 pickled
+# TrainResult and numpy's RNG state, which only an unrestricted unpickler reads; such a file is
+# refused, never unpickled.
+CHECKPOINT_FORMAT = 2
 
 
 def seed_everything(seed: int) -> None:
@@ -78,6 +85,30 @@ class TrainResult:
     stopped_early: bool = False  # patience ran out: the run is finished, --resume trains no further
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as plain data (its key array as a list of ints)."""
+    state = np.random.get_state(legacy=False)
+    return {**state, "state": {**state["state"], "key": state["state"]["key"].tolist()}}
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's plain data; DataError for one in another format (never unpickled)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"checkpoint {path} is not plain data (edge-inspect 0.1.0 pickled objects into its checkpoints), "
+            f"so it is not read: start the run again in another --checkpoint-dir"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise DataError(
+            f"checkpoint {path} has format {found!r}, this export-engine reads {CHECKPOINT_FORMAT}: start the "
+            f"run again in another --checkpoint-dir"
+        )
+    return state
+
+
 class Trainer:
     """Runs ``steps(epoch)``, an iterable of per-step loss dicts, for each epoch.
 
@@ -114,8 +145,9 @@ class Trainer:
             "identity": self.identity,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "result": self.result,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "format": CHECKPOINT_FORMAT,
+            "result": asdict(self.result),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()},
         }
 
     def save(self, name: str = LAST) -> Path | None:
@@ -130,7 +162,7 @@ class Trainer:
         return self.dir / name
 
     def _load(self, path: Path, with_rng: bool) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_checkpoint(path)
         if with_rng:
             self._check_identity(state.get("identity"))
         try:
@@ -146,9 +178,11 @@ class Trainer:
         if with_rng:
             for k, o in self.optimizers.items():
                 o.load_state_dict(state["optimizers"][k])
-            self.result = state["result"]
+            self.result = TrainResult(**state["result"])
             torch.set_rng_state(state["rng"]["torch"])
-            np.random.set_state(state["rng"]["numpy"])
+            numpy_rng = state["rng"]["numpy"]
+            key = np.array(numpy_rng["state"]["key"], np.uint32)
+            np.random.set_state({**numpy_rng, "state": {**numpy_rng["state"], "key": key}})
             random.setstate(state["rng"]["python"])
 
     def _check_identity(self, written: dict[str, Any] | None) -> None:
@@ -245,3 +279,37 @@ class Trainer:
         for m in self.modules.values():
             m.eval()
         return r
+
+
+# What every method that trains a network reads (RunOptions' fields, epochs, lr).
+TRAINING_OPTIONS = OptionGroup(
+    "training",
+    (
+        (("--epochs",), {"type": int, "metavar": "N", "help": "training epochs (default: the method's config)"}),
+        (("--lr",), {"type": float, "metavar": "LR", "help": "base learning rate (default: the method's config)"}),
+        (
+            ("--checkpoint-dir",),
+            {"metavar": "DIR", "help": "where checkpoints go (default: BUNDLE_DIR.checkpoints beside the bundle)"},
+        ),
+        (
+            ("--checkpoint-every",),
+            {"type": int, "metavar": "N", "help": "write a checkpoint every N epochs (and on Ctrl-C)"},
+        ),
+        (
+            ("--resume",),
+            {
+                "action": "store_true",
+                "default": None,
+                "help": "continue the run whose checkpoints are in --checkpoint-dir (a finished run only rebuilds the scoring graph)",
+            },
+        ),
+        (
+            ("--patience",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "stop after N validations without improvement (validation never uses the test set; default: run all epochs, keep the best)",
+            },
+        ),
+    ),
+)

@@ -35,6 +35,12 @@ def files(tmp_path_factory):
         f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi}}\nbatch: {{max_bach: 4}}\n"
     )
     (root / "line.yaml").write_text("line: l\nstation: s\nsource: {kind: video, path: v.avi}\n")  # no bundle yet
+    # Out of range values that once ended in a traceback or a dead grab thread (issue 16).
+    head = f"line: l\nstation: s\nbundle: {bundle}\nsource: {{kind: video, path: v.avi"
+    (root / "wait.yaml").write_text(f"{head}}}\nbatch: {{max_wait_ms: 1.0e+13}}\n")
+    (root / "fps.yaml").write_text(f"{head}, fps: 1.0e-12}}\n")
+    (root / "port.yaml").write_text(f"{head}}}\nmetrics: {{bind: '127.0.0.1:99999'}}\n")
+    (root / "nul.yaml").write_text(head.replace("line: l", 'line: "l\\0"') + "}\n")  # YAML's \0: a NUL
     return root
 
 
@@ -46,6 +52,11 @@ CASES = [
     ("edge-run", ["--config", "{root}/bad.yaml"], "YAML syntax error"),
     ("edge-run", ["--config", "{root}/list.yaml"], "must be a mapping"),
     ("edge-run", ["--config", "{root}/unknown.yaml"], "did you mean 'max_batch'"),
+    ("edge-run", ["--config", "{root}/wait.yaml"], "wait.yaml: batch.max_wait_ms: must be a number from 0 to 10000"),
+    ("edge-run", ["--config", "{root}/fps.yaml"], "fps.yaml: source.fps: must be a number from 0.01 to 1000 or null"),
+    ("edge-run", ["--config", "{root}/port.yaml"], "port.yaml: metrics.bind: must be HOST:PORT (ports 1 to 65535)"),
+    ("edge-run", ["--config", "{root}/nul.yaml"], "nul.yaml: line: must be a non-empty name without '/'"),
+    ("edge-capture", ["--config", "{root}/fps.yaml", "--out", "{root}/o"], "source.fps: must be a number from 0.01"),
     ("edge-run", ["--config", "{root}/bad.yaml", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
     ("edge-run", ["--config", "{root}/bad.yaml", "--bogus"], "unrecognized arguments: --bogus"),
     ("edge-run", ["--config", "{root}/unknown.yaml", "--check", "--check-timeout", "soon"], "invalid float value"),

@@ -32,7 +32,7 @@ def choose_backend(bundle: Bundle, platform: Platform) -> Choice:
     if platform.problem:
         return Choice("onnxruntime", f"TensorRT not usable: {platform.problem}")
     try:
-        engine = require_engine(bundle, platform.gpu_name, platform.trt_version)
+        engine = _engine_for(bundle, platform)
     except StaleEngineError as e:
         return Choice("onnxruntime", str(e))
     return Choice(
@@ -48,7 +48,13 @@ def _choose(bundle: Bundle, kind: str, gpu: int) -> Choice:
         return choose_backend(bundle, platform)
     if platform.problem:
         raise BackendError(f"backend tensorrt: {platform.problem}")
-    return Choice("tensorrt", "configured", require_engine(bundle, platform.gpu_name, platform.trt_version))
+    return Choice("tensorrt", "configured", _engine_for(bundle, platform))
+
+
+def _engine_for(bundle: Bundle, platform: Platform) -> dict:
+    # probe_platform names the GPU and TensorRT version whenever it reports no problem.
+    assert platform.gpu_name is not None and platform.trt_version is not None, platform
+    return require_engine(bundle, platform.gpu_name, platform.trt_version)
 
 
 def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0, max_batch: int = 8) -> Backend:
@@ -58,7 +64,7 @@ def load_backend(bundle: Bundle, kind: str = "auto", gpu: int = 0, max_batch: in
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is unknown; use one of {', '.join(KINDS)}")
     choice = _choose(bundle, kind, gpu)
-    if choice.kind == "tensorrt":
+    if choice.kind == "tensorrt" and choice.engine is not None:
         backend: Backend = TensorRTBackend(bundle, choice.engine, gpu)
     else:
         from edge.backends.onnxruntime import OnnxRuntimeBackend

@@ -10,7 +10,7 @@ class BackendError(RuntimeError):
 
 
 class Backend(Protocol):
-    """What the line needs of an inference runtime (the engine contract of ARCHITECTURE.md)."""
+    """What the line needs of an inference runtime (the engine contract of docs/bundle-format.md)."""
 
     name: str
 

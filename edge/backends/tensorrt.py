@@ -40,8 +40,11 @@ def require_runtime() -> None:
     """Import tensorrt and pycuda.driver, or raise a one-line BackendError that says how to
     install them. Callers then import them by name, which costs nothing the second time."""
     try:
-        import pycuda.driver  # noqa: F401
+        # TensorRT first: the message names it when both are missing.
+        # isort: off
         import tensorrt  # noqa: F401
+        import pycuda.driver  # noqa: F401
+        # isort: on
     except ImportError as e:
         what = "pycuda" if (e.name or "").startswith("pycuda") else "TensorRT"
         state = "is not installed" if isinstance(e, ModuleNotFoundError) else "cannot be loaded"
@@ -144,7 +147,7 @@ class TensorRTBackend:
                 f"{path}: TensorRT {self.version} could not load this engine (its log above says why); "
                 f"rebuild it: {rebuild_command(self.bundle)}"
             )
-        self.max_batch = self._max_batch(path)
+        self.max_batch = self._max_batch(self._engine, path)
         h, w, b = self.bundle.height, self.bundle.width, self.max_batch
         self._context = self._engine.create_execution_context()
         if self._context is None:
@@ -171,11 +174,11 @@ class TensorRTBackend:
                 f"{rebuild_command(self.bundle)}"
             )
 
-    def _max_batch(self, path: Path) -> int:
+    def _max_batch(self, engine: tensorrt.ICudaEngine, path: Path) -> int:
         """The engine's max batch, once its I/O is checked against the engine contract."""
         import tensorrt as trt
 
-        engine, h, w = self._engine, self.bundle.height, self.bundle.width
+        h, w = self.bundle.height, self.bundle.width
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
         if (
             names == {INPUT, *OUTPUTS}
@@ -198,13 +201,15 @@ class TensorRTBackend:
         return np.concatenate(maps), np.concatenate(scores)
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, cuda = len(images), self._cuda
+        n, cuda, context = len(images), self._cuda, self._context
+        if context is None:
+            raise BackendError("the TensorRT backend was closed; load the model again")
         np.copyto(self._host[INPUT][:n], images, casting="no")
         with self._active():
-            if not self._context.set_input_shape(INPUT, images.shape):
+            if not context.set_input_shape(INPUT, images.shape):
                 raise BackendError(f"TensorRT refused input shape {images.shape}")
             cuda.memcpy_htod_async(self._device[INPUT], self._host[INPUT][:n], self._stream)
-            if not self._context.execute_async_v3(self._stream.handle):
+            if not context.execute_async_v3(self._stream.handle):
                 raise BackendError("TensorRT could not run the engine (its log above says why)")
             for name in OUTPUTS:
                 cuda.memcpy_dtoh_async(self._host[name][:n], self._device[name], self._stream)

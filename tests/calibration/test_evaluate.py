@@ -266,3 +266,18 @@ def test_bottle_patchcore_bundle(tmp_path):
     assert diff["within_budget"] and abs(diff["image_auroc_drop_points"]) < 0.01
     assert abs(diff["overall"]["pixel_auroc"]["diff"]) < 1e-4
     assert diff["score_max_abs_diff"] < 1e-3 * data["overall"]["f1_threshold"]
+
+
+def test_names_from_the_data_are_shown_as_text_in_the_report(tmp_path):
+    # A defect type's folder and a file name are the data's, not the report's: markup in them is text.
+    root = make_category(tmp_path / "cat")
+    kind, name = "<script>alert(1)", '<img src=x onerror="alert(2)">'  # a folder name holds no "/"
+    for top, file in (("test", "000.png"), ("ground_truth", "000_mask.png")):
+        folder = (root / top / "spot").rename(root / top / kind)
+        (folder / file).rename(folder / file.replace("000", name))
+    result = run(make_bundle(tmp_path / "b"), root)
+    assert kind in result.per_type
+    page = write_report(result, tmp_path / "r.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page  # no live tag
+    assert "<td>&lt;script&gt;alert(1)</td>" in page  # the type, in its table row
+    assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt;.png" in page  # the file, in its gallery caption

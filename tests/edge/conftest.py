@@ -5,8 +5,11 @@ brightness, so bright parts are NG and dark parts OK."""
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -115,3 +118,26 @@ def part(value: int, size: tuple[int, int] = (48, 64), spot: tuple[int, int, int
         y, x, s = spot
         img[y : y + s, x : x + s] = 255
     return img
+
+
+def oversized_png(path) -> None:
+    """A PNG whose header claims 100000×100000 pixels: OpenCV raises (cv2.error, over its
+    CV_IO_MAX_IMAGE_PIXELS) instead of returning no image, so the grab thread sees an exception.
+    If the image reader learns to turn this into an ERROR frame, these tests need another trigger."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+
+
+def folder_with_an_oversized_image(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "00_ok.png"), part(40))
+    oversized_png(folder / "01_huge.png")
+    cv2.imwrite(str(folder / "02_ok.png"), part(40))
+    return folder

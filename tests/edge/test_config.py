@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -12,15 +11,18 @@ import yaml
 
 from edge.config import (
     BatchConfig,
+    CameraConfig,
     ConfigError,
     EvidenceConfig,
+    GenicamConfig,
+    ImagesConfig,
     LineConfig,
     PublishConfig,
     QueueConfig,
     ReconnectConfig,
     RoiConfig,
-    SourceConfig,
     StreamConfig,
+    VideoConfig,
     load_config,
     parse_config,
 )
@@ -64,12 +66,12 @@ BAD = [
     ({"batch.max_batch": True}, "batch.max_batch", "(got True)"),
     ({"batch.max_batch": 0}, "batch.max_batch", "from 1 to 1024"),
     ({"batch.max_batch": 1025}, "batch.max_batch", "from 1 to 1024"),
-    ({"batch.max_wait_ms": -1}, "batch.max_wait_ms", "must be a number >= 0"),
+    ({"batch.max_wait_ms": -1}, "batch.max_wait_ms", "must be a number from 0 to 10000"),
     ({"batch.max_bach": 8}, "batch.max_bach", "did you mean 'max_batch'?"),
     ({"bundel": "bundle"}, "bundel", "did you mean 'bundle'?"),
     ({"line": DELETE}, "line", "required key is missing"),
     ({"station": "cam top"}, "station", "without '/' or whitespace"),
-    ({"station": "status"}, "station", "other than 'status' (got 'status')"),
+    ({"station": "status"}, "station", "other than 'status' or null (got 'status')"),
     ({"line": "a/b"}, "line", "(got 'a/b')"),
     ({"line": ""}, "line", "(got '')"),
     ({"line": 3}, "line", "(got 3)"),
@@ -84,12 +86,12 @@ BAD = [
     ({"source.kind": "images", "source.path": "parts.mp4"}, "source.path", "no such directory"),
     ({"source.url": "rtsp://127.0.0.1/x"}, "source.url", "unknown key for kind 'video'"),
     ({"source.loop": "yes"}, "source.loop", "must be true or false"),
-    ({"source.fps": 0}, "source.fps", "must be a number > 0 or null"),
+    ({"source.fps": 0}, "source.fps", "must be a number from 0.01 to 1000 or null"),
     ({"source.fps": float("inf")}, "source.fps", "(got inf)"),
     ({"source.name": "cam:0"}, "source.name", "without '/', ':' or whitespace"),
     ({"source": {"kind": "camera"}}, "source", "exactly one of 'url' or 'index'"),
     ({"source": {"kind": "camera", "url": "rtsp://h/s", "index": 0}}, "source", "exactly one of 'url' or 'index'"),
-    ({"source": {"kind": "camera", "index": -1}}, "source.index", "an integer >= 0"),
+    ({"source": {"kind": "camera", "index": -1}}, "source.index", "an integer from 0 to 9999"),
     (
         {"source": {"kind": "camera", "index": 0, "reconnect": {"initial_s": 2.0, "max_s": 1.0}}},
         "source.reconnect.max_s",
@@ -101,19 +103,43 @@ BAD = [
         "did you mean 'max_s'?",
     ),
     ({"backend": "cuda"}, "backend", "one of 'auto', 'onnxruntime', 'tensorrt'"),
-    ({"gpu": -1}, "gpu", "an integer >= 0"),
+    ({"gpu": -1}, "gpu", "an integer from 0 to 63"),
     ({"gpu": "cuda:1"}, "gpu", "(got 'cuda:1')"),
-    ({"k": -1}, "k", "must be a number > 0 or null"),
+    ({"k": -1}, "k", "must be a number > 0 and <= 100 or null"),
     ({"k": "3"}, "k", "(got '3')"),
-    ({"queue.size": 0}, "queue.size", "an integer >= 1"),
+    ({"queue.size": 0}, "queue.size", "an integer from 1 to 100000"),
     ({"queue.overflow": "drop_newest"}, "queue.overflow", "one of 'drop_oldest', 'block'"),
-    ({"publish.heartbeat_s": 0}, "publish.heartbeat_s", "must be a number > 0"),
-    ({"publish.sndhwm": 0}, "publish.sndhwm", "an integer >= 1"),
+    ({"publish.heartbeat_s": 0}, "publish.heartbeat_s", "must be a number from 0.01 to 3600"),
+    ({"publish.sndhwm": 0}, "publish.sndhwm", "an integer from 1 to 1000000"),
     ({"publish.bind": "localhost:5556"}, "publish.bind", "a ZeroMQ endpoint"),
-    ({"publish.wait_for_subscribers": -1}, "publish.wait_for_subscribers", "an integer >= 0"),
-    ({"evidence.max_files": 0}, "evidence.max_files", "an integer >= 1"),
+    ({"publish.wait_for_subscribers": -1}, "publish.wait_for_subscribers", "an integer from 0 to 1000"),
+    ({"evidence.max_files": 0}, "evidence.max_files", "an integer from 1 to 1000000"),
     ({"log_level": "verbose"}, "log_level", "one of 'DEBUG'"),
     ({"batch": [8]}, "batch", "must be a mapping"),
+    # Values that passed the old checks and then broke the daemon (issue 16): each key has a range.
+    ({"batch.max_wait_ms": 1e13}, "batch.max_wait_ms", "from 0 to 10000 (got 10000000000000.0)"),
+    ({"publish.heartbeat_s": 1e10}, "publish.heartbeat_s", "from 0.01 to 3600 (got 10000000000.0)"),
+    ({"publish.wait_timeout_s": 1e10}, "publish.wait_timeout_s", "from 0.01 to 3600"),
+    ({"source.fps": 1e-12}, "source.fps", "from 0.01 to 1000 or null (got 1e-12)"),
+    (
+        {"source": {"kind": "camera", "index": 0, "reconnect": {"initial_s": 1e10}}},
+        "source.reconnect.initial_s",
+        "from 0.01 to 600",
+    ),
+    ({"source": {"kind": "camera", "index": 0, "reconnect": {"max_s": 0}}}, "source.reconnect.max_s", "from 0.01"),
+    ({"queue.size": 10**9}, "queue.size", "from 1 to 100000"),
+    ({"k": 1e6}, "k", "> 0 and <= 100"),
+    ({"metrics.bind": "127.0.0.1:99999"}, "metrics.bind", "ports 1 to 65535"),
+    ({"metrics.bind": "127.0.0.1:0"}, "metrics.bind", "ports 1 to 65535"),
+    ({"publish.bind": "tcp://127.0.0.1:99999"}, "publish.bind", "ports 1 to 65535"),
+    ({"publish.bind": "tcp://127.0.0.1"}, "publish.bind", "tcp://HOST:PORT"),
+    ({"source.roi": {"width": 10**6}}, "source.roi.width", "from 1 to 65535"),
+    ({"evidence.ok_every": -1}, "evidence.ok_every", "from 0 to 1000000"),
+    # Names end up in topics, frame ids and file names: no NUL or other control characters either.
+    ({"station": "cam\x00top"}, "station", "nor control characters"),
+    ({"line": "line\x1b3"}, "line", "nor control characters"),
+    ({"source.name": "cam\x7f"}, "source.name", "nor control characters"),
+    ({"source.name": "a/b"}, "source.name", "without '/'"),
 ]
 
 
@@ -169,7 +195,7 @@ def test_good_config_round_trip(home: Path) -> None:
         gpu=1,
         k=4.0,
         log_level="DEBUG",
-        source=SourceConfig(
+        source=CameraConfig(
             kind="camera",
             name="top",
             url="rtsp://127.0.0.1:8554/s",
@@ -232,6 +258,11 @@ def test_several_streams(home: Path) -> None:
             {"streams": [{"station": "status", "source": {"kind": "camera", "index": 0}}]},
             r"streams\[0\]\.station",
             "other than 'status'",
+        ),
+        (
+            {"streams": [{"station": "a\tb", "source": {"kind": "camera", "index": 0}}]},
+            r"streams\[0\]\.station",
+            "without '/' or whitespace",
         ),
         ({}, "station", "station: and source:"),
     ],
@@ -312,7 +343,7 @@ def test_demo_example_parses(tmp_path: Path) -> None:
     path = install("demo.yaml", tmp_path)
     (path.parent / "parts.mp4").write_bytes(b"")
     cfg = load_config(path)
-    assert cfg.source == SourceConfig(
+    assert cfg.source == VideoConfig(
         kind="video", name="cam0", path=path.parent.resolve() / "parts.mp4", loop=False, fps=None
     )
     assert cfg.queue.overflow == "block"
@@ -326,7 +357,10 @@ def test_line3_documents_every_key() -> None:
     sections = (
         LineConfig,
         StreamConfig,
-        SourceConfig,
+        VideoConfig,
+        ImagesConfig,
+        CameraConfig,
+        GenicamConfig,
         ReconnectConfig,
         RoiConfig,
         BatchConfig,
@@ -335,6 +369,6 @@ def test_line3_documents_every_key() -> None:
         EvidenceConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
-    keys = {f.name for section in sections for f in dataclasses.fields(section)}
+    keys = {name for section in sections for name in section.model_fields}
     missing = [key for key in sorted(keys) if f"{key}:" not in text]
     assert not missing, missing

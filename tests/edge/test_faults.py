@@ -12,7 +12,7 @@ import zmq
 
 from edge.listen import Listener
 
-from .conftest import make_bundle, part
+from .conftest import folder_with_an_oversized_image, make_bundle, part
 from .harness import assert_accounted, collect, pattern, run_to_the_end, start, write_config, write_video
 
 
@@ -147,3 +147,33 @@ def test_sighup_swaps_a_good_bundle_and_refuses_a_broken_one(tmp_path):
     assert final["reloads"]["ok"] == 1 and final["reloads"]["refused"] == 1
     assert "broken" in final["reloads"]["last_error"] and final["model"].startswith("second@")
     assert final["counters"]["error"] == 0
+
+
+def test_a_grabber_that_dies_is_logged_counted_and_fails_the_run(tmp_path):
+    """Before the fix the grab thread died, the line ended 'cleanly' and the daemon exited 0."""
+    folder = folder_with_an_oversized_image(tmp_path)
+    config, endpoint = write_config(tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "images", "path": str(folder)})
+    proc = start(config)
+    with Listener(endpoint, "line3/") as listener:
+        verdicts, final, _ = collect(listener, proc)
+    assert proc.wait(20) == 1, "a stream the line stopped judging is no success"
+    log = proc.stdout.read()
+    assert_accounted(verdicts, final)
+    assert [v["frame_id"] for v in verdicts] == ["00_ok.png"]
+    assert final["counters"]["grab_errors"] == 1 and final["source"]["state"] == "failed"
+    assert "error" in final["source"]["problem"] and "stream cam0: its grabber failed" in log
+
+
+def test_a_grabber_of_an_endless_source_that_raises_starts_again(tmp_path):
+    """A looping folder stands in for a camera: each exception is a dropout, retried after a back-off."""
+    folder = folder_with_an_oversized_image(tmp_path)
+    config, endpoint = write_config(
+        tmp_path, make_bundle(tmp_path / "bundle"), {"kind": "images", "path": str(folder), "loop": True}
+    )
+    proc = start(config)
+    _, final, statuses = run_to_the_end(
+        proc, endpoint, on_verdict=lambda n, _m: n == 4 and proc.send_signal(signal.SIGTERM)
+    )
+    assert final["counters"]["grab_errors"] >= 1 and final["source"]["reconnects"] >= 1
+    assert final["counters"]["ok"] >= 4, "judging went on across the restarts"
+    assert "reconnecting" in {s["source"]["state"] for s in statuses}

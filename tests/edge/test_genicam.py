@@ -214,7 +214,9 @@ def test_two_cameras_of_one_producer_stream_together() -> None:
     ],
 )
 def test_a_wrong_device_or_feature_is_a_dropout_that_says_why(device, features, problem) -> None:
-    source = GenICamSource(VIKY, device=device, features=features, name="cam", reconnect=ReconnectConfig(0.05, 0.1))
+    source = GenICamSource(
+        VIKY, device=device, features=features, name="cam", reconnect=ReconnectConfig(initial_s=0.05, max_s=0.1)
+    )
     frames, state = grab(source, 1, timeout_s=1.0)
     assert frames == [] and state == "reconnecting" and source.reconnects >= 2
     assert source.problem.startswith(problem), source.problem

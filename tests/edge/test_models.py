@@ -12,6 +12,7 @@ import yaml
 from edge.config import ConfigError, load_config, parse_config
 from edge.daemon import Daemon
 from edge.listen import Listener
+from edge.status import Reloads
 from edge.types import Frame
 
 from .conftest import make_bundle, part
@@ -77,7 +78,7 @@ def test_a_reload_switches_every_camera_or_none(tmp_path) -> None:
     def reload_with(side: dict) -> None:
         data["streams"][1].update(side)
         config.write_text(yaml.safe_dump(data))
-        daemon._reload_config()
+        daemon.reloader.now()
 
     try:
         frames = [Frame(name, 0, f"{name}:0", 0.0, part(40)) for name in ("top", "side")]
@@ -87,20 +88,20 @@ def test_a_reload_switches_every_camera_or_none(tmp_path) -> None:
             daemon.streams[v.frame.stream].stats.count(v, 1.0)
         reload_with({"bundle": str(make_bundle(tmp_path / "side-bundle", height=16, width=16))})
         assert sorted(name.split("@")[0] for name in daemon.models()) == ["line-bundle", "side-bundle"]
-        assert daemon.reloads == {"ok": 1, "refused": 0, "last_error": None, "at_restart": []}
+        assert daemon.reloads == Reloads(ok=1, refused=0, last_error=None, at_restart=())
         # The drift window of OK scores starts again for the camera whose model changed, only.
-        assert (daemon.status("top")["score_drift"]["n"], daemon.status("side")["score_drift"]["n"]) == (1, 0)
+        assert (daemon.status("top").score_drift.n, daemon.status("side").score_drift.n) == (1, 0)
 
         broken = make_bundle(tmp_path / "broken")
         (broken / "model.onnx").write_bytes(b"garbage")
         reload_with({"bundle": str(broken)})
-        assert daemon.reloads["refused"] == 1 and "broken" in daemon.reloads["last_error"]
+        assert daemon.reloads.refused == 1 and "broken" in str(daemon.reloads.last_error)
         assert sorted(name.split("@")[0] for name in daemon.models()) == ["line-bundle", "side-bundle"]
 
         # Cameras come and go with the file (tests/edge/test_reload.py runs it on the live daemon).
         data["streams"][1]["source"]["name"] = "back"
         reload_with({"bundle": str(tmp_path / "side-bundle")})
-        assert daemon.reloads["ok"] == 2 and sorted(daemon.streams) == ["back", "top"]
+        assert daemon.reloads.ok == 2 and sorted(daemon.streams) == ["back", "top"]
     finally:
         daemon.close()
 

@@ -10,6 +10,8 @@ import urllib.request
 
 from edge.listen import Listener
 from edge.metrics import render
+from edge.stats import Drift, Percentiles
+from edge.status import Counters, Reloads, SourceStatus, StreamStatus
 
 from .conftest import make_bundle
 from .harness import assert_accounted, collect, free_port, pattern, start, write_config, write_video
@@ -80,18 +82,26 @@ _SAMPLE = re.compile(rf"[a-zA-Z_:][a-zA-Z0-9_:]*\{{{_LABEL}(?:,{_LABEL})*\}} \S+
 
 def test_metric_labels_are_escaped():
     station, model = 'cam\\top"1', 'bundle "new"\nline@0123456789ab'
-    status = {
-        "line": "line3",
-        "station": station,
-        "model": model,
-        "counters": {"frames_in": 1, "dropped": 0, "in_flight": 0, "ok": 1, "ng": 0, "error": 0},
-        "queue_depth": 0,
-        "source": {"state": "streaming", "reconnects": 0},
-        "threshold": 0.5,
-        "score_drift": {"z": 0.1},
-        "latency_ms": {"p50": 1.0, "p99": 2.0},
-        "infer_ms": {"p50": 1.0, "p99": 2.0},
-    }
+    status = StreamStatus(
+        schema=1,
+        line="line3",
+        station=station,
+        t=0.0,
+        state="running",
+        uptime_s=1.0,
+        counters=Counters(frames_in=1, ok=1, ng=0, error=0, dropped=0, publish_failed=0, in_flight=0, grab_errors=0),
+        latency_ms=Percentiles(1.0, 2.0, 1),
+        infer_ms=Percentiles(1.0, 2.0, 1),
+        mean_batch=1.0,
+        queue_depth=0,
+        streams=1,
+        source=SourceStatus("cam0", "streaming", 0, None),
+        score_drift=Drift(0.3, 0.2, 0.1, 1),
+        threshold=0.5,
+        model=model,
+        reloads=Reloads(),
+        backend={},
+    )
     samples = [line for line in render([status]).splitlines() if not line.startswith("#")]
     assert samples and [line for line in samples if not _SAMPLE.fullmatch(line)] == []
     unescape = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}

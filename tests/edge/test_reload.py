@@ -180,9 +180,9 @@ def test_what_only_a_restart_changes_is_kept_and_reported(tmp_path) -> None:
             data["batch"]["max_batch"] = 2  # applies at once
 
         rewrite(config, edit)
-        daemon._reload_config()
-        assert daemon.reloads["ok"] == 1
-        assert daemon.reloads["at_restart"] == ["publish.sndhwm (1000 → 50)", "evidence.ok_every (5 → 0)"]
+        daemon.reloader.now()
+        assert daemon.reloads.ok == 1
+        assert daemon.reloads.at_restart == ("publish.sndhwm (1000 → 50)", "evidence.ok_every (5 → 0)")
         assert (daemon.cfg.publish.sndhwm, daemon.cfg.evidence.ok_every, daemon.cfg.batch.max_batch) == (1000, 5, 2)
 
 
@@ -208,8 +208,8 @@ def test_a_refused_reload_leaves_the_line_as_it_was(tmp_path, spoil) -> None:
             data["bundle"], data["source"]["fps"] = str(tmp_path / "spoilt"), 10
 
         rewrite(config, elsewhere_with_the_spoilt_bundle)
-        daemon._reload_config()
-        assert daemon.reloads["refused"] == 1 and "spoilt" in daemon.reloads["last_error"]
+        daemon.reloader.now()
+        assert daemon.reloads.refused == 1 and "spoilt" in str(daemon.reloads.last_error)
         assert (stream.source, stream.model, stream.cfg.source.fps) == (source, model, 50)
         assert daemon.streams == {"cam0": stream}
 

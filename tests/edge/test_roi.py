@@ -40,9 +40,9 @@ def test_a_frame_that_does_not_contain_the_roi_is_refused(roi: RoiConfig) -> Non
     "source, key, says",
     [
         ({"rotate": 45}, "source.rotate", "must be 0, 90, 180 or 270 (degrees clockwise) (got 45)"),
-        ({"rotate": 360}, "source.rotate", "must be an integer from 0 to 270"),
-        ({"roi": {"width": 0}}, "source.roi.width", "must be an integer >= 1 or null"),
-        ({"roi": {"x": -5}}, "source.roi.x", "must be an integer >= 0"),
+        ({"rotate": 360}, "source.rotate", "must be 0, 90, 180 or 270 (degrees clockwise) (got 360)"),
+        ({"roi": {"width": 0}}, "source.roi.width", "must be an integer from 1 to 65535 or null"),
+        ({"roi": {"x": -5}}, "source.roi.x", "must be an integer from 0 to 65535"),
         ({"roi": {"widht": 100}}, "source.roi.widht", "did you mean 'width'?"),
         ({"roi": {"w": 100}}, "source.roi.w", "allowed keys: x, y, width, height"),
         ({"roi": [0, 0, 100, 100]}, "source.roi", "must be a mapping of keys"),

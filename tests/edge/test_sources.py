@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.config import ReconnectConfig, SourceConfig
+from edge.config import CameraConfig, ImagesConfig, ReconnectConfig, VideoConfig
 from edge.sources import CameraSource, ImageFolderSource, Source, VideoFileSource, open_source
 from edge.types import Frame
 
@@ -257,14 +257,12 @@ def test_camera_that_raises_is_a_dropout_not_a_crash(video: Path) -> None:
 
 
 def test_open_source_builds_what_the_config_says(video: Path, tmp_path: Path) -> None:
-    video_source = open_source(SourceConfig(kind="video", name="v", path=video, loop=True, fps=5.0))
+    video_source = open_source(VideoConfig(kind="video", name="v", path=video, loop=True, fps=5.0))
     assert isinstance(video_source, VideoFileSource) and (video_source.name, video_source.loop) == ("v", True)
-    assert isinstance(open_source(SourceConfig(kind="images", path=tmp_path)), ImageFolderSource)
-    camera = open_source(SourceConfig(kind="camera", index=3))
+    assert isinstance(open_source(ImagesConfig(kind="images", path=tmp_path)), ImageFolderSource)
+    camera = open_source(CameraConfig(kind="camera", index=3))
     assert isinstance(camera, CameraSource) and camera.target == 3
-    assert open_source(SourceConfig(kind="camera", url="rtsp://127.0.0.1:9/x")).target == "rtsp://127.0.0.1:9/x"
-    with pytest.raises(ValueError, match="'usb'"):
-        open_source(SourceConfig(kind="usb"))
+    assert open_source(CameraConfig(kind="camera", url="rtsp://127.0.0.1:9/x")).target == "rtsp://127.0.0.1:9/x"
 
 
 WITHOUT_HARVESTERS = "import sys; sys.modules['harvesters'] = None; from {module} import {main}; sys.exit({main}())"

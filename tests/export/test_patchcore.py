@@ -329,7 +329,7 @@ def test_bank_of_20000_by_1536_exports_and_runs_in_bounded_memory(tmp_path: Path
 @pytest.mark.mvtec
 @pytest.mark.slow
 def test_bottle_exported_model_detects_defects(mvtec_bottle: Path, tmp_path: Path) -> None:
-    # 1% coreset: the measured 100.0 / 98.3 of METHODS.md, and 10× less coreset time than 10%.
+    # 1% coreset: the measured 100.0 / 98.3 of docs/methods.md, and 10× less coreset time than 10%.
     config = PatchCoreConfig(coreset_ratio=0.01)
     run = export_and_score(export_patchcore, mvtec_bottle, tmp_path / "bundle", config)
     print(f"\nbottle, efficientnet_lite0 {config.size}², greedy 1%: {run}")

@@ -3,7 +3,6 @@ fusions export to one ONNX graph that ONNX Runtime runs as PyTorch does."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -318,23 +317,21 @@ def test_export_engine_records_the_wavelet_and_resumes_only_its_own_network(
 
 
 def test_training_options_are_shared_with_other_trained_methods() -> None:
-    from export.cli import _autoencoder_arguments, _ssl_arguments
+    from export import autoencoder, ssl
+    from export.cli import _methods, build_parser
+    from export.training import TRAINING_OPTIONS
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument_group("another trained method").add_argument("--epochs", type=int)
-    _ssl_arguments(parser.add_argument_group("ssl options"))
-    _autoencoder_arguments(parser.add_argument_group("autoencoder options"))
-    args = parser.parse_args(["--epochs", "3", "--resume", "--fusion", "multiply", "--score", "uncertainty"])
-    assert (args.epochs, args.resume, args.fusion, args.score, args.checkpoint_dir) == (
-        3,
-        True,
-        "multiply",
-        "uncertainty",
-        None,
+    assert TRAINING_OPTIONS in ssl.OPTION_GROUPS and TRAINING_OPTIONS in autoencoder.OPTION_GROUPS
+    parser = build_parser(_methods())  # registers the shared group once, for every method that reads it
+    args = parser.parse_args(
+        ["--method", "ssl", "--data", "d", "--out", "o", "--epochs", "3", "--resume", "--fusion", "multiply"]
     )
-    [downsample] = [a for a in parser._actions if a.dest == "downsample"]
-    assert tuple(downsample.choices) == DOWNSAMPLING and "WaveCNet" in downsample.help
-    assert parser.parse_args([]).resume is None  # absent: the config's value stands
+    assert (args.epochs, args.resume, args.fusion, args.checkpoint_dir) == (3, True, "multiply", None)
+    [(flags, downsample)] = [(f, k) for f, k in ssl.OPTIONS.options if f == ("--downsample",)]
+    assert tuple(downsample["choices"]) == DOWNSAMPLING and "WaveCNet" in downsample["help"]
+    assert (
+        parser.parse_args(["--method", "ssl", "--data", "d", "--out", "o"]).resume is None
+    )  # the config's value stands
 
 
 @pytest.mark.mvtec

@@ -48,7 +48,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
     model, opt, steps = setup()
     with pytest.raises(KeyboardInterrupt):
         Trainer({"m": model}, {"o": opt}, tmp_path, every=100).fit(6, lambda e: steps(e, fail_at=4), 4)
-    assert torch.load(tmp_path / LAST, weights_only=False)["result"].epochs_run == 3
+    assert torch.load(tmp_path / LAST, weights_only=True)["result"]["epochs_run"] == 3
 
     model, opt, steps = setup(seed=123)  # a fresh process would not share the RNG either
     trainer = Trainer({"m": model}, {"o": opt}, tmp_path)
@@ -130,3 +130,39 @@ def test_resume_refuses_another_network_in_a_checkpoint_without_identity(tmp_pat
             {"m": wider}, {"o": torch.optim.SGD(wider.parameters(), lr=0.1)}, tmp_path, identity={"method": "simplenet"}
         ).resume()
     assert str(tmp_path) in str(error.value)
+
+
+class _Trap:
+    """Unpickled without restriction, it would create a file: the proof that a load ran its code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_checkpoint_of_pickled_objects_is_refused_without_being_unpickled(tmp_path):
+    from export.training import TrainResult
+
+    marker = tmp_path / "code ran"
+    model, opt, _ = setup()
+    old = {  # what 0.1.0 wrote: its TrainResult as an object, plus one that acts when unpickled
+        "identity": None,
+        "modules": {"m": model.state_dict()},
+        "optimizers": {"o": opt.state_dict()},
+        "result": TrainResult(3, None, None),
+        "trap": _Trap(marker),
+    }
+    torch.save(old, tmp_path / LAST)
+    with pytest.raises(DataError, match="is not plain data") as error:
+        Trainer({"m": model}, {"o": opt}, tmp_path).resume()
+    assert not marker.exists()
+    assert str(tmp_path / LAST) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_plain_data_checkpoint_without_its_format_is_refused(tmp_path):
+    model, opt, _ = setup()
+    torch.save({"modules": {"m": model.state_dict()}}, tmp_path / LAST)
+    with pytest.raises(DataError, match=r"format None, this export-engine reads 2"):
+        Trainer({"m": model}, {"o": opt}, tmp_path).resume()
