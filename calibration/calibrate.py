@@ -23,6 +23,9 @@ from edge.types import Frame
 log = logging.getLogger(__name__)
 
 MIN_RECOMMENDED = 20
+# σ relative to |μ|: below WARN_SIGMA the good parts hardly differ; below MIN_SIGMA they score
+# alike (copies of one image, a frozen camera) and k no longer means anything.
+WARN_SIGMA, MIN_SIGMA = 1e-3, 1e-6
 
 
 class CalibrationError(RuntimeError):
@@ -155,8 +158,24 @@ def fit(scores: Scores, k: float) -> dict:
     }
 
 
+def sigma_problem(fitted: dict) -> str | None:
+    """Why a calibration's σ is too small to be written without --force, or None."""
+    if fitted["sigma"] > MIN_SIGMA * max(abs(fitted["mu"]), 1e-12):
+        return None
+    return (
+        f"σ is {fitted['sigma']:.3g} (μ {fitted['mu']:.6g}): the {fitted['n']} good images all score alike "
+        "(copies of one image? a camera that froze?), so μ + kσ is μ whatever k is and any part scoring a "
+        "hair above them is NG; calibrate on varied good parts, or give --force to write it anyway"
+    )
+
+
 def warnings_for(fitted: dict) -> list[str]:
     out = []
+    if sigma_problem(fitted) is None and fitted["sigma"] <= WARN_SIGMA * abs(fitted["mu"]):
+        out.append(
+            f"σ is {fitted['sigma']:.3g}, under {WARN_SIGMA:g} of μ ({fitted['mu']:.6g}): the good images hardly "
+            "differ, so k has little room; are they varied good parts of the line?"
+        )
     if fitted["n"] < MIN_RECOMMENDED:
         out.append(
             f"only {fitted['n']} good images: σ from so few is uncertain, so the false-reject rate "
@@ -177,6 +196,7 @@ def calibrate(bundle: Bundle, backend: Backend, files: list[Path], k: float, sou
         **fitted,
         "data": {"source": source, "count": len(files), "files_sha256": fingerprint(files)},
         "model": bundle.name,
+        "model_sha256": bundle.sha256,
         "backend": backend.describe(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -12,6 +12,7 @@ from calibration.calibrate import (
     calibrate,
     held_out_files,
     list_images,
+    sigma_problem,
     warnings_for,
     write_calibration,
 )
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         help="use the good images export-engine held out of training (listed in bundle.yaml)",
     )
     p.add_argument("--k", type=float, default=3.0, help="threshold = μ + k·σ (default %(default)s)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write the calibration even when the good images all score alike (σ ≈ 0), where k means nothing",
+    )
     add_scoring_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -70,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             source = str(Path(args.data).resolve())
         backend = load_backend(bundle, args.backend, args.gpu, args.batch)
         result = calibrate(bundle, backend, files, args.k, source, args.batch)
+        if (problem := sigma_problem(result)) and not args.force:
+            raise CalibrationError(f"{bundle.path}: not written: {problem}")
     except (BundleError, BackendError, CalibrationError) as e:
         print(f"edge-calibrate: {e}", file=sys.stderr)
         return 2
-    for w in warnings_for(result):
+    for w in ([problem] if problem else []) + warnings_for(result):
         log.warning(w)
     path = write_calibration(bundle, result)
     print(

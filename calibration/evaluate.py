@@ -24,7 +24,7 @@ from calibration.defect_sizes import DefectSizeSheet
 from calibration.metrics import Confusion, aupro, confusion, f1_max, image_auroc, pixel_auroc
 from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
-from edge.preprocess import IMAGE_SUFFIXES
+from edge.preprocess import IMAGE_SUFFIXES, read_image
 
 GOOD = "good"
 LAYOUT = (
@@ -117,6 +117,21 @@ def to_grid(maps: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(m, grid[::-1], interpolation=cv2.INTER_AREA) for m in maps])
 
 
+def _check_mask_fits(item: Item, mask_hw: tuple[int, ...]) -> None:
+    """A mask marks its image's pixels: of the image's size, or of its aspect (then resized, as a
+    mask drawn at another resolution). Of another aspect it is another image's mask, and stretched
+    onto this one it would mark the wrong pixels."""
+    image, problem = read_image(item.image, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{item.image}: unreadable image ({problem})")
+    (ih, iw), (mh, mw) = image.shape[:2], mask_hw[:2]
+    if abs(mh * iw - mw * ih) > 0.01 * ih * mw:  # aspects 1% apart
+        raise DatasetError(
+            f"{item.mask}: a {mw}x{mh} mask for the {iw}x{ih} image {item.image.name} (another aspect): "
+            "the mask must be drawn on this image; fix or replace it"
+        )
+
+
 def load_masks(items: list[Item], grid: tuple[int, int]) -> np.ndarray:
     """bool [N, h, w]; nearest neighbour keeps the masks binary and thin defects present. Masks
     are 0/255 as in MVTec AD, or label images of 0/1."""
@@ -126,6 +141,7 @@ def load_masks(items: list[Item], grid: tuple[int, int]) -> np.ndarray:
             m = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
             if m is None:
                 raise DatasetError(f"{item.mask}: unreadable mask")
+            _check_mask_fits(item, m.shape)
             mask[...] = cv2.resize(m, grid[::-1], interpolation=cv2.INTER_NEAREST) > (0 if m.max() == 1 else 127)
     return masks
 

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from edge.config import yaml_problem
+from edge.onnxfile import OnnxFormatError, external_data_locations
+from edge.yamlfile import YamlBoundError, read_yaml_file
 
 SCHEMA_VERSION = 1
 CALIBRATION_SCHEMA_VERSION = 1
@@ -77,7 +79,7 @@ def sha256_file(path: Path) -> str:
 
 def _read_yaml(path: Path, fix: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml_file(path)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; is this a bundle directory written by export-engine?") from None
     except OSError as e:
@@ -87,6 +89,8 @@ def _read_yaml(path: Path, fix: str) -> dict[str, Any]:
     except yaml.YAMLError as e:
         where, problem = yaml_problem(e)
         raise BundleError(f"{path}: not valid YAML ({where}: {problem}); {fix}") from None
+    except YamlBoundError as e:
+        raise BundleError(f"{path}: refused: {e}; {fix}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a mapping at the top level; {fix}")
     return data
@@ -116,6 +120,24 @@ def _check_files(root: Path, files: dict[str, dict]) -> None:
             )
 
 
+def _check_external_data(root: Path, files: dict[str, dict]) -> None:
+    """Every file whose weights model.onnx loads from beside it is one of ``files`` (so hashed):
+    ONNX Runtime would read any file a tensor names, listed or not."""
+    path = root / "model.onnx"
+    try:
+        locations = external_data_locations(path.read_bytes())
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read it ({e.strerror or e}); copy the bundle again") from None
+    except OnnxFormatError as e:
+        raise BundleError(f"{path}: not an ONNX model ({e}); copy the bundle again or re-export it") from None
+    unlisted = sorted(loc for loc in locations if loc not in files)
+    if unlisted:
+        raise BundleError(
+            f"{path}: loads weights from {', '.join(map(repr, unlisted))}, which {BUNDLE_FILE} does not list "
+            "under files with its hash; re-export the bundle (export-engine lists every file it writes)"
+        )
+
+
 # edge-calibrate loads the bundle too, and refuses a calibration.yaml it cannot trust just as the line does.
 _RECALIBRATE = "delete it and run edge-calibrate again"
 # The values the judge computes with: a threshold of inf would pass every part, one of nan
@@ -123,7 +145,10 @@ _RECALIBRATE = "delete it and run edge-calibrate again"
 _CALIBRATED = {"mu": -math.inf, "sigma": 0.0, "k": -math.inf, "threshold": -math.inf, "pixel_threshold": -math.inf}
 
 
-def read_calibration(root: Path) -> Calibration | None:
+def read_calibration(root: Path, model_sha256: str) -> Calibration | None:
+    """calibration.yaml as the judge may use it: finite values, made for this very model.onnx
+    (a new model copied over an old bundle keeps the old thresholds, which may pass its defects),
+    its threshold the rule of its own numbers (a threshold typed in by hand is not a calibration)."""
     path = root / CALIBRATION_FILE
     if not path.exists():
         return None
@@ -153,7 +178,39 @@ def read_calibration(root: Path) -> Calibration | None:
                 + (f" >= {lowest:g}" if lowest > -math.inf else "")
                 + f"; {_RECALIBRATE}"
             )
+    problem = _model_problem(data, model_sha256) or _threshold_problem(cal)
+    if problem:
+        raise BundleError(f"{path}: {problem}; run edge-calibrate --bundle {root} --data GOOD_DIR")
     return cal
+
+
+def _model_problem(data: dict, model_sha256: str) -> str | None:
+    """Whether the calibration names this model.onnx: by its full sha256 (``model_sha256``), or
+    by the ``name@sha256[:12]`` in ``model`` that older edge-calibrate wrote."""
+    full = data.get("model_sha256")
+    short = str(data.get("model", "")).rpartition("@")[2]
+    if full is None and len(short) < 12:
+        return "names no model (model_sha256), so it may belong to another model.onnx"
+    if full != model_sha256 if full is not None else not model_sha256.startswith(short):
+        named = full if full is not None else short
+        return f"calibrated for model {str(named)[:12]}, this bundle's model.onnx is {model_sha256[:12]}"
+    return None
+
+
+def _threshold_problem(cal: Calibration) -> str | None:
+    """Whether ``threshold`` is what the rule named in ``rule`` (default: μ + kσ) gives for the
+    calibration's own numbers."""
+    rule = cal.raw.get("rule", "mean_sigma")
+    if rule == "mean_sigma":
+        expected = cal.mu + cal.k * cal.sigma
+    else:
+        alternative = (cal.raw.get("alternatives") or {}).get(rule)
+        if not isinstance(alternative, dict) or not isinstance(alternative.get("threshold"), (int, float)):
+            return f"rule {rule!r} has no threshold under alternatives (mean_sigma, robust or quantile)"
+        expected = float(alternative["threshold"])
+    if not math.isclose(cal.threshold, expected, rel_tol=1e-6, abs_tol=1e-9 * (abs(cal.mu) + cal.k * cal.sigma)):
+        return f"threshold {cal.threshold:g} is not the {rule} rule of its own numbers ({expected:g})"
+    return None
 
 
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
@@ -195,6 +252,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         )
     if verify_hashes:
         _check_files(root, files)
+    _check_external_data(root, files)
     return Bundle(
         path=root.resolve(),
         method=method,
@@ -203,5 +261,5 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         onnx_path=root / "model.onnx",
         sha256=files["model.onnx"]["sha256"],
         meta=meta,
-        calibration=read_calibration(root),
+        calibration=read_calibration(root, files["model.onnx"]["sha256"]),
     )

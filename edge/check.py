@@ -20,6 +20,8 @@ from edge.evidence import overlay
 from edge.sources import Source
 from edge.types import Frame, Verdict
 
+_GRACE_S = 0.5  # for the grabbers to stop after the deadline, all together
+
 
 @dataclass(frozen=True, slots=True)
 class StreamCheck:
@@ -51,8 +53,11 @@ def first_frames(sources: list[Source], timeout_s: float) -> dict[str, tuple[Fra
     in_time = dict(got)
     states = {s.name: s.state for s in sources}
     stop.set()
+    # The deadline holds: a grabber still inside a camera's open or read (up to its network timeout)
+    # is left to end on its own, a daemon thread, instead of being waited for.
+    grace = time.monotonic() + _GRACE_S
     for grabber in grabbers:
-        grabber.join(5)
+        grabber.join(max(0.0, grace - time.monotonic()))
     return {s.name: (*in_time.get(s.name, (None, timeout_s)), states[s.name]) for s in sources}
 
 

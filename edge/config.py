@@ -14,6 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from edge.schema import ConfigError as ConfigError  # re-exported: the line imports it from here
 from edge.schema import Model, Section, config_error, fault, validate
+from edge.yamlfile import YamlBoundError, load_yaml_text
 
 GENTL_PATH_VARIABLE = "GENICAM_GENTL64_PATH"  # the GenTL standard's list of producer folders
 _EXISTS = {"file": Path.is_file, "directory": Path.is_dir}
@@ -89,7 +90,7 @@ class _Source(Section):
 
 class _FileSource(_Source):
     loop: bool = False  # start again at the end
-    fps: Annotated[float | None, Field(ge=0.01, le=1000)] = None  # pace to this rate, as a camera would; None: as read
+    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = None  # pace to this rate, as a camera would; None: as read
 
 
 class VideoConfig(_FileSource):
@@ -279,7 +280,9 @@ def load_config(path: str | Path, need_bundle: bool = True) -> LineConfig:
     except UnicodeDecodeError as e:
         raise config_error(str(path), "file", "is not UTF-8 text", "save it as UTF-8") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
+    except YamlBoundError as e:
+        raise config_error(str(path), "file", f"refused: {e}", "write the config without such aliases") from e
     except yaml.YAMLError as e:
         where, problem = yaml_problem(e)
         fix = "check the indentation, the ':' after each key and the quotes"

@@ -9,6 +9,7 @@ when the disk cannot keep up, evidence is skipped (and counted), verdicts never 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -21,6 +22,9 @@ import numpy as np
 from edge.types import Verdict
 
 log = logging.getLogger(__name__)
+
+MANIFEST = ".edge-evidence"  # in the ring folder: its parts, oldest first, each with its files
+_OWN_NAME = re.compile(r"[A-Za-z0-9._-]+_(OK|NG|ERROR)(_raw)?\.png")  # as _save names them
 
 
 def heat_overlay(rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
@@ -68,15 +72,54 @@ class EvidenceStore:
         self.overlay, self.raw = overlay, raw
         self.saved = 0
         self.skipped = 0
-        # A restart keeps the ring of the run before: the parts already there, oldest first.
+        # A restart keeps the ring of the run before, oldest first, as its manifest lists it: the
+        # ring deletes only files it wrote, never a folder's other images (captured good parts, say).
         # Keyed by name: a part saved again under its name (a restarted stream counts from 0) is
         # the newest, not a second entry whose eviction would delete the new files.
-        self._parts: OrderedDict[str, list[Path]] = OrderedDict()
-        for path in sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime):
-            self._parts.setdefault(path.name.removesuffix(".png").removesuffix("_raw"), []).append(path)
+        self._parts: OrderedDict[str, list[Path]] = self._read_manifest()
+        ours = {path.name for paths in self._parts.values() for path in paths}
+        foreign = [
+            p.name
+            for p in self.folder.iterdir()
+            if p.name not in ours and not p.name.startswith(MANIFEST) and not p.is_dir()  # ok/: the OK ring
+        ]
+        if foreign:
+            log.warning(
+                "evidence.dir %s holds %d file(s) the line did not write (e.g. %s): they are left alone; "
+                "the ring keeps and deletes only its own (listed in %s)",
+                self.folder,
+                len(foreign),
+                sorted(foreign)[0],
+                MANIFEST,
+            )
         self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"evidence-{self.folder.name}", daemon=True)
         self._thread.start()
+
+    def _read_manifest(self) -> OrderedDict[str, list[Path]]:
+        parts: OrderedDict[str, list[Path]] = OrderedDict()
+        try:
+            lines = (self.folder / MANIFEST).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return parts
+        except (OSError, UnicodeDecodeError) as e:
+            log.warning("%s: cannot read it (%s): the ring starts empty and leaves the files there alone", MANIFEST, e)
+            return parts
+        for line in lines:
+            name, *files = line.split("\t")
+            # Only names the ring itself makes: a manifest edited to list ../x or another folder's file
+            # must not make it delete that.
+            paths = [self.folder / f for f in files if _OWN_NAME.fullmatch(f) and (self.folder / f).is_file()]
+            if _OWN_NAME.fullmatch(name + ".png") and paths:
+                parts.pop(name, None)
+                parts[name] = paths
+        return parts
+
+    def _write_manifest(self) -> None:
+        text = "".join("\t".join([name, *(p.name for p in paths)]) + "\n" for name, paths in self._parts.items())
+        tmp = self.folder / (MANIFEST + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.folder / MANIFEST)  # a crash leaves the old manifest or the new, never half
 
     def submit(self, v: Verdict) -> None:
         try:
@@ -107,6 +150,8 @@ class EvidenceStore:
         try:
             for suffix, image in self._images(v):
                 path = self.folder / f"{name}{suffix}.png"
+                if name not in self._parts and (path.exists() or path.is_symlink()):
+                    raise OSError(f"{path.name} is there and the line did not write it; it is not overwritten")
                 if not cv2.imwrite(str(path), image):
                     raise OSError(f"cv2.imwrite could not write {path.name} (disk full or not writable?)")
                 written.append(path)
@@ -114,12 +159,18 @@ class EvidenceStore:
             for path in written:  # half a part's evidence is none
                 path.unlink(missing_ok=True)
             raise
-        self.saved += 1
         self._parts.pop(name, None)
         self._parts[name] = written
+        evicted = []
         while len(self._parts) > self.max_files:
-            for path in self._parts.popitem(last=False)[1]:
-                path.unlink(missing_ok=True)
+            evicted += self._parts.popitem(last=False)[1]
+        try:
+            self._write_manifest()  # before the deletions: a file is never deleted while the manifest lists it
+        except OSError as e:  # the folder cleared meanwhile, say: the next part's manifest lists this one too
+            log.warning("%s: %s not written (%s); written again with the next part", self.folder, MANIFEST, e)
+        for path in evicted:
+            path.unlink(missing_ok=True)
+        self.saved += 1
 
     def close(self) -> None:
         """Write what is queued, then stop; closing again does nothing."""

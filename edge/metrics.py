@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from edge.stats import Percentiles
 from edge.status import Counters, StreamStatus
@@ -95,14 +96,45 @@ def render(statuses: list[StreamStatus]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A scraper needs one connection at a time; idle or slow clients beyond these are not served
+# (a thread each would otherwise be held for as long as the client keeps its socket open).
+MAX_CONNECTIONS = 8
+IDLE_TIMEOUT_S = 10.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most MAX_CONNECTIONS handler threads: a connection beyond
+    them is closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
     def __init__(self, host: str, port: int):
         self._snapshot: list[StreamStatus] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT_S  # a client that sends nothing gives its thread back
+
             def do_GET(self) -> None:
-                if self.path != "/metrics":
+                if urlsplit(self.path).path != "/metrics":  # a query (?x=1) is still /metrics
                     self.send_error(404, "only /metrics here")
                     return
                 body = render(server._snapshot).encode()
@@ -116,7 +148,7 @@ class MetricsServer:
                 pass
 
         try:
-            self._httpd = ThreadingHTTPServer((host, port), Handler)
+            self._httpd = _BoundedServer((host, port), Handler)
         except OSError as e:
             raise OSError(f"metrics.bind {host}:{port}: {e.strerror or e}; is the port in use?") from None
         self.port = self._httpd.server_address[1]

@@ -12,7 +12,7 @@ from edge.types import Frame
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})  # what the line, calibration and
 # training read from a folder: one list, so a file the line would judge is never skipped elsewhere
-JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+JPEG_START = b"\xff\xd8"  # start-of-image marker: every JPEG file begins with it
 
 
 def jpeg_cut_short(data: bytes) -> bool:
@@ -33,7 +33,13 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | 
         data = path.read_bytes()
     except OSError as e:
         return None, e.strerror or str(e)
-    if path.suffix.lower() in JPEG_SUFFIXES and jpeg_cut_short(data):
+    return decode_image(data, flags)
+
+
+def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | None, str | None]:
+    """An encoded image (a file's bytes, an MJPEG frame) decoded, or None and why not."""
+    # By its bytes, not its name: a whole PNG named .jpg is fine, a JPEG named .png is checked.
+    if data[:2] == JPEG_START and jpeg_cut_short(data):
         return None, "the JPEG is cut short (no end of image)"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
     return image, None if image is not None else "not a decodable image (empty or corrupt file?)"

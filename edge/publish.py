@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
+from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from edge.types import Verdict
 
@@ -60,6 +62,47 @@ class Curve:
     allowed_clients: Path
 
 
+class _Allowed:
+    """The ZAP handler's question, answered from the keys loaded at start-up."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self._keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys
+
+
+def load_allowed_clients(folder: Path) -> frozenset[bytes]:
+    """Every ``*.key`` in ``folder`` as a CURVE public key (Z85, as the ZAP handler asks), each checked; OSError
+    naming the first file that is not one, or a folder that holds none."""
+    if not folder.is_dir():
+        raise OSError(
+            f"publish.curve_allowed_clients {folder}: not a folder; put each allowed gateway's NAME.key there"
+        )
+    keys = set()
+    for path in sorted(folder.glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(path)
+            raw = z85.decode(public)
+        except (OSError, ValueError, TypeError) as e:
+            raise OSError(
+                f"publish.curve_allowed_clients: {path}: not a CURVE public key ({e}); "
+                "replace it with the NAME.key edge-keys wrote, or remove it"
+            ) from None
+        if len(public) != 40 or len(raw) != 32:
+            raise OSError(
+                f"publish.curve_allowed_clients: {path}: its public-key is not 40 Z85 characters; "
+                "replace it with the NAME.key edge-keys wrote, or remove it"
+            )
+        keys.add(z85.encode(raw))
+    if not keys:
+        raise OSError(
+            f"publish.curve_allowed_clients {folder}: holds no NAME.key, so no PLC could subscribe; "
+            "copy each allowed gateway's public NAME.key (from edge-keys) there"
+        )
+    return frozenset(keys)
+
+
 class Publisher:
     def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
         self._ctx = zmq.Context()
@@ -71,9 +114,15 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        # Subscription messages carry no peer: one PLC subscribed to two topics sends two. The
+        # socket's monitor tells connected peers apart (by their connection's fd, from accept to
+        # disconnect); it watches from before the bind, so no early peer is missed.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._peers: set[int] = set()
         try:
             self._sock.bind(bind)
         except zmq.ZMQError as e:
+            self._monitor.close(0)
             self._sock.close(0)
             self._ctx.term()
             raise OSError(f"publish.bind {bind!r}: {e}; is another edge-run using this port?") from None
@@ -93,14 +142,42 @@ class Publisher:
                 f"publish.curve_secret_key {curve.secret_key}: holds no secret key "
                 "(give the .key_secret file edge-keys wrote, not the public .key)"
             )
+        allowed = load_allowed_clients(curve.allowed_clients)
+        try:
+            self._sock.curve_secretkey = secret
+            self._sock.curve_publickey = public
+        except zmq.ZMQError as e:
+            raise OSError(
+                f"publish.curve_secret_key {curve.secret_key}: not a CURVE key pair ({e}); make one with edge-keys"
+            ) from None
+        self._sock.curve_server = True
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(curve.allowed_clients))
-        self._sock.curve_secretkey = secret
-        self._sock.curve_publickey = public
-        self._sock.curve_server = True
+        # The keys as checked here, not the folder: pyzmq's own loader logs a bad file and then
+        # allows no one at all, while the line runs on.
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_Allowed(allowed))
+
+    @property
+    def subscribers(self) -> int:
+        """Peers connected with a subscription: no more than there are connected peers, nor than
+        subscriptions. (A peer connected without subscribing, a port scan say, still counts while
+        another peer holds several subscriptions: the messages do not say whose they are.)"""
+        self.poll_subscriptions()
+        return min(len(self._peers), self.subscriptions)
+
+    def _poll_peers(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._peers.add(int(event["value"]))
+            else:
+                self._peers.discard(int(event["value"]))
 
     def poll_subscriptions(self) -> int:
+        self._poll_peers()
         while True:
             try:
                 event = self._sock.recv(zmq.NOBLOCK)
@@ -113,10 +190,10 @@ class Publisher:
 
     def wait_for_subscribers(self, n: int, timeout_s: float, stop) -> bool:
         deadline = time.monotonic() + timeout_s
-        while self.poll_subscriptions() < n:
+        while self.subscribers < n:
             if stop.is_set() or time.monotonic() > deadline:
                 return False
-            self._sock.poll(50, zmq.POLLIN)
+            zmq.select([self._sock, self._monitor], [], [], 0.05)
         return True
 
     def send(self, topic: str, payload: dict) -> bool:
@@ -133,6 +210,8 @@ class Publisher:
             return False
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(0)
         self._sock.close()  # LINGER lets the last verdicts and the final status reach subscribers
         if self._auth is not None:
             self._auth.stop()

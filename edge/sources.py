@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edge.config import ReconnectConfig, RoiConfig, SourceConfig
-from edge.preprocess import IMAGE_SUFFIXES, read_image
+from edge.preprocess import IMAGE_SUFFIXES, decode_image, read_image
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,41 @@ class _Pacer:
         return True
 
 
+class _NativeSize:
+    """A capture's frames as they were sent. OpenCV scales every frame of a stream to the size of
+    its first, so a camera or file that changes resolution mid-stream would be judged at another
+    scale (a 20 px defect seen as 16 px). For MJPEG (video files, most HTTP cameras) each packet is
+    decoded here at its own size, and a frame whose size is not the stream's first is an ERROR
+    frame. Other codecs are decoded by OpenCV, where the change cannot be seen."""
+
+    def __init__(self, capture: cv2.VideoCapture) -> None:
+        self._capture = capture
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little", signed=False)
+        self._raw = fourcc.upper() == b"MJPG" and bool(capture.set(cv2.CAP_PROP_FORMAT, -1))
+        self._size: tuple[int, int] | None = None
+
+    def read(self) -> tuple[bool, np.ndarray | None, str | None]:
+        """(whether a frame came, BGR at its own size or None, why it is None)."""
+        ok, data = self._capture.read()
+        if not ok or not self._raw:
+            return ok, data if ok else None, None
+        bgr, problem = decode_image(data.reshape(-1).tobytes())
+        if bgr is None:
+            return True, None, f"a frame of the MJPEG stream: {problem}"
+        size = (bgr.shape[1], bgr.shape[0])
+        self._size = self._size or size
+        if size != self._size:
+            return (
+                True,
+                None,
+                (
+                    f"the stream changed resolution from {self._size[0]}x{self._size[1]} to {size[0]}x{size[1]} "
+                    "mid-stream: not judged at another scale; restart the stream at one resolution"
+                ),
+            )
+        return True, bgr, None
+
+
 class _FileSource(Source):
     """A finite sequence read in passes: once, or again and again with ``loop``."""
 
@@ -148,16 +183,27 @@ class VideoFileSource(_FileSource):
                 log.error("%s: cannot open video %s", self.name, self.path)
                 yield self._emit(self.path.name, None, f"cannot open video {self.path}")
                 return 0
-            index = 0
+            reader, index, good = _NativeSize(capture), 0, 0
             while self._pacer.wait(stop):
-                ok, bgr = capture.read()
+                ok, bgr, problem = reader.read()
                 if not ok:
                     break
-                yield self._emit(f"{self.name}:{index}", bgr)
-                index += 1
-            return index
+                yield self._emit(f"{self.name}:{index}", bgr, problem)
+                index, good = index + 1, good + (bgr is not None)
+            self._count_missing(capture, index, stop)
+            return good
         finally:
             capture.release()
+
+    def _count_missing(self, capture: cv2.VideoCapture, read: int, stop: threading.Event) -> None:
+        """A file that ends before the frames its header announces (cut short in a copy, a
+        recording broken off) says so: in the log and in the status's source.problem."""
+        announced = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        if not stop.is_set() and 0 < announced < 2**31 and read < int(announced):
+            self.problem = (
+                f"the video ended after {read} of the {int(announced)} frames its header announces (cut short?)"
+            )
+            log.warning("%s: %s: %s", self.name, self.path, self.problem)
 
 
 class ImageFolderSource(_FileSource):
@@ -246,12 +292,13 @@ class CameraSource(ReconnectingSource):
                 self.problem = "cannot open it"
                 return 0
             self.state, self.problem = "streaming", None
+            reader = _NativeSize(capture)
             while not stop.is_set():
-                ok, bgr = capture.read()
+                ok, bgr, problem = reader.read()
                 if not ok:
                     self.problem = "a read failed or the stream ended"
                     break
-                yield self._emit(f"{self.name}:{self._seq}", bgr)
+                yield self._emit(f"{self.name}:{self._seq}", bgr, problem)
                 delivered += 1
         except Exception as e:  # a backend that fails loudly is a dropout too: the line must keep running
             log.exception("%s: camera %s failed", self.name, self.target)

@@ -21,6 +21,7 @@ import pydantic
 import yaml
 
 from edge.schema import ConfigError, Model, validate
+from edge.yamlfile import YamlBoundError, read_yaml_file
 
 from .backbones import BACKBONES, BackboneWeightsError
 from .bundle import ExportCheckError
@@ -176,7 +177,9 @@ def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, A
     elif not path.is_file():
         raise UsageError(f"--config {path}: no such file")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml_file(path) or {}
+    except YamlBoundError as exc:
+        raise UsageError(f"--config {path}: refused: {exc}") from exc
     except yaml.YAMLError as exc:
         raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(values, dict):

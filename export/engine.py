@@ -27,6 +27,7 @@ import yaml
 from edge.backends.tensorrt import INPUT, probe_platform, trt_logger
 from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
+from edge.yamlfile import read_yaml_file
 
 if TYPE_CHECKING:
     import tensorrt  # for the type checker only (scripts/check_tensorrt_api.py)
@@ -176,7 +177,8 @@ def add_engine_record(bundle_dir: Path, record: dict[str, Any]) -> None:
     """Append `record` to bundle.yaml's engines, replacing any record of the same file; every
     other key stays as it was."""
     path = Path(bundle_dir) / BUNDLE_FILE
-    meta = yaml.safe_load(path.read_text())
+    meta = read_yaml_file(path)
+    assert isinstance(meta, dict), f"{path}: load_bundle checked it is a mapping"
     others = [e for e in meta.get("engines") or [] if not (isinstance(e, dict) and e.get("file") == record["file"])]
     meta["engines"] = [*others, record]
     _write_atomic(path, yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, width=100).encode())

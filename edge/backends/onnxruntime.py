@@ -9,11 +9,20 @@ import numpy as np
 
 from edge.backends.base import BackendError
 from edge.bundle import Bundle
+from edge.contract import Tensor, declared_problems, output_problems
 
 log = logging.getLogger(__name__)
 
 # Best first. The TensorRT EP needs TensorRT's libraries and CUDA EP needs onnxruntime-gpu;
 # a plain onnxruntime wheel offers only CPU, which is always last.
+# ONNX Runtime's type names → numpy's, as edge/contract.py words them.
+_ORT_TYPES = {
+    "tensor(uint8)": "uint8",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+}
+
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -118,12 +127,30 @@ class OnnxRuntimeBackend:
         # A run that fails on the GPU raises (those parts are judged ERROR, the next batch tries again)
         # instead of ONNX Runtime quietly moving the model to device 0 or the CPU for good.
         self.session.disable_fallback()
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != ["image"] or not {"anomaly_map", "score"} <= set(outputs):
+        self._check_contract(min(2, max_batch))
+
+    def _check_contract(self, batch: int) -> None:
+        """The graph's declared inputs and outputs, then a probe batch of ``batch`` blank parts,
+        against the engine contract and bundle.yaml (edge/contract.py)."""
+        b = self.bundle
+
+        def tensors(nodes) -> list[Tensor]:
+            return [Tensor(n.name, _ORT_TYPES.get(n.type, n.type), n.shape) for n in nodes]
+
+        problems = declared_problems(
+            tensors(self.session.get_inputs()), tensors(self.session.get_outputs()), b.height, b.width
+        )
+        if not problems:
+            try:
+                problems = output_problems(
+                    *self.infer(np.zeros((batch, b.height, b.width, 3), np.uint8)), batch, b.height, b.width
+                )
+            except Exception as e:  # ORT's own exception types; any means the graph does not run as the contract says
+                problems = [f"a batch of {batch} blank parts does not run ({' '.join(str(e).split())[:300]})"]
+        if problems:
             raise BackendError(
-                f"{bundle.onnx_path}: inputs {inputs} / outputs {outputs} do not follow the "
-                "engine contract (image → anomaly_map, score); re-export the bundle"
+                f"{b.onnx_path}: does not follow the engine contract with bundle.yaml's {b.height}x{b.width} "
+                f"input: {'; '.join(problems)}; re-export the bundle"
             )
 
     def _cache_folder(self) -> bool:

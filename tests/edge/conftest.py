@@ -100,6 +100,7 @@ def make_bundle(
                     "threshold": threshold,
                     "pixel_threshold": threshold,
                     "n": 20,
+                    "model_sha256": meta["files"]["model.onnx"]["sha256"],
                 }
             )
         )

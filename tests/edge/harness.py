@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,14 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def decoded_bgr(path: Path) -> list[np.ndarray]:
+    """A video's frames as the line's own source decodes them (MJPEG: by libjpeg, each frame at
+    its own size; OpenCV's FFmpeg decoder may differ by a grey level), in BGR."""
+    from edge.sources import VideoFileSource
+
+    return [cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR) for f in VideoFileSource(path).frames(threading.Event())]
 
 
 def pattern(n: int) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import yaml
 
 from export.data import split_training_data
 
-from .harness import pattern, write_video
+from .harness import decoded_bgr, pattern, write_video
 
 EDGE_CAPTURE = [sys.executable, "-c", "import sys; from edge.capture import main; sys.exit(main())"]
 
@@ -49,9 +49,8 @@ def test_frames_are_saved_losslessly_and_a_later_capture_adds_to_them(tmp_path: 
     assert first.stdout.strip() == f"top: 5 of 5 frames saved in {out / 'top'}"
     files = sorted(p.name for p in (out / "top").iterdir())
     assert files == [f"{i:06d}.png" for i in range(10)]
-    # What the video decoder gave, pixel for pixel (RGB frames written back as BGR PNG).
-    capture = cv2.VideoCapture(str(tmp_path / "top.avi"))
-    decoded = [capture.read()[1] for _ in range(5)]
+    # What the line's video decoder gave, pixel for pixel (RGB frames written back as BGR PNG).
+    decoded = decoded_bgr(tmp_path / "top.avi")
     assert all(np.array_equal(cv2.imread(str(out / "top" / f"{i:06d}.png")), decoded[i]) for i in range(5))
     # export-engine takes the folder as it is.
     assert len(split_training_data(out / "top", 0.2, 0).train) == 8

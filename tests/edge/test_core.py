@@ -98,7 +98,7 @@ def test_calibration_values_must_be_finite(tiny_bundle, key, value, must_be):
 
 def test_calibration_on_a_single_image_has_sigma_zero(tiny_bundle):
     path = tiny_bundle / "calibration.yaml"
-    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "sigma": 0.0, "n": 1}))
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "sigma": 0.0, "threshold": 0.4, "n": 1}))
     assert load_bundle(tiny_bundle).calibration.threshold_for(3.0) == pytest.approx(0.4)
 
 

@@ -14,7 +14,7 @@ from edge.evidence import EvidenceStore
 from edge.types import Frame, Verdict
 
 from .conftest import make_bundle
-from .harness import pattern, run_to_the_end, start, write_config, write_video
+from .harness import decoded_bgr, pattern, run_to_the_end, start, write_config, write_video
 from .test_sources import wait_until
 
 
@@ -40,15 +40,12 @@ def test_ng_overlays_with_raw_frames_and_every_nth_ok_part(tmp_path) -> None:
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(
         f"cam0_{seq:08d}_cam0_{seq}_NG{suffix}.png" for seq in kept for suffix in ("", "_raw")
     )
-    decoded = []
-    capture = cv2.VideoCapture(str(video))
-    while (frame := capture.read()[1]) is not None:
-        decoded.append(frame)
+    decoded = decoded_bgr(video)
     for seq in kept:  # the raw image is what the line judged, pixel for pixel; the overlay is not
         assert np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG_raw.png")), decoded[seq])
         assert not np.array_equal(cv2.imread(str(folder / f"cam0_{seq:08d}_cam0_{seq}_NG.png")), decoded[seq])
     # OK parts 5, 10, 15, 20 of the stream: frames 7, 14, 22, 29 (every 3rd frame is NG).
-    ok = sorted(p.name for p in (folder / "ok").iterdir())
+    ok = sorted(p.name for p in (folder / "ok").glob("*.png"))
     assert ok == [f"cam0_{seq:08d}_cam0_{seq}_OK_raw.png" for seq in (7, 14, 22, 29)]
     assert np.array_equal(cv2.imread(str(folder / "ok" / ok[0])), decoded[7])
 

@@ -12,7 +12,7 @@ from edge.config import ConfigError, RoiConfig, parse_config
 from edge.sources import crop_and_rotate
 
 from .conftest import make_bundle, part
-from .harness import pattern, run_to_the_end, start, write_config, write_video
+from .harness import decoded_bgr, pattern, run_to_the_end, start, write_config, write_video
 from .test_capture import run_capture, write_line
 
 FRAME = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)  # every pixel tells where it was
@@ -112,5 +112,5 @@ def test_edge_capture_records_what_the_line_judges(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     saved = cv2.imread(str(tmp_path / "captures" / "top" / "000000.png"))
     assert saved.shape == (40, 30, 3)
-    decoded = cv2.VideoCapture(str(video)).read()[1]
+    decoded = decoded_bgr(video)[0]
     assert np.array_equal(saved, cv2.rotate(decoded[4:34, 8:48], cv2.ROTATE_90_COUNTERCLOCKWISE))
