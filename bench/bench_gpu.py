@@ -64,6 +64,7 @@ from export.bundle import write_bundle
 from export.cli import load_config
 from export.data import IMAGE_SUFFIXES, TrainingSplit, load_image, load_mask, mvtec_test_samples, split_training_data
 from export.graph import AnomalyGraph
+from export.sizes import size_argument, size_hw
 
 LOSS_LIMIT_POINTS = 0.3  # docs/methods.md, "Rules every method follows"
 INPUT_SETS = 4  # distinct input batches timed in turn
@@ -659,7 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed batches before each row")
     p.add_argument("--epochs", type=positive, help="epochs for the methods that train (config field 'epochs')")
     p.add_argument("--coreset-ratio", type=float, help="bank fraction for the methods with a coreset")
-    p.add_argument("--size", type=positive, metavar="PX", help="input size for every method (default: each one's own)")
+    p.add_argument(
+        "--size", type=size_argument, metavar="PX|HxW", help="input size for every method (default: each one's own)"
+    )
     p.add_argument(
         "--set",
         type=method_option,
@@ -726,7 +729,9 @@ def select_device(name: str) -> torch.device:
 def run(args: argparse.Namespace, command: str, device: torch.device, scratch: Path) -> Report:
     synthetic = args.data is None
     if synthetic:
-        data = synthetic_data(scratch / "synthetic", args.synthetic, args.size or SYNTHETIC_SIZE)
+        data = synthetic_data(
+            scratch / "synthetic", args.synthetic, max(size_hw(args.size)) if args.size else SYNTHETIC_SIZE
+        )
     else:
         data = args.data.resolve()
     plan = ort_plan(ort.get_available_providers(), args)

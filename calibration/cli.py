@@ -17,8 +17,9 @@ from calibration.calibrate import (
     write_calibration,
 )
 from edge.backends import BackendError, load_backend
-from edge.bundle import BundleError, load_bundle
+from edge.bundle import CALIBRATION_FILE, Bundle, BundleError, load_bundle
 from edge.cli import Parser
+from edge.trust import add_sign_key_argument, check_unchanged, load_signing_key, sign_or_warn
 
 log = logging.getLogger("calibration")
 
@@ -37,6 +38,14 @@ def add_scoring_arguments(p: Parser) -> None:
     p.add_argument(
         "--batch", type=int, default=8, action=AtLeastOne, help="images per inference call (default %(default)s)"
     )
+
+
+def _good_parts(bundle: Bundle, args: argparse.Namespace) -> tuple[list[Path], str]:
+    """The images to calibrate on (--data or --holdout), and where they come from."""
+    if not args.holdout:
+        return list_images(Path(args.data)), str(Path(args.data).resolve())
+    files = held_out_files(bundle)
+    return files, f"holdout of {bundle.meta['training'].get('data')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,19 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         help="write the calibration even when the good images all score alike (σ ≈ 0), where k means nothing",
     )
     add_scoring_arguments(p)
+    add_sign_key_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.k <= 0:
         print(f"edge-calibrate: --k must be > 0 (got {args.k})", file=sys.stderr)
         return 2
     try:
+        sign_key = load_signing_key(args.sign_key) if args.sign_key else None
         bundle = load_bundle(args.bundle)
-        if args.holdout:
-            files = held_out_files(bundle)
-            source = f"holdout of {bundle.meta['training'].get('data')}"
-        else:
-            files = list_images(Path(args.data))
-            source = str(Path(args.data).resolve())
+        if sign_key is not None:  # before the scoring: never vouch for a model changed since it was signed
+            check_unchanged(bundle.path, replaced={CALIBRATION_FILE})
+        files, source = _good_parts(bundle, args)
         backend = load_backend(bundle, args.backend, args.gpu, args.batch)
         result = calibrate(bundle, backend, files, args.k, source, args.batch)
         if (problem := sigma_problem(result)) and not args.force:
@@ -84,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     for w in ([problem] if problem else []) + warnings_for(result):
         log.warning(w)
     path = write_calibration(bundle, result)
+    detail = f"threshold {result['threshold']:.5g} = μ + {result['k']:g}σ on {result['n']} good parts ({source})"
+    try:
+        sign_or_warn(bundle.path, sign_key, "calibrate", "edge-calibrate", detail, written={CALIBRATION_FILE})
+    except (BundleError, OSError) as e:
+        print(f"edge-calibrate: {path} is written but not signed: {e}", file=sys.stderr)
+        return 2
     print(
         f"{path}: n={result['n']} μ={result['mu']:.5g} σ={result['sigma']:.5g} k={result['k']:g} "
         f"threshold={result['threshold']:.5g} pixel_threshold={result['pixel_threshold']:.5g} "

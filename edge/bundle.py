@@ -213,10 +213,16 @@ def _threshold_problem(cal: Calibration) -> str | None:
     return None
 
 
-def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
+def load_bundle(path: str | Path, *, verify_hashes: bool = True, trusted_keys: Path | None = None) -> Bundle:
+    """``trusted_keys``: a line's trust.keys folder; the bundle must then be signed by one of its
+    keys, every file as signed (edge.trust), before anything in it is read."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory; give the bundle directory written by export-engine")
+    if trusted_keys is not None:
+        from edge.trust import verify_bundle  # edge.trust builds on this module
+
+        verify_bundle(root, trusted_keys)
     meta_path = root / BUNDLE_FILE
     meta = _read_yaml(meta_path, "re-export the bundle")
     version = meta.get("schema_version")

@@ -18,6 +18,7 @@ import cv2
 from edge.daemon import Daemon
 from edge.evidence import overlay
 from edge.sources import Source
+from edge.trust import audit_trail
 from edge.types import Frame, Verdict
 
 _GRACE_S = 0.5  # for the grabbers to stop after the deadline, all together
@@ -124,6 +125,8 @@ def report(daemon: Daemon, checks: list[StreamCheck]) -> list[str]:
             + (f" (calibrated on {cal.n} good parts)" if cal else ""),
             f"backend  {backend['backend']} {backend.get('version', '')}: {runtime}",
         ]
+        history, checked = audit_trail(bundle.path, daemon.cfg.trust.keys)
+        lines += [*(f"history  {entry}" for entry in history), f"trust    {checked}"]
     lines.append(f"publish  {daemon.publisher.endpoint} bound")
     if daemon.cfg.metrics.bind:
         lines.append(f"metrics  {daemon.cfg.metrics.bind} bound")

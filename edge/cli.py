@@ -102,6 +102,8 @@ def run_main(argv: list[str] | None = None) -> int:
     except (BundleError, BackendError, SourceError, OSError) as e:
         print(f"edge-run: {e}", file=sys.stderr)
         return 2
+    if cfg.trust.keys is None:
+        log.warning("trust.keys is not set: bundles run without a check of who signed them (README, 'Signed bundles')")
     if args.check:
         from edge.check import check_line, passed, report, save_overlays
 
@@ -200,11 +202,31 @@ def keys_main(argv: list[str] | None = None) -> int:
         description="Make a CURVE key pair for ZeroMQ encryption and subscriber authentication: NAME.key (public, "
         "give it to the other side) and NAME.key_secret (private, keep it). Make one pair for the "
         "daemon (publish.curve_secret_key: server.key_secret) and one per PLC gateway (put each "
-        "gateway's NAME.key into the folder publish.curve_allowed_clients).",
+        "gateway's NAME.key into the folder publish.curve_allowed_clients). With --sign, an Ed25519 "
+        "key pair for signing bundles instead: NAME.ed25519 (private, mode 600: whoever exports, "
+        "calibrates or builds engines signs with it, --sign-key or $EDGE_SIGN_KEY) and NAME.pub "
+        "(public: put it into the folder of the line's trust.keys, where only bundles signed by "
+        "those keys run).",
+        epilog="Examples: edge-keys keys/ server;  edge-keys --sign keys/ plant-qa",
     )
     p.add_argument("folder", type=Path, help="where to write the two files")
-    p.add_argument("name", help="key name, e.g. server or plc-gateway-1")
+    p.add_argument("name", help="key name, e.g. server, plc-gateway-1, or with --sign the signer, e.g. plant-qa")
+    p.add_argument(
+        "--sign", action="store_true", help="make a bundle signing key pair (NAME.ed25519, NAME.pub), not CURVE keys"
+    )
     args = p.parse_args(argv)
+    if Path(args.name).name != args.name or args.name in ("", ".", ".."):
+        p.error(f"name {args.name!r}: a file name without '/', e.g. plant-qa")
+    if args.sign:
+        from edge.trust import TrustError, make_signing_keys
+
+        try:
+            secret, public = make_signing_keys(args.folder, args.name)
+        except (TrustError, OSError) as e:
+            print(f"edge-keys: {e}", file=sys.stderr)
+            return 2
+        print(f"public key: {public} (for the line's trust.keys folder)\nsigning key: {secret} (mode 600: keep it)")
+        return 0
     from edge.publish import make_keys
 
     public, secret = make_keys(args.folder, args.name)

@@ -90,7 +90,9 @@ class _Source(Section):
 
 class _FileSource(_Source):
     loop: bool = False  # start again at the end
-    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = None  # pace to this rate, as a camera would; None: as read
+    fps: Annotated[float | None, Field(ge=0.01, le=100000)] = (
+        None  # pace to this rate, as a camera would; None: as read
+    )
 
 
 class VideoConfig(_FileSource):
@@ -189,6 +191,10 @@ class MetricsConfig(Section):
     bind: HostPort | None = None  # a Prometheus /metrics endpoint; None = off
 
 
+class TrustConfig(Section):
+    keys: Annotated[Path, _path("directory")] | None = None  # the signers' public keys (NAME.pub); None = unchecked
+
+
 class StreamConfig(Model):
     station: Station  # the stream's topic is "<line>/<station>"
     source: SourceConfig
@@ -210,6 +216,7 @@ class LineConfig(Model):
     publish: PublishConfig = PublishConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+    trust: TrustConfig = TrustConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
     path: SkipJsonSchema[Path | None] = None  # the file it was loaded from (not a key: parse_config sets it)

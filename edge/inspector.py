@@ -87,16 +87,24 @@ def judge_batch(
 
 class Inspector:
     """A calibrated bundle on its backend (``backend``/``gpu`` as in a line config, batches of up
-    to ``max_batch``), judging against its calibrated threshold, or μ + kσ with ``k``.
+    to ``max_batch``), judging against its calibrated threshold, or μ + kσ with ``k``;
+    ``trusted_keys`` as a line config's trust.keys (the bundle must be signed by one of them).
     Verdicts are the line's: OK, NG (with regions in the image's own pixels) or ERROR (with the
     reason), one per image, never an exception for a bad image."""
 
     def __init__(
-        self, bundle: str | Path, *, backend: str = "auto", gpu: int = 0, k: float | None = None, max_batch: int = 8
+        self,
+        bundle: str | Path,
+        *,
+        backend: str = "auto",
+        gpu: int = 0,
+        k: float | None = None,
+        max_batch: int = 8,
+        trusted_keys: Path | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.bundle = load_bundle(bundle)
+        self.bundle = load_bundle(bundle, trusted_keys=trusted_keys)
         self.judge = judge_for(self.bundle, k)
         self.max_batch = max_batch
         self.backend = load_backend(self.bundle, backend, gpu, max_batch)

@@ -39,7 +39,8 @@ def close_unused(models: Iterable[Model], in_use: Iterable[Model]) -> None:
 
 def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
     """Each stream's model and judge, by source name, every bundle loaded and checked once (files,
-    hashes, calibration, backend). On any failure, what was loaded is closed and nothing is kept."""
+    hashes, calibration, backend; the signature with trust.keys). On any failure, what was loaded is
+    closed and nothing is kept."""
     loaded: dict[Path, Model] = {}
     try:
         assigned = {}
@@ -48,7 +49,7 @@ def load_models(cfg: LineConfig) -> dict[str, tuple[Model, Judge]]:
             if path is None:  # a config read for edge-capture, which needs none, or made in Python
                 raise ConfigError(f"stream {stream.source.name}: no bundle; give it the directory export-engine made")
             if path not in loaded:
-                bundle = load_bundle(path)
+                bundle = load_bundle(path, trusted_keys=cfg.trust.keys)
                 loaded[path] = Model(bundle, load_backend(bundle, cfg.backend, cfg.gpu, cfg.batch.max_batch))
             model = loaded[path]
             assigned[stream.source.name] = model, judge_for(model.bundle, stream.k)

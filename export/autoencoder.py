@@ -28,9 +28,10 @@ from torch import nn
 
 from .augment import stain
 from .data import TrainingSplit
-from .graph import AnomalyGraph, ImageInput
+from .graph import AnomalyGraph, ImageInput, check_size
 from .options import OptionGroup
 from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
+from .sizes import size_hw
 from .training import TRAINING_OPTIONS, RunOptions, TrainResult, run_identity, seed_everything
 
 METHOD = "autoencoder"
@@ -58,7 +59,7 @@ class AutoencoderConfig(RunOptions):
     """Every knob of an ``autoencoder`` export (the run options come from RunOptions);
     ``configs/methods/autoencoder.yaml`` mirrors these defaults."""
 
-    size: int = 64  # input height = width, px (see autoencoder.yaml for why not 256)
+    size: int | str = 64  # PX, "HxW" or "auto" (export.sizes; see autoencoder.yaml for why not 256)
     score: str = "residual"  # residual | uncertainty (MC dropout)
     depth: int = 4  # resolution levels; the bottleneck is size / 2^(depth-1)
     channels: int = 16  # width at full resolution, doubled per level
@@ -69,14 +70,17 @@ class AutoencoderConfig(RunOptions):
     lr: float = 0.01  # Adam, cosine decay to 0
     batch_size: int = 16
 
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (self.depth - 1)
+
     def __post_init__(self) -> None:
         check_run_options(self)
         if self.score not in SCORES:
             raise ValueError(f"score {self.score!r}: choose from {', '.join(SCORES)}")
         if not 2 <= self.depth <= len(DROPOUT_RATES):
             raise ValueError(f"depth {self.depth}: must be in 2..{len(DROPOUT_RATES)}")
-        if self.size % 2 ** (self.depth - 1):
-            raise ValueError(f"size {self.size}: must be a multiple of {2 ** (self.depth - 1)} (2^(depth-1))")
+        check_size(self.size, self.size_multiple, "2^(depth-1)")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size {self.kernel_size}: must be odd and ≥ 3")
         for name in ("channels", "mc_passes", "stains"):
@@ -203,9 +207,9 @@ class UncertaintyScorer(nn.Module):
 def scoring_graph(ae: AESc, config: AutoencoderConfig) -> AnomalyGraph:
     """The exported graph for ``config.score`` around the trained ``ae`` (eval mode)."""
     if config.score == "residual":
-        return AnomalyGraph(ResidualScorer(ae), UNIT_MEAN, UNIT_STD, (config.size, config.size)).eval()
+        return AnomalyGraph(ResidualScorer(ae), UNIT_MEAN, UNIT_STD, size_hw(config.size)).eval()
     graph = AnomalyGraph(
-        UncertaintyScorer(ae, config.mc_passes, config.seed), UNIT_MEAN, UNIT_STD, (config.size, config.size)
+        UncertaintyScorer(ae, config.mc_passes, config.seed), UNIT_MEAN, UNIT_STD, size_hw(config.size)
     ).eval()
     graph.fp16_caution = FP16_CAUTION
     return graph

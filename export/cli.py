@@ -20,7 +20,9 @@ from typing import Any
 import pydantic
 import yaml
 
+from edge.bundle import BundleError
 from edge.schema import ConfigError, Model, validate
+from edge.trust import TrustError, add_sign_key_argument, load_signing_key, sign_bundle
 from edge.yamlfile import YamlBoundError, read_yaml_file
 
 from .backbones import BACKBONES, BackboneWeightsError
@@ -28,6 +30,7 @@ from .bundle import ExportCheckError
 from .data import DataError
 from .engine import EngineBuildError, add_engine_arguments, build_from_args, check_can_build
 from .options import OptionGroup
+from .sizes import DEFAULT_PIXEL_BUDGET, size_argument
 
 log = logging.getLogger("export")
 
@@ -128,10 +131,18 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
     )
     parser.add_argument(
         "--size",
+        type=size_argument,
+        metavar="PX|HxW|auto",
+        help="model input in pixels: PX (square), HxW (height x width, e.g. 640x256) or auto (the "
+        "training images' median aspect ratio at --pixel-budget pixels), sides multiples of 16 "
+        "(default: the method's config, e.g. 256 for patchcore, 288 for simplenet/glass); "
+        "images are resized to it",
+    )
+    parser.add_argument(
+        "--pixel-budget",
         type=int,
-        metavar="PX",
-        help="model input height = width in pixels, a multiple of 16 (default: the method's "
-        "config, e.g. 256 for patchcore, 288 for simplenet/glass); images are resized to it",
+        metavar="N",
+        help=f"with --size auto: pixels of the working resolution (default {DEFAULT_PIXEL_BUDGET} = 256²)",
     )
     parser.add_argument(
         "--holdout",
@@ -152,6 +163,7 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         "test set is only scored, never used to choose anything",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_sign_key_argument(parser)
     engine = parser.add_argument_group(
         "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)"
     )
@@ -232,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         check_method_options(parser, methods, args)
+        sign_key = load_signing_key(args.sign_key) if args.sign_key else None
         config = make_config(method.config, load_config(method.config, args.config, args.method), args)
         if args.build_engine:
             check_can_build(args)
@@ -240,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_reference_data(args.data)
         bundle = method.export(args.data, args.out, config)
+        if sign_key is not None:
+            sign_bundle(bundle, sign_key, "export", "export-engine", f"{args.method} trained on {args.data}")
     except EngineBuildError as exc:
         print(
             f"export-engine: error: --build-engine: {exc}; nothing was trained (drop --build-engine to export "
@@ -247,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (UsageError, DataError, BackboneWeightsError) as exc:
+    except (UsageError, DataError, BackboneWeightsError, TrustError) as exc:
         print(f"export-engine: error: {exc}", file=sys.stderr)
         return 2
     except ExportCheckError as exc:
@@ -267,8 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("bundle written to %s in %.1f s", bundle, time.perf_counter() - start)
     if args.build_engine:
         try:
-            log.info("engine: %s", build_from_args(bundle, args))
-        except (EngineBuildError, OSError) as exc:
+            log.info("engine: %s", build_from_args(bundle, args, sign_key))
+        except (EngineBuildError, BundleError, OSError) as exc:
             print(
                 f"export-engine: error: the bundle is written ({bundle}) but its engine is not: {exc}; once "
                 f"fixed, run: edge-build-engine --bundle {bundle}",

@@ -27,6 +27,7 @@ import yaml
 from edge.backends.tensorrt import INPUT, probe_platform, trt_logger
 from edge.bundle import BUNDLE_FILE, Bundle, BundleError, load_bundle
 from edge.engines import engine_file_name, engine_record
+from edge.trust import SigningKey, add_sign_key_argument, check_unchanged, load_signing_key, sign_or_warn
 from edge.yamlfile import read_yaml_file
 
 if TYPE_CHECKING:
@@ -62,12 +63,15 @@ def build_engine(
     opt_batch: int = 8,
     workspace_gb: float | None = None,
     device: int = 0,
+    sign_key: SigningKey | None = None,
 ) -> dict[str, Any]:
     """Build the bundle's engine for CUDA GPU `device` (batch 1..max_batch, tuned for
-    opt_batch), write it into the bundle and record it in bundle.yaml. Returns the record.
-    ``fp16`` None: fp16 unless the bundle advises against it (use_fp16)."""
+    opt_batch), write it into the bundle and record it in bundle.yaml (signed with ``sign_key``).
+    Returns the record. ``fp16`` None: fp16 unless the bundle advises against it (use_fp16)."""
     _check_batches(opt_batch, max_batch)
     bundle = load_bundle(bundle_dir)  # hashes checked: build only from the model bundle.yaml vouches for
+    if sign_key is not None:  # before minutes of building: never vouch for files changed since they were signed
+        check_unchanged(bundle.path)
     fp16 = use_fp16(bundle, fp16)
     platform = probe_platform(device)
     if platform.problem:
@@ -121,7 +125,7 @@ def build_engine(
         max_batch=max_batch,
         opt_batch=opt_batch,
     )
-    add_engine_record(bundle.path, record)
+    record_engine(bundle.path, record, sign_key)
     return record
 
 
@@ -184,6 +188,16 @@ def add_engine_record(bundle_dir: Path, record: dict[str, Any]) -> None:
     _write_atomic(path, yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, width=100).encode())
 
 
+def record_engine(bundle_dir: Path, record: dict[str, Any], sign_key: SigningKey | None) -> None:
+    """An engine just built into the bundle: its record in bundle.yaml, and an entry in the
+    bundle's signed history (written: bundle.yaml, the engine, the timing cache)."""
+    add_engine_record(bundle_dir, record)
+    detail = f"{record['precision']} engine {record['file']} for {record['gpu']}, TensorRT {record['tensorrt']}"
+    sign_or_warn(
+        bundle_dir, sign_key, "build-engine", "edge-build-engine", detail, {BUNDLE_FILE, record["file"], TIMING_CACHE}
+    )
+
+
 def _write_atomic(path: Path, data: Any) -> None:
     # A daemon starting meanwhile sees the old file or the new one, never half of one.
     tmp = path.with_name(path.name + ".tmp")
@@ -227,7 +241,7 @@ def check_can_build(args: argparse.Namespace) -> None:
         raise EngineBuildError(problem)
 
 
-def build_from_args(bundle_dir: str | Path, args: argparse.Namespace) -> str:
+def build_from_args(bundle_dir: str | Path, args: argparse.Namespace, sign_key: SigningKey | None = None) -> str:
     """Build with add_engine_arguments' options; the one-line summary of what was built."""
     record = build_engine(
         bundle_dir,
@@ -236,6 +250,7 @@ def build_from_args(bundle_dir: str | Path, args: argparse.Namespace) -> str:
         opt_batch=args.opt_batch,
         workspace_gb=args.workspace_gb,
         device=args.device,
+        sign_key=sign_key,
     )
     return (
         f"{Path(bundle_dir) / record['file']}: {record['precision']} engine for {record['gpu']}, TensorRT "
@@ -254,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     add_engine_arguments(p.add_argument_group("engine"))
+    add_sign_key_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        print(build_from_args(args.bundle, args))
+        sign_key = load_signing_key(args.sign_key) if args.sign_key else None
+        print(build_from_args(args.bundle, args, sign_key))
     except (EngineBuildError, BundleError, OSError) as e:
         print(f"edge-build-engine: {e}", file=sys.stderr)
         return 2

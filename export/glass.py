@@ -57,6 +57,7 @@ from .simplenet import (
     synthesize,
     train,
 )
+from .sizes import size_hw
 from .training import TRAINING_OPTIONS, seed_everything
 
 log = logging.getLogger(__name__)
@@ -336,7 +337,7 @@ def fit_glass(
     """Train GLASS's heads on good images ``files``; ``holdout`` (good images, may be empty)
     validates each epoch against synthetic anomalies and picks the kept epoch."""
     prepared = prepare(files, holdout, config, backbone)
-    las = LasRounds(prepared, load_foregrounds(files, config.foreground, config.size), config)
+    las = LasRounds(prepared, load_foregrounds(files, config.foreground, size_hw(config.size)), config)
     seed_everything(config.seed)
     scorer = PatchScorer(
         make_adaptor(prepared.dim), Discriminator(prepared.dim, config.hidden_dim, sigmoid=True), sign=1.0

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sizes import SizeSpec, check_size_spec, parse_size
+
 if TYPE_CHECKING:
     import onnx
 
@@ -53,15 +55,19 @@ def smoothing_radius(sigma: float) -> int:
     return int(4.0 * sigma + 0.5)
 
 
-def check_size(size: int) -> None:
-    """Refuse a model input that the anomaly map's smoothing does not fit (its reflect padding
-    needs more pixels than the kernel's radius): in the config, not after hours of training."""
+def check_size(size: SizeSpec, multiple: int = 1, why: str = "") -> None:
+    """Refuse a model input (``PX``, ``HxW`` or ``auto``, see export.sizes) whose sides are
+    not multiples of ``multiple`` (``why``: what needs it), or that the anomaly map's
+    smoothing does not fit (its reflect padding needs more pixels than the kernel's radius):
+    in the config, not after hours of training."""
     radius = smoothing_radius(SMOOTHING_SIGMA)
-    if size <= radius:
+    parsed = parse_size(size)
+    if parsed != "auto" and min(parsed) <= radius:
         raise ValueError(
-            f"size {size}: must be ≥ {radius + 1} px, or the anomaly map's smoothing "
+            f"size {size}: each side must be ≥ {radius + 1} px, or the anomaly map's smoothing "
             f"(σ {SMOOTHING_SIGMA:g}, radius {radius} px) does not fit"
         )
+    check_size_spec(size, multiple, why)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

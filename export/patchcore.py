@@ -25,12 +25,16 @@ from .data import iter_batches, split_training_data
 from .features import PatchFeatures
 from .graph import AnomalyGraph, ImageInput, check_size
 from .options import OptionGroup
+from .sizes import DEFAULT_PIXEL_BUDGET, Size, parse_size, resolve_size, size_hw
+from .tiling import Tiling, check_tiling
 from .training import RUN_ONLY
 
 log = logging.getLogger(__name__)
 
 METHOD = "patchcore"
 CORESET_METHODS = ("greedy", "random")
+# In bundle.yaml elsewhere (backbone, input size) or as the tiling section.
+UNRECORDED = ("backbone", "backbone_weights", "size", "tile", "tile_overlap")
 
 
 @dataclass(slots=True)
@@ -40,13 +44,17 @@ class PatchCoreConfig:
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    size: int = 256  # input height = width, pixels
+    size: int | str = 256  # model input: PX (square), "HxW" or "auto" (export.sizes); sides multiples of 16
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # size auto: pixels of the working resolution
     coreset: str = "greedy"
     coreset_ratio: float = 0.1  # bank size / all training patches; 0.01–0.25 is the useful range
     projection_dim: int = 128  # random projection the greedy search measures distances in
     pretrain_dim: int = 1536  # per-level pooled width (wide backbones only)
     target_dim: int = 1024  # feature width after aggregation (wide backbones only)
     chunk_size: int = 1024  # bank rows per distance block in the graph (BENCHMARKS.md: chunk size)
+    patches_per_image: int | None = 1024  # random patches kept per training image before the coreset; None: all
+    tile: int | None = None  # px: the model runs on tile × tile cuts of the frame (export.tiling); None: whole frame
+    tile_overlap: int = 32  # px shared by neighbouring tiles (averaged where they overlap)
     reweight_neighbours: int = 0  # b of the paper's eq. 7 (anomalib: 9); 0 = score is the map's max
     holdout: float = 0.1  # fraction of good images kept for calibration
     seed: int = 0
@@ -58,11 +66,7 @@ class PatchCoreConfig:
             raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
-        if self.size % FEATURE_STRIDES[-1]:
-            raise ValueError(
-                f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)"
-            )
-        check_size(self.size)
+        check_size(self.size, FEATURE_STRIDES[-1], "the deepest feature stride")
         for name in ("projection_dim", "pretrain_dim", "target_dim", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be ≥ 1")
@@ -72,6 +76,20 @@ class PatchCoreConfig:
                 f"reweight_neighbours {self.reweight_neighbours}: must be 0 (off) or ≥ 2 "
                 f"(the paper's neighbourhood size; 9 in anomalib)"
             )
+        if self.patches_per_image is not None and self.patches_per_image < 1:
+            raise ValueError(f"patches_per_image {self.patches_per_image}: must be ≥ 1 (or null: every patch)")
+        if self.tile is not None:
+            check_size(self.tile, FEATURE_STRIDES[-1], "the deepest feature stride")
+            if self.reweight_neighbours:
+                raise ValueError("reweight_neighbours: not with tile (a tiled score is the stitched map's maximum)")
+            if parse_size(self.size) != "auto":
+                check_tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0], FEATURE_STRIDES[-1])
+
+    @property
+    def tiling(self) -> Tiling | None:
+        if self.tile is None:
+            return None
+        return Tiling(size_hw(self.size), self.tile, self.tile_overlap, FEATURE_STRIDES[0])
 
 
 @dataclass(slots=True)
@@ -194,24 +212,46 @@ def scoring_graph(extractor: nn.Sequential, bank: torch.Tensor, config: PatchCor
     _, backbone, front = extractor
     # SSL's config comes through here too and has no reweighting.
     reweight = getattr(config, "reweight_neighbours", 0)
-    scorer = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
-    return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
+    scorer: nn.Module = nn.Sequential(backbone, front, NearestNeighbourScorer(bank, config.chunk_size, reweight))
+    tiling = getattr(config, "tiling", None)
+    if tiling is not None:
+        scorer = tiling.wrap(scorer)
+    return AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, size_hw(config.size)).eval()
 
 
 @torch.no_grad()
-def extract_patch_features(extractor: nn.Module, files: Sequence[Path], size: int, batch_size: int) -> np.ndarray:
-    """Every patch feature of every image, ``float32 [N·h·w, D]``, in file order."""
+def extract_patch_features(
+    extractor: nn.Module,
+    files: Sequence[Path],
+    size: Size,
+    batch_size: int,
+    per_image: int | None = None,
+    seed: int = 0,
+    tiling: Tiling | None = None,
+) -> np.ndarray:
+    """Patch features of every image, ``float32 [rows, D]``, in file order: all of them, or
+    ``per_image`` of each image's patches drawn at random (seeded per image), so that memory
+    is ``len(files) · per_image · D`` floats whatever the resolution. With ``tiling``, an
+    image's patches are those of all its tiles, each tile run through ``extractor`` alone."""
     out: np.ndarray | None = None
     row = 0
+    image = 0
     with tqdm(total=len(files), desc="features", unit="img") as bar:
-        for batch in iter_batches(files, (size, size), batch_size):
-            feats = extractor(torch.from_numpy(batch))
-            flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).numpy()
+        for batch in iter_batches(files, size, batch_size):
+            inputs = batch if tiling is None else tiling.cut(batch)
+            feats = extractor(torch.from_numpy(inputs))
+            per = feats.permute(0, 2, 3, 1).reshape(len(batch), -1, feats.shape[1]).numpy()
+            keep = per.shape[1] if per_image is None else min(per_image, per.shape[1])
             if out is None:
-                out = np.empty((len(files) * flat.shape[0] // len(batch), flat.shape[1]), dtype=np.float32)
-            out[row : row + len(flat)] = flat
-            row += len(flat)
+                out = np.empty((len(files) * keep, per.shape[2]), dtype=np.float32)
+            for patches in per:
+                if keep < len(patches):
+                    picked = np.random.default_rng([seed, image]).choice(len(patches), keep, replace=False)
+                    patches = patches[np.sort(picked)]
+                out[row : row + keep] = patches
+                row, image = row + keep, image + 1
             bar.update(len(batch))
+    assert out is not None
     return out
 
 
@@ -263,9 +303,24 @@ def fit_patchcore(files: Sequence[Path], config: PatchCoreConfig, backbone: Back
     timings = {}
 
     start = time.perf_counter()
-    features = extract_patch_features(extractor, files, config.size, config.batch_size)
+    features = extract_patch_features(
+        extractor,
+        files,
+        size_hw(config.size),
+        config.batch_size,
+        config.patches_per_image,
+        config.seed,
+        config.tiling,
+    )
     timings["features"] = time.perf_counter() - start
-    log.info("features: %d images → %d patches × %d in %.1f s", len(files), *features.shape, timings["features"])
+    log.info(
+        "features: %d images → %d patches × %d held (≤ %s per image: %.0f MB) in %.1f s",
+        len(files),
+        *features.shape,
+        config.patches_per_image or "all",
+        features.nbytes / 2**20,
+        timings["features"],
+    )
 
     start = time.perf_counter()
     bank = torch.from_numpy(features[select_coreset(features, config)])
@@ -295,10 +350,12 @@ def export_patchcore(data: Path, out: Path, config: PatchCoreConfig | None = Non
     config = config or PatchCoreConfig()
     check_out_dir(Path(out))
     split = split_training_data(Path(data), config.holdout, config.seed)
+    config = resolve_size(config, split.train, FEATURE_STRIDES[-1])
     log.info("patchcore on %d images of %s (%d held out): %s", len(split.train), split.root, len(split.holdout), config)
     model = fit_patchcore(split.train, config)
     params = {
-        **{k: v for k, v in asdict(config).items() if k not in ("backbone", "backbone_weights", "size", *RUN_ONLY)},
+        **{k: v for k, v in asdict(config).items() if k not in (*UNRECORDED, *RUN_ONLY)},
+        "tiling": None if config.tiling is None else config.tiling.describe(),
         "bank_size": model.bank_size,
         "feature_dim": model.feature_dim,
         "training_patches": model.n_patches,
@@ -345,6 +402,40 @@ OPTIONS = OptionGroup(
                 "help": "image score = max of the map × PatchCore's neighbourhood-density weight (paper eq. 7, over the worst patch's nearest bank feature and its B-1 nearest bank neighbours; the paper's code and anomalib use 9); 0 = off, the plain maximum (default). The map is unchanged. Costs a one-off B-nearest-neighbour search over the bank at export, an int table of bank size × B in the model, and one more distance pass over the bank per image, for its worst patch only",
             },
         ),
+        (
+            ("--tile",),
+            {
+                "type": int,
+                "metavar": "PX",
+                "help": "judge the --size frame as overlapping PX × PX tiles, cut and stitched inside the graph "
+                "(the bank is built from tiles of the good images); default: the whole frame at once",
+            },
+        ),
+        (
+            ("--tile-overlap",),
+            {
+                "type": int,
+                "metavar": "PX",
+                "help": "with --tile: pixels neighbouring tiles share, a multiple of 8 (default 32); their "
+                "scores are averaged",
+            },
+        ),
     ),
 )
-OPTION_GROUPS = (OPTIONS,)
+# Shared with ssl, whose stage-2 bank is built the same way.
+BANK_OPTIONS = OptionGroup(
+    "bank",
+    (
+        (
+            ("--patches-per-image",),
+            {
+                "type": int,
+                "metavar": "N",
+                "help": "patches drawn at random from each training image before the coreset (default 1024: "
+                "all of them at 256² px for patchcore): bounds the bank's training memory at N × images × "
+                "feature width × 4 bytes and the greedy coreset's time at any --size",
+            },
+        ),
+    ),
+)
+OPTION_GROUPS = (OPTIONS, BANK_OPTIONS)

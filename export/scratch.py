@@ -20,6 +20,7 @@ import torch
 from .bundle import check_out_dir, write_bundle
 from .data import DataError, TrainingSplit, iter_batches, split_training_data
 from .graph import AnomalyGraph, check_size
+from .sizes import SizeSpec, resolve_size, size_hw
 from .training import LAST, RUN_ONLY, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 class ScratchConfig(Protocol):
     """The fields every from-scratch method's config has, with these meanings."""
 
-    size: int
+    size: int | str  # PX, "HxW" or "auto" (export.sizes)
+    pixel_budget: int
     epochs: int
     lr: float
     batch_size: int
@@ -39,6 +41,9 @@ class ScratchConfig(Protocol):
     holdout: float
     seed: int
     reference: bool  # also score DATA's labelled test set in PyTorch
+
+    @property
+    def size_multiple(self) -> int: ...  # what height and width must be multiples of
 
 
 def check_run_options(config: ScratchConfig) -> None:
@@ -82,10 +87,10 @@ def cosine_lr(
         group["lr"] = 0.5 * base * (1 + math.cos(math.pi * progress))
 
 
-def load_images(files: Sequence[Path], size: int) -> np.ndarray:
-    """All of ``files`` as one ``uint8 [N, size, size, 3]`` array: a few hundred images fit
-    in memory, and every epoch then costs no decoding."""
-    return np.concatenate(list(iter_batches(files, (size, size), 32)))
+def load_images(files: Sequence[Path], size: SizeSpec) -> np.ndarray:
+    """All of ``files`` as one ``uint8 [N, H, W, 3]`` array at ``size``: a few hundred images
+    fit in memory, and every epoch then costs no decoding."""
+    return np.concatenate(list(iter_batches(files, size_hw(size), 32)))
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -163,6 +168,7 @@ def export_scratch(
     check_out_dir(out)
     folder = checkpoint_dir(out, config)
     split = split_training_data(Path(data), config.holdout, config.seed)
+    config = resolve_size(config, split.train, config.size_multiple)
     log.info(
         "%s on %d images of %s (%d held out): %s", method, len(split.train), split.root, len(split.holdout), config
     )

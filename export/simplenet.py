@@ -43,6 +43,7 @@ from .graph import INPUT_NAME, OPSET, AnomalyGraph, AnomalyHead, check_size
 from .options import OptionGroup
 from .patchcore import feature_extractor
 from .scratch import checkpoint_dir as checkpoint_folder
+from .sizes import Size, resolve_size, size_hw
 from .training import RUN_ONLY, TRAINING_OPTIONS, RunOptions, Trainer, TrainResult, run_identity, seed_everything
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class DiscriminatorConfig(RunOptions):
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    size: int = 288  # input height = width; the official crop size
+    size: int | str = 288  # PX, "HxW" or "auto" (export.sizes); 288: the official crop size
     pretrain_dim: int = 1536  # per-level pooled width (wide backbones only)
     target_dim: int = 1536  # feature width after aggregation (wide backbones only)
     noise_std: float | None = None  # σ of the Gaussian feature noise; None: the backbone's (NOISE_STD)
@@ -87,11 +88,7 @@ class DiscriminatorConfig(RunOptions):
     def __post_init__(self) -> None:
         if self.backbone not in NOISE_STD:
             raise ValueError(f"backbone {self.backbone!r}: choose from {', '.join(NOISE_STD)}")
-        if self.size % FEATURE_STRIDES[-1]:
-            raise ValueError(
-                f"size {self.size}: must be a multiple of {FEATURE_STRIDES[-1]} (the deepest feature stride)"
-            )
-        check_size(self.size)
+        check_size(self.size, FEATURE_STRIDES[-1], "the deepest feature stride")
         for name in (
             "pretrain_dim",
             "target_dim",
@@ -195,11 +192,11 @@ class FrozenFeatures:
     ONNX Runtime. It is the exported graph's own front half, traced the same way, so the
     heads learn from exactly the features the deployed model computes."""
 
-    def __init__(self, extractor: nn.Module, size: int) -> None:
+    def __init__(self, extractor: nn.Module, size: Size) -> None:
         import onnxruntime as ort
 
         buffer = io.BytesIO()
-        example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+        example = torch.zeros((2, *size, 3), dtype=torch.uint8)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes, already weighed in graph.export_onnx
             torch.onnx.export(
@@ -231,13 +228,13 @@ class FrozenFeatures:
         return out
 
 
-def load_images(files: Sequence[Path], size: int, batch_size: int = 32) -> np.ndarray:
-    """``uint8 [N, size, size, 3]`` of every file, in order."""
-    return np.concatenate(list(iter_batches(files, (size, size), batch_size)))
+def load_images(files: Sequence[Path], size: Size, batch_size: int = 32) -> np.ndarray:
+    """``uint8 [N, H, W, 3]`` of every file at ``size``, in order."""
+    return np.concatenate(list(iter_batches(files, size, batch_size)))
 
 
-def load_foregrounds(files: Sequence[Path], folder: Path | str | None, size: int) -> np.ndarray | None:
-    """``bool [N, size, size]`` foreground masks, ``folder/<image file name>`` (GLASS's
+def load_foregrounds(files: Sequence[Path], folder: Path | str | None, size: Size) -> np.ndarray | None:
+    """``bool [N, H, W]`` foreground masks, ``folder/<image file name>`` (GLASS's
     fg_mask layout), or None without a folder. A missing mask is an error naming it."""
     if folder is None:
         return None
@@ -246,7 +243,7 @@ def load_foregrounds(files: Sequence[Path], folder: Path | str | None, size: int
         path = Path(folder) / Path(f).name
         if not path.is_file():
             raise DataError(f"--foreground {folder}: no mask {path.name} for training image {f}")
-        masks.append(load_mask(path, (size, size)))
+        masks.append(load_mask(path, size))
     return np.stack(masks)
 
 
@@ -276,14 +273,14 @@ class SyntheticValidation:
 
     features: torch.Tensor  # float16 [n, h, w, D]: the good images first, then the anomalies
     labels: np.ndarray  # bool [n, h, w]: anomalous patches
-    size: int
+    size: Size
 
     def __call__(self, scorer: PatchScorer) -> float:
         """Mean of image AUROC (score = max of the smoothed map, as deployed) and patch AUROC."""
         n, height, width, dim = self.features.shape
         patch = torch.cat([scorer.rows(chunk.reshape(-1, dim).float()) for chunk in self.features.split(64)])
         patch = patch.reshape(n, 1, height, width)
-        _, image_scores = AnomalyHead((self.size, self.size))(patch)
+        _, image_scores = AnomalyHead(self.size)(patch)
         image_auroc = metrics.image_auroc(image_scores.numpy(), self.labels.any(axis=(1, 2)))
         patch_auroc = metrics.pixel_auroc(patch.numpy(), self.labels)
         log.debug("validation: image AUROC %.4f, patch AUROC %.4f", image_auroc, patch_auroc)
@@ -293,15 +290,15 @@ class SyntheticValidation:
 def build_validation(
     frozen: FrozenFeatures, files: Sequence[Path], config: DiscriminatorConfig, textures: TextureSource
 ) -> SyntheticValidation:
-    good = load_images(files, config.size)
-    foregrounds = load_foregrounds(files, config.foreground, config.size)
+    good = load_images(files, size_hw(config.size))
+    foregrounds = load_foregrounds(files, config.foreground, size_hw(config.size))
     copies = np.concatenate([good] * VALIDATION_VARIANTS)
     fg_copies = None if foregrounds is None else np.concatenate([foregrounds] * VALIDATION_VARIANTS)
     anomalous, masks = synthesize(copies, anomaly_rng(config.seed, VALIDATION_STREAM), textures, fg_copies)
     features = frozen.cache(np.concatenate([good, anomalous]), config.batch_size, "validation features")
     grid = tuple(features.shape[1:3])
     labels = np.concatenate([np.zeros((len(good), *grid), bool), np.stack([patch_labels(m, grid) for m in masks])])
-    return SyntheticValidation(features=features, labels=labels, size=config.size)
+    return SyntheticValidation(features=features, labels=labels, size=size_hw(config.size))
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -341,9 +338,9 @@ def prepare(
     start = time.perf_counter()
     backbone = backbone or load_backbone(config.backbone, config.backbone_weights)
     extractor = feature_extractor(backbone, config)  # reads pretrain_dim / target_dim only
-    frozen = FrozenFeatures(extractor, config.size)
+    frozen = FrozenFeatures(extractor, size_hw(config.size))
     textures = TextureSource(config.textures)
-    images = load_images(files, config.size)
+    images = load_images(files, size_hw(config.size))
     features = frozen.cache(images, config.batch_size, "features")
     validation = build_validation(frozen, holdout, config, textures) if holdout else None
     if validation is None:
@@ -441,13 +438,11 @@ class DiscriminatorModel:
     textures: str
 
 
-def scoring_graph(extractor: nn.Sequential, scorer: PatchScorer, size: int) -> AnomalyGraph:
+def scoring_graph(extractor: nn.Sequential, scorer: PatchScorer, size: Size) -> AnomalyGraph:
     """The exported graph: ``extractor``'s backbone and patch front end, the trained heads,
     the shared head. No noise, no synthesis: those exist only in training."""
     _, backbone, front = extractor
-    return AnomalyGraph(
-        nn.Sequential(backbone, front, scorer), backbone.info.mean, backbone.info.std, (size, size)
-    ).eval()
+    return AnomalyGraph(nn.Sequential(backbone, front, scorer), backbone.info.mean, backbone.info.std, size).eval()
 
 
 def finish(
@@ -455,7 +450,7 @@ def finish(
 ) -> DiscriminatorModel:
     scorer.eval()
     return DiscriminatorModel(
-        graph=scoring_graph(prepared.extractor, scorer, config.size),
+        graph=scoring_graph(prepared.extractor, scorer, size_hw(config.size)),
         backbone=prepared.backbone,
         feature_dim=prepared.dim,
         result=result,
@@ -510,6 +505,7 @@ def export_trained(
     check_out_dir(out)
     checkpoints = checkpoint_folder(out, config)
     split = split_training_data(Path(data), config.holdout, config.seed)
+    config = resolve_size(config, split.train, FEATURE_STRIDES[-1])
     log.info(
         "%s on %d images of %s (%d held out), checkpoints in %s: %s",
         method,

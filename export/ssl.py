@@ -27,10 +27,18 @@ from .augment import colour_jitter, cutpaste, scar_cutpaste
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneInfo
 from .data import TrainingSplit
 from .features import PatchFeatures
-from .graph import AnomalyGraph, ImageInput
+from .graph import AnomalyGraph, ImageInput, check_size
 from .options import OptionGroup
-from .patchcore import CORESET_METHODS, NearestNeighbourScorer, extract_patch_features, scoring_graph, select_coreset
+from .patchcore import (
+    BANK_OPTIONS,
+    CORESET_METHODS,
+    NearestNeighbourScorer,
+    extract_patch_features,
+    scoring_graph,
+    select_coreset,
+)
 from .scratch import batches, bundle_params, check_run_options, cosine_lr, epoch_rng, export_scratch, load_images, train
+from .sizes import size_hw
 from .training import TRAINING_OPTIONS, RunOptions, TrainResult, run_identity, seed_everything
 from .wavelet import WAVELETS, wavelet_downsampling
 
@@ -49,7 +57,7 @@ STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 NATIVE_WIDTH = 1024
 VALIDATION_STREAM = 2**31  # epoch_rng "epoch" of the fixed validation views: never a real epoch
 # Read only by stage 2: a finished stage 1 resumes into any of them (its checkpoint holds stage 1 alone).
-STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size")
+STAGE_2 = ("fusion", "coreset", "coreset_ratio", "projection_dim", "chunk_size", "patches_per_image")
 
 
 @dataclass(slots=True)
@@ -57,7 +65,7 @@ class SSLConfig(RunOptions):
     """Every knob of an ``ssl`` export (the run options come from RunOptions);
     ``configs/methods/ssl.yaml`` mirrors these defaults."""
 
-    size: int = 128  # input height = width, px (see ssl.yaml for why not 256)
+    size: int | str = 128  # PX, "HxW" or "auto" (export.sizes; see ssl.yaml for why not 256)
     levels: str = "layer2,layer3"  # ResNet-18 stages whose features are scored, comma-separated
     fusion: str = "concat"  # concat: one bank of joined features | multiply: per-level maps multiplied
     downsample: str = "stride"  # stride: strided conv + max-pool | haar, db2, db3: wavelet LL (WaveCNet)
@@ -70,6 +78,7 @@ class SSLConfig(RunOptions):
     coreset_ratio: float = 0.1  # bank size / all training patches (per level for multiply)
     projection_dim: int = 128
     chunk_size: int = 4096
+    patches_per_image: int | None = 1024  # stage 2: random patches kept per image before the coreset; None: all
     checkpoint_every: int = 5  # half of the 10 epochs: RunOptions' 10 would checkpoint only at the end
 
     def __post_init__(self) -> None:
@@ -82,12 +91,17 @@ class SSLConfig(RunOptions):
             raise ValueError(f"coreset {self.coreset!r}: choose from {', '.join(CORESET_METHODS)}")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio {self.coreset_ratio}: must be in (0, 1]")
+        if self.patches_per_image is not None and self.patches_per_image < 1:
+            raise ValueError(f"patches_per_image {self.patches_per_image}: must be ≥ 1 (or null: every patch)")
         levels = self.level_names
         # Equal to its known names in stage order only if every name is known, once, in order.
         if not levels or list(levels) != [name for name in CHANNELS if name in levels]:
             raise ValueError(f"levels {self.levels!r}: distinct names from {', '.join(CHANNELS)}, shallow to deep")
-        if self.size % STRIDES[levels[-1]]:
-            raise ValueError(f"size {self.size}: must be a multiple of {STRIDES[levels[-1]]} ({levels[-1]}'s stride)")
+        check_size(self.size, self.size_multiple, f"{levels[-1]}'s stride")
+
+    @property
+    def size_multiple(self) -> int:
+        return STRIDES[self.level_names[-1]]
 
     @property
     def level_names(self) -> tuple[str, ...]:
@@ -241,7 +255,9 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     """Stage 2: bank(s) of good patch features and the exported graph for ``config.fusion``."""
     front = PatchFeatures(backbone.info.channels, NATIVE_WIDTH, NATIVE_WIDTH)
     extractor = nn.Sequential(ImageInput(backbone.info.mean, backbone.info.std), backbone, front).eval()
-    features = extract_patch_features(extractor, files, config.size, config.batch_size)
+    features = extract_patch_features(
+        extractor, files, size_hw(config.size), config.batch_size, config.patches_per_image, config.seed
+    )
     if config.fusion == "concat":
         bank = torch.from_numpy(features[select_coreset(features, config)])
         # PatchCore's graph builder and coreset read only fields SSLConfig shares with its config.
@@ -253,7 +269,7 @@ def fused_graph(backbone: Backbone, files: list[Path], config: SSLConfig) -> tup
     per_level = np.split(features, np.cumsum(backbone.info.channels)[:-1], axis=1)
     banks = [torch.from_numpy(level[select_coreset(level, config)]) for level in per_level]
     scorer = nn.Sequential(backbone, front, LevelProduct(banks, backbone.info.channels, config.chunk_size))
-    graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, (config.size, config.size)).eval()
+    graph = AnomalyGraph(scorer, backbone.info.mean, backbone.info.std, size_hw(config.size)).eval()
     return graph, {
         "bank_size": [len(b) for b in banks],
         "feature_dim": list(backbone.info.channels),
@@ -306,4 +322,4 @@ OPTIONS = OptionGroup(
         ),
     ),
 )
-OPTION_GROUPS = (OPTIONS, TRAINING_OPTIONS)
+OPTION_GROUPS = (OPTIONS, TRAINING_OPTIONS, BANK_OPTIONS)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .data import DataError
 from .options import OptionGroup
+from .sizes import DEFAULT_PIXEL_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class RunOptions:
     holdout: float = 0.1  # good images kept out of training: validation, then calibration
     seed: int = 0
     reference: bool = False  # also score DATA's labelled test set in PyTorch (reference.npz)
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # size auto: pixels of the working resolution
 
 
 @dataclass

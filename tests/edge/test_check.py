@@ -45,7 +45,8 @@ def test_check_judges_one_frame_per_camera_and_says_what_it_saw(tmp_path):
     lines = lines[:-2]
     assert lines[0].startswith(f"bundle   {tmp_path / 'bundle'} (32×32 input), threshold 0.5 (calibrated on 20")
     assert lines[1].startswith("backend  onnxruntime") and "CPUExecutionProvider" in lines[1]
-    assert lines[2] == f"publish  {endpoint} bound"
+    assert lines[2:4] == ["history  none: unsigned (no manifest.json)", "trust    not checked: trust.keys is not set"]
+    assert lines[4] == f"publish  {endpoint} bound"
     top, side = (next(line for line in lines if line.startswith(name)) for name in ("top ", "side "))
     assert "64×48 frame → OK, score" in top
     assert "64×48 frame → NG, score" in side and "1 region(s), strongest at bbox" in side

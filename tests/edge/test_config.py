@@ -22,6 +22,7 @@ from edge.config import (
     ReconnectConfig,
     RoiConfig,
     StreamConfig,
+    TrustConfig,
     VideoConfig,
     load_config,
     parse_config,
@@ -367,6 +368,7 @@ def test_line3_documents_every_key() -> None:
         QueueConfig,
         PublishConfig,
         EvidenceConfig,
+        TrustConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.
     keys = {name for section in sections for name in section.model_fields}

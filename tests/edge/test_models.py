@@ -127,5 +127,6 @@ def test_check_says_which_bundle_judges_which_camera(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"bundle   {tmp_path / 'line-bundle'} (32×32 input) for top, threshold 0.5")
-    assert lines[2].startswith(f"bundle   {tmp_path / 'side-bundle'} (16×16 input) for side, threshold 0.5")
-    assert lines[1].startswith("backend  onnxruntime") and lines[3].startswith("backend  onnxruntime")
+    assert lines[4].startswith(f"bundle   {tmp_path / 'side-bundle'} (16×16 input) for side, threshold 0.5")
+    assert lines[1].startswith("backend  onnxruntime") and lines[5].startswith("backend  onnxruntime")
+    assert lines[2].startswith("history  ") and lines[3].startswith("trust    ")

@@ -194,7 +194,7 @@ def test_config_file_then_command_line(tmp_path: Path, capsys) -> None:
     code, stderr = run_cli(
         capsys, "--method", "patchcore", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(config)
     )
-    assert code == 2 and "size: must be an integer (got 'large')" in error_lines(stderr)[0]
+    assert code == 2 and "size 'large': expected PX, HxW" in error_lines(stderr)[0]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -304,7 +304,7 @@ def test_ctrl_c_offers_resume_only_where_there_is_one(
         ("glass", "images_per_epoch: yes", "images_per_epoch: must be an integer or null (got True)"),
         ("autoencoder", "epochs: true", "epochs: must be an integer (got True)"),
         ("ssl", "reference: 1", "reference: must be true or false (got 1)"),
-        ("patchcore", "size: null", "size: must be an integer (got None)"),
+        ("patchcore", "size: null", "size: must be an integer or a string (got None)"),
     ],
 )
 def test_config_values_are_checked_against_the_field_types(tmp_path: Path, method: str, text: str, needle: str) -> None:
@@ -328,5 +328,33 @@ def test_config_values_of_a_wider_type_are_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_size_too_small_for_the_smoothing_is_refused_up_front(method: str) -> None:
-    with pytest.raises(ValueError, match=r"size 16: must be ≥ 17 .*smoothing"):
+    with pytest.raises(ValueError, match=r"size 16: each side must be ≥ 17 .*smoothing"):
         METHODS[method].config(size=16)
+
+
+def test_export_with_a_sign_key_writes_a_bundle_a_line_with_trust_runs(tmp_path: Path, write_images, capsys) -> None:
+    from edge.bundle import load_bundle
+    from edge.cli import keys_main
+    from edge.trust import read_history
+
+    assert keys_main(["--sign", str(tmp_path / "trusted"), "maker"]) == 0
+    write_images(tmp_path / "good", 6, size=(80, 72))
+    out = tmp_path / "bundle"
+    args = ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(out), "--size", "64"]
+    code, stderr = run_cli(
+        capsys, *args, "--coreset-ratio", "0.05", "--sign-key", str(tmp_path / "trusted" / "maker.ed25519")
+    )
+    assert code == 0, stderr
+    (entry,) = read_history(out)
+    assert (entry.action, entry.signer, entry.tool, entry.previous) == ("export", "maker", "export-engine", None)
+    assert sorted(entry.files) == ["bundle.yaml", "model.onnx"]
+    assert load_bundle(out, trusted_keys=tmp_path / "trusted").method == "patchcore"
+
+
+def test_an_unreadable_sign_key_is_refused_before_training(tmp_path: Path, write_images, capsys) -> None:
+    write_images(tmp_path / "good", 6, size=(80, 72))
+    (tmp_path / "key.ed25519").write_text("not a key")
+    args = ["--method", "patchcore", "--data", str(tmp_path / "good"), "--out", str(tmp_path / "bundle")]
+    code, stderr = run_cli(capsys, *args, "--sign-key", str(tmp_path / "key.ed25519"))
+    assert code == 2 and "key.ed25519: not an unencrypted PEM private key" in stderr, stderr
+    assert not (tmp_path / "bundle").exists()

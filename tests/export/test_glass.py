@@ -145,11 +145,11 @@ def test_foreground_masks_are_read_by_image_name(write_images, tmp_path: Path) -
     mask[8:24, 8:24] = 255
     cv2.imwrite(str(tmp_path / "fg" / images[0].name), mask)
     with pytest.raises(DataError, match=f"no mask {images[1].name}"):
-        load_foregrounds(images, tmp_path / "fg", 16)
+        load_foregrounds(images, tmp_path / "fg", (16, 16))
     cv2.imwrite(str(tmp_path / "fg" / images[1].name), mask)
-    masks = load_foregrounds(images, tmp_path / "fg", 16)
+    masks = load_foregrounds(images, tmp_path / "fg", (16, 16))
     assert masks.shape == (2, 16, 16) and masks.dtype == bool and masks[:, 4:12, 4:12].all() and masks.sum() == 2 * 64
-    assert load_foregrounds(images, None, 16) is None
+    assert load_foregrounds(images, None, (16, 16)) is None
 
 
 # --- GAS ---------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from export.wavelet import LOWPASS, WAVELETS, WaveletLowpass
 from tests.export.helpers import (
     assert_onnx_parity,
     export_and_score,
+    good_folder,  # noqa: F401 (a fixture)
     one_thread,  # noqa: F401
     session,
 )
