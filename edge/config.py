@@ -191,6 +191,34 @@ class MetricsConfig(Section):
     bind: HostPort | None = None  # a Prometheus /metrics endpoint; None = off
 
 
+class HmiImagesConfig(Section):
+    """JPEGs of judged parts for the operator's screen (edge.images), on a socket of their own."""
+
+    bind: Endpoint | None = None  # the image topic "img/<line>/<station>"; None = off
+    every_ng: bool = True  # every NG part's image (as long as the queue has room)
+    ok_per_s: Annotated[float, Field(ge=0, le=1000)] = 2.0  # OK parts, at most this many per second per camera
+    max_side: Annotated[int, Field(ge=16, le=4096)] = 480  # the JPEG's longer side, pixels
+    quality: Annotated[int, Field(ge=1, le=100)] = 80
+    queue: Annotated[Count, Field(ge=1)] = 8  # images waiting to be encoded; beyond it, dropped and counted
+    sndhwm: Annotated[Count, Field(ge=1)] = 16  # images waiting for a slow subscriber; beyond it, dropped and counted
+
+
+class HmiConfig(Section):
+    """What edge-hmi (the operator's screen, its own process) reads; the daemon ignores it."""
+
+    bind: HostPort = "127.0.0.1:8080"  # where the page is served
+    users: Annotated[Path, _path()] | None = None  # reviewers, scrypt-hashed (edge-hmi --add-user); None = no review
+    review_dir: Annotated[Path, _path()] = Path("review")  # reviewed parts: good/, <defect type>/, log.jsonl
+    curve_secret_key: Annotated[Path, _path("file")] | None = None  # the HMI's own CURVE key pair, for a CURVE daemon
+    error_rate_limit: Annotated[float, Field(ge=0, le=1)] = 0.05  # alarm above this share of recent ERROR verdicts
+    drift_z_limit: Annotated[float, Field(gt=0, le=100)] = 3.0  # alarm when the drift |z| exceeds this
+    stale_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # alarm when no status came for this long
+    # When shifts start (local time): the page's shift counts start again at each.
+    shifts: list[Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]] = Field(
+        default_factory=lambda: ["06:00", "14:00", "22:00"], min_length=1
+    )
+
+
 class TrustConfig(Section):
     keys: Annotated[Path, _path("directory")] | None = None  # the signers' public keys (NAME.pub); None = unchecked
 
@@ -216,6 +244,8 @@ class LineConfig(Model):
     publish: PublishConfig = PublishConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+    hmi_images: HmiImagesConfig = HmiImagesConfig()
+    hmi: HmiConfig = HmiConfig()
     trust: TrustConfig = TrustConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors

@@ -21,6 +21,7 @@ import numpy as np
 from edge.batcher import FrameQueue
 from edge.config import LineConfig, StreamConfig
 from edge.grabbers import GrabberPool
+from edge.images import ImageOutlet
 from edge.inspector import judge_batch
 from edge.metrics import MetricsServer
 from edge.models import Model, distinct, load_models
@@ -59,6 +60,9 @@ class Daemon:
         self.zmq = ZmqOutlet(cfg.publish)
         self.publisher = self.zmq.publisher
         self.outlets: list[Outlet] = [self.zmq, self.evidence]  # each gets every verdict and status
+        self.images = ImageOutlet(cfg.hmi_images, cfg.publish) if cfg.hmi_images.bind else None
+        if self.images is not None:
+            self.outlets.append(self.images)
         self.metrics = None
         if cfg.metrics.bind:
             host, port = cfg.metrics.bind.rsplit(":", 1)
@@ -173,7 +177,8 @@ class Daemon:
 
     # -- per batch ----------------------------------------------------------------------
     def _process(self, batch: Batch) -> None:
-        for v in self.judge_frames(batch.frames):
+        # OK parts keep their map only for the screen's images (an NG verdict always has it).
+        for v in self.judge_frames(batch.frames, keep_maps=bool(self.images and self.cfg.hmi_images.ok_per_s)):
             self._publish(v)
 
     def judge_frames(self, frames: list[Frame], keep_maps: bool = False) -> list[Verdict]:
@@ -246,6 +251,7 @@ class Daemon:
             in_flight,
             grab_errors,
             *self.evidence.counts(),
+            *(self.images.counts() if self.images else (None, None)),
         )
 
     def _heartbeat(self) -> None:
@@ -260,6 +266,8 @@ class Daemon:
 
     def _finish(self) -> None:
         self.evidence.close()  # written out before the final status counts it
+        if self.images is not None:
+            self.images.close()  # sent or dropped, before the final status counts them
         self.state = "stopped"
         self.systemd.stopping(summary(self.state, [self.status(name) for name in self.streams]))
         for name in self.streams:

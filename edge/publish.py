@@ -104,7 +104,10 @@ def load_allowed_clients(folder: Path) -> frozenset[bytes]:
 
 
 class Publisher:
-    def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
+    def __init__(
+        self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None, sndbuf: int = -1
+    ):
+        """sndbuf: the kernel's send buffer per connection, bytes (-1: the system's, which grows to megabytes)."""
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
@@ -114,6 +117,7 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._sock.setsockopt(zmq.SNDBUF, sndbuf)
         # Subscription messages carry no peer: one PLC subscribed to two topics sends two. The
         # socket's monitor tells connected peers apart (by their connection's fd, from accept to
         # disconnect); it watches from before the bind, so no early peer is missed.
@@ -201,13 +205,20 @@ class Publisher:
         not mean every subscriber got it (see the module docstring)."""
         # allow_nan=False: NaN and Infinity are not JSON, and a PLC's parser may reject the
         # whole message; every field is finite or null at its source, so this only catches a bug.
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        return self.send_parts([topic.encode(), json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()])
+
+    def send_parts(self, parts: list[bytes]) -> bool:
+        """One multipart message as it is; False (counted in ``failed``) when refused."""
         try:
-            self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.failed += 1
             return False
+
+    def refuse_when_full(self) -> None:
+        """A subscriber's full queue refuses the send (counted) instead of dropping it unseen."""
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     def close(self) -> None:
         self._sock.disable_monitor()
