@@ -15,7 +15,7 @@ CLIS = {
     "edge-keys": "from edge.cli import keys_main as m",
     "edge-calibrate": "from calibration.cli import main as m",
     "edge-capture": "from edge.capture import main as m",
-    "edge-hmi": "from edge.hmi.server import main as m",
+    "edge-hmi": "from hmi.server import main as m",
 }
 
 

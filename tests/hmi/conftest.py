@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 INSTALL = 'apt-get update && apt-get install -y chromium; pip install ".[hmi]" playwright'
-EDGE_HMI = [sys.executable, "-c", "import sys; from edge.hmi.server import main; sys.exit(main())"]
+EDGE_HMI = [sys.executable, "-c", "import sys; from hmi.server import main; sys.exit(main())"]
 SCREENSHOTS = Path(os.environ.get("EDGE_HMI_SCREENSHOTS", Path(__file__).parents[2] / "build" / "hmi-screenshots"))
 
 

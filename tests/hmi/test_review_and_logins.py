@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge.cli import keys_main
-from edge.hmi.auth import Sessions, add_user, check_password, hash_password, read_users
-from edge.hmi.review import Review, ReviewError
+from hmi.auth import Sessions, add_user, check_password, hash_password, read_users
+from hmi.review import Review, ReviewError
 from tests.edge.harness import free_port, pattern, start, write_config, write_video
 
 from .conftest import needs_hmi_extra, start_hmi

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 from edge.config import HmiConfig
-from edge.hmi.state import LiveState, shift_start
+from hmi.state import LiveState, shift_start
 
 
 def status(

@@ -22,9 +22,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from edge.config import LineConfig
-from edge.hmi.auth import Sessions
-from edge.hmi.review import Review, ReviewError
-from edge.hmi.state import LiveState
+from hmi.auth import Sessions
+from hmi.review import Review, ReviewError
+from hmi.state import LiveState
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -135,7 +135,7 @@ class Hmi:
         if self._user(request) is None:
             return JSONResponse({"error": "log in to review"}, status_code=401)
         from calibration.calibrate import CalibrationError
-        from edge.hmi.preview import preview
+        from hmi.preview import preview
 
         stream = self.cfg.streams[0]  # the line's bundle: reviewed parts of a line with several are not told apart
         assert stream.bundle is not None  # filled in by load_config
@@ -171,7 +171,7 @@ def is_local(host: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from edge.cli import Parser, _setup_logging
     from edge.config import ConfigError, load_config
-    from edge.hmi.auth import add_user
+    from hmi.auth import add_user
 
     p = Parser(
         prog="edge-hmi",
@@ -210,7 +210,7 @@ def _add_user(cfg: LineConfig, name: str, add) -> int:
 def serve(cfg: LineConfig, bind: str) -> int:
     import uvicorn
 
-    from edge.hmi.feed import Feed
+    from hmi.feed import Feed
 
     host, port = bind.rsplit(":", 1)
     if cfg.hmi.users is not None and not cfg.hmi.users.is_file():

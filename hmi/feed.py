@@ -14,8 +14,8 @@ import zmq
 import zmq.auth
 
 from edge.config import LineConfig
-from edge.hmi.state import LiveState
 from edge.images import IMAGE_TOPIC_PREFIX, SNDBUF
+from hmi.state import LiveState
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What the page shows, per camera, kept from the daemon's messages (edge.hmi.feed writes it,
+"""What the page shows, per camera, kept from the daemon's messages (hmi.feed writes it,
 the server reads snapshots of it; a lock keeps the two apart)."""
 
 from __future__ import annotations
