@@ -10,6 +10,10 @@ Rows:
   daemon-evidence  daemon-max saving evidence for every part (NG overlay + raw frame, every OK
                  part raw: evidence.raw, ok_every 1), the worst case for the disk: whether
                  writing holds up verdicts, and how much of it the writer had to skip
+  daemon-images  daemon-max sending the operator screen's JPEGs as configured by default (every
+                 NG part, 2 OK parts/s; a subscriber reading them); daemon-images-all: of every
+                 part (ok_per_s 1000), the worst case: whether encoding holds up verdicts, and
+                 how many images the outlet had to drop
 Without --bundle/--video it builds the embedded demo bundle first (needs the train extra).
 """
 
@@ -73,7 +77,14 @@ def free_port() -> int:
 
 
 def bench_daemon(
-    bundle_dir: Path, video: Path, batch: int, n_frames: int, fps: float | None, workdir: Path, evidence: bool = False
+    bundle_dir: Path,
+    video: Path,
+    batch: int,
+    n_frames: int,
+    fps: float | None,
+    workdir: Path,
+    evidence: bool = False,
+    images_ok_per_s: float | None = None,
 ) -> dict:
     port = free_port()
     cfg = {
@@ -88,6 +99,11 @@ def bench_daemon(
     }
     if evidence:
         cfg["evidence"] = {"dir": str(workdir / f"evidence-{port}"), "raw": True, "ok_every": 1}
+    screen = None
+    if images_ok_per_s is not None:
+        images_at = f"tcp://127.0.0.1:{free_port()}"
+        cfg["hmi_images"] = {"bind": images_at, "ok_per_s": images_ok_per_s}
+        screen = ScreenReader(images_at)
     path = workdir / f"bench-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([*EDGE_RUN, "--config", str(path)])
@@ -108,6 +124,8 @@ def bench_daemon(
                     proc.terminate()
     finally:
         proc.wait(30)
+        if screen is not None:
+            screen.close()
     warm = received[batch * 2 :]  # skip warm-up batches
     span = warm[-1][1] - warm[0][1]
     c = final["counters"]
@@ -120,8 +138,38 @@ def bench_daemon(
         "what": "grab→publish",
         "dropped": c["dropped"],
         "evidence": f"{sum(saved.values())} saved, {sum(skipped.values())} skipped" if saved else "-",
+        "images": f"{c['images_sent']} sent, {c['images_dropped']} dropped, {screen.n} read" if screen else "-",
         "accounted": c["frames_in"] == len(received) + c["dropped"],
     }
+
+
+class ScreenReader:
+    """A screen that reads every image (edge-hmi's subscription, without its page)."""
+
+    def __init__(self, endpoint: str) -> None:
+        import threading
+
+        import zmq
+
+        self.n, self._stop = 0, threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"img/")
+        self._sock.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._sock.poll(100):
+                self._sock.recv_multipart()
+                self.n += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close(0)
+        self._ctx.term()
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -162,6 +210,8 @@ def main() -> None:
             bundle, video, args.batch, args.frames // 2, rows["backend"]["fps"] / 2, workdir
         )
         rows["daemon-evidence"] = bench_daemon(bundle, video, args.batch, args.frames, None, workdir, evidence=True)
+        for name, ok_per_s in (("daemon-images", 2.0), ("daemon-images-all", 1000.0)):
+            rows[name] = bench_daemon(bundle, video, args.batch, args.frames, None, workdir, images_ok_per_s=ok_per_s)
     base = rows["backend"]["fps"]
     print(
         f"\nbundle {load_bundle(bundle).name}, batch {args.batch}, {platform.processor() or platform.machine()}, "
@@ -171,13 +221,14 @@ def main() -> None:
         f"daemon {[round(r['fps'], 1) for r in runs['daemon-max']]})"
     )
     print(
-        "| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped | evidence |"
+        "| run | frames | images/s | vs backend | latency p50 ms | latency p99 ms | latency is | dropped | evidence "
+        "| screen images |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(
             f"| {name} | {r['n']} | {r['fps']:.1f} | {100 * r['fps'] / base:.0f}% | {r['lat']['p50']:.1f} | "
-            f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} | {r.get('evidence', '-')} |"
+            f"{r['lat']['p99']:.1f} | {r['what']} | {r.get('dropped', '-')} | {r.get('evidence', '-')} | {r.get('images', '-')} |"
         )
     for name, r in rows.items():
         if "accounted" in r and not r["accounted"]:

@@ -62,6 +62,29 @@ class Scores:
     pixel_std: float
 
 
+def infer_rgb(backend: Backend, bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly_map [b, 1, H, W], score [b]) of RGB images of any size, resized as the line does."""
+    frames = [Frame("calib", j, "", 0.0, image) for j, image in enumerate(images)]
+    return backend.infer(to_input(frames, bundle.height, bundle.width))
+
+
+def held_out_files(bundle: Bundle) -> list[Path]:
+    """The good images export-engine held out of training (bundle.yaml `training.holdout`)."""
+    files = [Path(f) for f in bundle.meta.get("training", {}).get("holdout") or []]
+    if not files:
+        raise CalibrationError(
+            f"{bundle.path}: bundle.yaml lists no held-out images; export with --holdout or give --data"
+        )
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise CalibrationError(
+            f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
+            f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
+            "another?); use --data GOOD_DIR with good parts here"
+        )
+    return files
+
+
 def infer_files(
     backend: Backend, bundle: Bundle, files: list[Path], batch: int, desc: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -71,8 +94,7 @@ def infer_files(
     not_finite = []
     for i in tqdm(range(0, len(files), batch), desc=desc, unit="batch"):
         chunk = files[i : i + batch]
-        frames = [Frame("calib", j, p.name, 0.0, read_rgb(p)) for j, p in enumerate(chunk)]
-        maps, scores = backend.infer(to_input(frames, bundle.height, bundle.width))
+        maps, scores = infer_rgb(backend, bundle, [read_rgb(p) for p in chunk])
         finite = np.isfinite(scores) & np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
         not_finite += [p for p, ok in zip(chunk, finite) if not ok]
         yield maps, scores

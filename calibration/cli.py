@@ -10,6 +10,7 @@ from pathlib import Path
 from calibration.calibrate import (
     CalibrationError,
     calibrate,
+    held_out_files,
     list_images,
     sigma_problem,
     warnings_for,
@@ -23,7 +24,7 @@ from edge.trust import add_sign_key_argument, check_unchanged, load_signing_key,
 log = logging.getLogger("calibration")
 
 
-class _AtLeastOne(argparse.Action):
+class AtLeastOne(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         if value < 1:
             parser.error(f"{option_string} must be >= 1 (got {value})")
@@ -35,7 +36,7 @@ def add_scoring_arguments(p: Parser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="as on the line")
     p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index, as the line config's gpu")
     p.add_argument(
-        "--batch", type=int, default=8, action=_AtLeastOne, help="images per inference call (default %(default)s)"
+        "--batch", type=int, default=8, action=AtLeastOne, help="images per inference call (default %(default)s)"
     )
 
 
@@ -43,18 +44,7 @@ def _good_parts(bundle: Bundle, args: argparse.Namespace) -> tuple[list[Path], s
     """The images to calibrate on (--data or --holdout), and where they come from."""
     if not args.holdout:
         return list_images(Path(args.data)), str(Path(args.data).resolve())
-    files = [Path(f) for f in bundle.meta.get("training", {}).get("holdout") or []]
-    if not files:
-        raise CalibrationError(
-            f"{args.bundle}: bundle.yaml lists no held-out images; export with --holdout or give --data"
-        )
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise CalibrationError(
-            f"{missing[0]}: {len(missing)} of {len(files)} held-out images listed in "
-            f"{bundle.path / 'bundle.yaml'} are not on this machine (exported on "
-            "another?); use --data GOOD_DIR with good parts here"
-        )
+    files = held_out_files(bundle)
     return files, f"holdout of {bundle.meta['training'].get('data')}"
 
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import sys
 from pathlib import Path
 
-from calibration.calibrate import CalibrationError
-from calibration.cli import add_scoring_arguments
+from calibration.calibrate import CalibrationError, held_out_files, list_images
+from calibration.cli import AtLeastOne, add_scoring_arguments
+from calibration.defect_sizes import (
+    DEFAULT_CONTRAST,
+    DEFAULT_SIZES,
+    DefectSizeSheet,
+    defect_size_sheet,
+    parse_sizes,
+    sheet_table,
+)
 from calibration.evaluate import AUROC_DROP_BUDGET_POINTS, COMPARED, DatasetError, EvalResult, Metrics, evaluate
 from calibration.reference import ReferenceError, compare_with_reference, load_reference
-from edge.backends import BackendError, load_backend
-from edge.bundle import BundleError, load_bundle
+from edge.backends import Backend, BackendError, load_backend
+from edge.bundle import Bundle, BundleError, load_bundle
 from edge.cli import Parser
 
 log = logging.getLogger("calibration")
@@ -61,6 +70,63 @@ def comparison_table(diff: dict) -> str:
     return "\n".join(lines)
 
 
+def add_defect_size_arguments(p: Parser) -> None:
+    g = p.add_argument_group("defect-size sheet (synthetic defects on good parts, never the test set)")
+    g.add_argument(
+        "--defect-sizes",
+        nargs="?",
+        const=",".join(map(str, DEFAULT_SIZES)),
+        type=_sizes,
+        metavar="PX,PX,...",
+        help="also plant scratches, spots and dents of these sizes in the images' own (camera) pixels "
+        "on good parts the model never saw, score them as the line does and report the share caught "
+        "at the calibrated threshold per size and type (default sizes: %(const)s)",
+    )
+    g.add_argument(
+        "--defect-good",
+        metavar="DIR",
+        help="good images to plant on (default: the ones export-engine held out, listed in bundle.yaml)",
+    )
+    g.add_argument(
+        "--defect-contrast",
+        type=float,
+        default=DEFAULT_CONTRAST,
+        help="how far a defect moves the surface, as a fraction of full scale (default %(default)s: "
+        "64 grey levels, darker on bright surfaces, brighter on dark ones)",
+    )
+    g.add_argument(
+        "--defect-repeats",
+        type=int,
+        default=1,
+        action=AtLeastOne,
+        help="placements of each size and type per good image (default %(default)s)",
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return parse_sizes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _sheet(bundle: Bundle, backend: Backend, args: argparse.Namespace) -> DefectSizeSheet:
+    if args.defect_good:
+        files, source = list_images(Path(args.defect_good)), str(Path(args.defect_good).resolve())
+    else:
+        files, source = held_out_files(bundle), "held out of training"
+    return defect_size_sheet(
+        bundle,
+        backend,
+        files,
+        source,
+        args.defect_sizes,
+        contrast=args.defect_contrast,
+        repeats=args.defect_repeats,
+        batch=args.batch,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="edge-eval",
@@ -78,14 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle directory written by export-engine")
     p.add_argument("--data", required=True, help="MVTec AD category folder, e.g. mvtec/bottle")
     p.add_argument("--out", help="output folder (default: BUNDLE/eval)")
+    add_defect_size_arguments(p)
     add_scoring_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
         bundle = load_bundle(args.bundle)
         reference = load_reference(bundle)  # a damaged one is reported before the scoring, not after
-        result = evaluate(bundle, load_backend(bundle, args.backend, args.gpu, args.batch), Path(args.data), args.batch)
+        backend = load_backend(bundle, args.backend, args.gpu, args.batch)
+        result = evaluate(bundle, backend, Path(args.data), args.batch)
         result.comparison = compare_with_reference(bundle, result, reference)
+        if args.defect_sizes is not None:
+            result.defect_sizes = _sheet(bundle, backend, args)
     except (BundleError, BackendError, CalibrationError, DatasetError, ReferenceError) as e:
         print(f"edge-eval: {e}", file=sys.stderr)
         return 2
@@ -102,5 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibrated threshold {result.threshold:.5g} (FRR, FAR in %)")
     if result.comparison is not None:
         print(comparison_table(result.comparison))
+    if result.defect_sizes is not None:
+        print(sheet_table(result.defect_sizes))
     print(f"wrote {json_path}\nwrote {html_path}")
     return 0 if result.comparison is None or result.comparison["within_budget"] else 1

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from calibration.calibrate import infer_files
+from calibration.defect_sizes import DefectSizeSheet
 from calibration.metrics import Confusion, aupro, confusion, f1_max, image_auroc, pixel_auroc
 from edge.backends import Backend
 from edge.bundle import Bundle, Calibration
@@ -46,7 +47,7 @@ class DatasetError(ValueError):
 class Item:
     image: Path
     defect: str  # "good" or the defect type (the test sub-folder's name)
-    mask: Path | None  # None for good parts: their mask is empty
+    mask: Path | None  # None for good parts (their mask is empty), and where a category has no masks
 
     @property
     def is_defect(self) -> bool:
@@ -62,7 +63,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def find_items(root: Path) -> list[Item]:
-    """Every test image of an MVTec AD category, good first, with its mask file."""
+    """Every test image of an MVTec AD category, good first, with its mask file (none at all when
+    the category has no ground_truth/ folder)."""
     test = root / "test"
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory; {LAYOUT}")
@@ -81,10 +83,15 @@ def find_items(root: Path) -> list[Item]:
         raise DatasetError(
             f"{test}: no defect-type folders besides good/; {LAYOUT} (for good parts only, use edge-calibrate)"
         )
+    # A category without ground_truth/ at all (labelled by folder only) is measured on images alone.
+    unmasked = not (root / "ground_truth").exists()
     for defect in defects:
         images = _images_in(test / defect)
         if not images:
             raise DatasetError(f"{test / defect}: no images")
+        if unmasked:
+            items += [Item(p, defect, None) for p in images]
+            continue
         masks = [root / "ground_truth" / defect / f"{p.stem}_mask.png" for p in images]
         missing = [m for m in masks if not m.is_file()]
         if missing:
@@ -194,6 +201,7 @@ class EvalResult:
     meta: dict = field(default_factory=dict)  # what was measured, with what, when
     notes: list[str] = field(default_factory=list)  # caveats a reader should see first
     comparison: dict | None = None  # against the PyTorch reference (calibration/reference.py)
+    defect_sizes: DefectSizeSheet | None = None  # planted defects on good parts (calibration/defect_sizes.py)
 
     @property
     def labels(self) -> np.ndarray:
@@ -224,6 +232,7 @@ class EvalResult:
             "overall": self.overall.to_json(),
             "per_type": {t: m.to_json() for t, m in self.per_type.items()},
             "reference_comparison": self.comparison,
+            "defect_sizes": None if self.defect_sizes is None else self.defect_sizes.to_json(),
             "images": [
                 {
                     "file": i.name,
@@ -295,7 +304,12 @@ def evaluate_outputs(
 def _notes(items: list[Item], masks: np.ndarray, overall: Metrics, calibration: Calibration | None) -> list[str]:
     notes = []
     unmarked = [i.name for i, m in zip(items, masks) if i.is_defect and not m.any()]
-    if unmarked:
+    if overall.n_defect and all(i.mask is None for i in items):
+        notes.append(
+            "no ground_truth/ masks: image metrics only (pixel AUROC and AUPRO are n/a); add "
+            "ground_truth/<defect type>/<name>_mask.png to measure where defects are found"
+        )
+    elif unmarked:
         notes.append(
             f"{len(unmarked)} of {overall.n_defect} defect images have no defect pixels in their mask on "
             f"the {masks.shape[1]}x{masks.shape[2]} pixel grid (e.g. {unmarked[0]}): the pixel metrics "

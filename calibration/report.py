@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from calibration.calibrate import read_rgb
+from calibration.defect_sizes import CENTRAL, DefectSizeSheet
 from calibration.evaluate import COMPARED, EvalResult, Item, Metrics, load_masks
 from calibration.metrics import AUPRO_FPR_LIMIT, pro_curve, wilson_interval
 from edge.evidence import heat_overlay  # the line's own NG evidence scale: the report reads like it
@@ -322,6 +323,39 @@ def comparison(diff: dict) -> dict:
     }
 
 
+def defect_sizes(sheet: DefectSizeSheet) -> dict:
+    """The defect-size sheet: share caught against size in camera pixels, one line per kind, and its table."""
+    sy, sx = sheet.model_px_per_native_px
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.add_subplot()
+    for kind, colour in zip(sheet.kinds, (GOOD_COLOUR, DEFECT_COLOUR, F1_COLOUR)):
+        shares = [100 * k / n for k, n in (sheet.caught(kind, size) for size in sheet.sizes)]
+        ax.plot(sheet.sizes, shares, "o-", color=colour, label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sheet.sizes, [f"{s}\n({s * min(sy, sx):.2g})" for s in sheet.sizes])
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("defect size, camera px (model px)")
+    ax.set_ylabel("caught at threshold, %")
+    ax.legend(frameon=False)
+    _style(ax)
+    return {
+        "plot": png_uri(fig),
+        "n_images": sheet.n_images,
+        "repeats": sheet.repeats,
+        "source": sheet.source,
+        "contrast": f"{100 * sheet.contrast:g}",
+        "central": f"{100 * CENTRAL:g}",
+        "threshold": num(sheet.threshold),
+        "clean": rate(sheet.clean_rejected, sheet.n_images),
+        "headers": ["size (camera px)", "model px", *sheet.kinds],
+        "rows": [
+            [str(size), f"{size * sy:.2g}" + ("" if math.isclose(sy, sx, rel_tol=0.01) else f"×{size * sx:.2g}")]
+            + [rate(*sheet.caught(kind, size)) for kind in sheet.kinds]
+            for size in sheet.sizes
+        ],
+    }
+
+
 def meta_rows(result: EvalResult) -> list[list[str]]:
     meta, cal = result.meta, result.calibration
     backend = meta.get("backend", {})
@@ -378,6 +412,7 @@ def render(result: EvalResult) -> str:
         histograms=histograms(result),
         curves=curves(result),
         comparison=None if result.comparison is None else comparison(result.comparison),
+        defect_sizes=None if result.defect_sizes is None else defect_sizes(result.defect_sizes),
         gallery=gallery(result),
     )
 

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
 
 DEFECTS = ("scratch", "stain", "missing")
-_GROUPS = ("train", "calib", "good", *DEFECTS)
+Part = Literal["flange", "shaft"]
+# The long part's defects are small on purpose: a few pixels at the camera's resolution.
+SHAFT_DEFECTS = ("scratch", "pit")
+_GROUPS = ("train", "calib", "good", *DEFECTS, "pit")  # appended only: every flange keeps its seed
 
 # Flange drawing in pixels of a 256 px image; other sizes scale it.
 _OUTER_R, _HUB_R, _BORE_R = 100.0, 46.0, 22.0
@@ -89,7 +92,7 @@ def render_part(seed: int, defect: str | None = None, size: int = 256) -> tuple[
     sd = _signed_distances(flange, geometry)
     coverage = _coverage(sd)
     surface = _surface(rng, flange, geometry, sd)
-    background = _background(rng, size)
+    background = _background(rng, size, size)
     sensor = _SENSOR_SIGMA * rng.standard_normal((size, size, 3), dtype=np.float32)
     image = coverage[..., None] * surface + (1 - coverage[..., None]) * background
     mask = None
@@ -200,10 +203,10 @@ def _chamfer_shading(f: _Flange, g: _Geometry, sd: dict[str, np.ndarray]) -> np.
     return shading
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Dark matte conveyor, well below lit steel so a missing piece always shows."""
-    ramp = np.linspace(-4, 4, size, dtype=np.float32)[None, :]
-    grey = 50 + ramp + 2 * _smooth_noise(rng, (size, size), 6.0 * size / 256)
+    ramp = np.linspace(-4, 4, width, dtype=np.float32)[None, :]
+    grey = 50 + ramp + 2 * _smooth_noise(rng, (height, width), 6.0 * height / 256)
     return grey[..., None] * _BACKGROUND_TINT
 
 
@@ -219,9 +222,9 @@ def _random_polygon(
     return canvas.astype(bool)
 
 
-def _on_solid(rng: np.random.Generator, scene: _Scene, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _on_solid(rng: np.random.Generator, coverage: np.ndarray, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Draw a surface defect around random points of solid metal until nearly all of it lands there."""
-    solid = scene.coverage >= 1
+    solid = coverage >= 1
     candidates = np.flatnonzero(solid)
     for _ in range(_PLACEMENT_TRIES):
         y, x = np.unravel_index(rng.choice(candidates), solid.shape)
@@ -246,7 +249,7 @@ def _scratch(rng: np.random.Generator, scene: _Scene) -> _Mark:
         cv2.polylines(canvas, [np.rint(points).astype(np.int32)], False, 1, thickness, cv2.LINE_8)
         return canvas.astype(bool)
 
-    region = _on_solid(rng, scene, draw)
+    region = _on_solid(rng, scene.coverage, draw)
     # Bright: fresh metal catching the lamp; dark: a groove in shadow.
     paint = np.full(3, 250.0 if rng.random() < 0.5 else 20.0)
     return _Mark(region, paint, rng.uniform(0.65, 0.85))
@@ -255,7 +258,7 @@ def _scratch(rng: np.random.Generator, scene: _Scene) -> _Mark:
 def _stain(rng: np.random.Generator, scene: _Scene) -> _Mark:
     scale, size = scene.flange.scale, scene.coverage.shape[0]
     radius = rng.uniform(4, 12.5) * scale
-    region = _on_solid(rng, scene, lambda c: _random_polygon(rng, c, radius, 0.35, 12, size))
+    region = _on_solid(rng, scene.coverage, lambda c: _random_polygon(rng, c, radius, 0.35, 12, size))
     colour = np.array(_STAIN_COLOURS[rng.integers(len(_STAIN_COLOURS))])
     # Uneven thickness, never so thin that the stain fades into the metal.
     opacity = np.clip(0.68 + 0.12 * _smooth_noise(rng, (size, size), 2.0 * scale), 0.5, 0.85)
@@ -284,6 +287,65 @@ _DEFECT_MAKERS: dict[str, Callable[[np.random.Generator, _Scene], _Mark]] = {
 }
 
 
+def render_long_part(seed: int, defect: str | None = None, height: int = 300) -> tuple[np.ndarray, np.ndarray | None]:
+    """A turned steel shaft lying along a 4:1 frame (1200×300 at the default height): one BGR uint8
+    image and its exact 0/255 mask (None for a good part), as render_part. Its defects are a few
+    camera pixels across, for checks at the camera's resolution: a model that shrinks the frame
+    to 256² sees them at a fifth of their size."""
+    width = 4 * height
+    rng = np.random.default_rng([seed, 0])
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + np.float32(0.5)
+    cy, r = height / 2 + rng.uniform(-3, 3), 0.32 * height
+    x0, x1 = 0.04 * width + rng.uniform(-4, 4), 0.96 * width + rng.uniform(-4, 4)
+    inside = np.minimum(np.minimum(xx - x0, x1 - xx), r - np.abs(yy - cy))
+    coverage = np.round(np.clip(inside + 0.5, 0, 1) * _COVERAGE_LEVELS) / _COVERAGE_LEVELS
+    # Lit from above: a cylinder's highlight near its top, its underside in shade (grey 70 to 215,
+    # far enough from 20 and 250 that every painted pixel moves by many grey levels).
+    n = np.clip((yy - cy) / r, -1, 1)
+    grey = 100 + 75 * np.sqrt(1 - n * n) - 25 * n
+    # Turning marks run round the shaft: across it in this view, one random profile along x.
+    marks = cv2.GaussianBlur(rng.standard_normal((1, width), dtype=np.float32), (0, 0), sigmaX=0.6)
+    grey += 4 * marks / marks.std() + 2 * _smooth_noise(rng, (height, width), 1.0)
+    for groove in rng.uniform(x0 + 0.15 * width, x1 - 0.15 * width, 2):
+        grey -= np.where(np.abs(xx - groove) < 3, np.float32(40), np.float32(0))
+    surface = grey[..., None] * _STEEL_TINT
+    background = _background(rng, height, width)
+    sensor = _SENSOR_SIGMA * rng.standard_normal((height, width, 3), dtype=np.float32)
+    image = coverage[..., None] * surface + (1 - coverage[..., None]) * background
+    mask = None
+    if defect is not None:
+        mark = _small_defect(np.random.default_rng([seed, 1]), defect, coverage)
+        marked = image * (1 - mark.opacity) + mark.paint * mark.opacity
+        image = np.where(mark.region[..., None], marked, image).astype(np.float32)
+        mask = mark.region.astype(np.uint8) * 255
+    return np.clip(np.rint(image + sensor), 0, 255).astype(np.uint8), mask
+
+
+def _small_defect(rng: np.random.Generator, defect: str, coverage: np.ndarray) -> _Mark:
+    """scratch: a straight 1-px line 6 to 20 px long, bright or dark; pit: a dark disc 3 to 7 px across."""
+    shape = coverage.shape
+
+    def draw(start: np.ndarray) -> np.ndarray:
+        canvas = np.zeros(shape, np.uint8)
+        if defect == "scratch":
+            heading = rng.uniform(0, 2 * np.pi)
+            end = start + rng.uniform(6, 20) * np.array([np.cos(heading), np.sin(heading)])
+            cv2.line(canvas, tuple(np.rint(start).astype(int)), tuple(np.rint(end).astype(int)), 1, 1, cv2.LINE_8)
+        elif defect == "pit":
+            cv2.circle(canvas, tuple(np.rint(start).astype(int)), int(rng.integers(1, 4)), 1, -1, cv2.LINE_8)
+        else:
+            raise ValueError(f"long parts have {', '.join(SHAFT_DEFECTS)} defects, not {defect!r}")
+        return canvas.astype(bool)
+
+    region = _on_solid(rng, coverage, draw)
+    paint = 250.0 if defect == "scratch" and rng.random() < 0.5 else 20.0
+    return _Mark(region, np.full(3, paint), rng.uniform(0.65, 0.85))
+
+
+def _render(part: Part, seed: int, defect: str | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    return render_part(seed, defect, size) if part == "flange" else render_long_part(seed, defect, size)
+
+
 def make_dataset(
     out: Path,
     *,
@@ -293,27 +355,30 @@ def make_dataset(
     n_test_defect_each: int = 6,
     size: int = 256,
     seed: int = 0,
+    part: Part = "flange",
 ) -> DatasetInfo:
-    """Write the data set under `out` (replacing an earlier one there) and describe it."""
+    """Write the data set under `out` (replacing an earlier one there) and describe it. `part`
+    "shaft": long parts, `size` high and 4·`size` wide (e.g. 300: 1200×300), with small defects."""
     out = Path(out)
     _clear_previous(out)
+    defects = DEFECTS if part == "flange" else SHAFT_DEFECTS
     train_dir, calib_dir = out / "train" / "good", out / "calib" / "good"
-    _write_group(train_dir, None, seed, "train", n_train, size)
-    _write_group(calib_dir, None, seed, "calib", n_calib, size)
-    good = _write_group(out / "test" / "good", None, seed, "good", n_test_good, size)
+    _write_group(train_dir, None, seed, "train", n_train, size, part)
+    _write_group(calib_dir, None, seed, "calib", n_calib, size, part)
+    good = _write_group(out / "test" / "good", None, seed, "good", n_test_good, size, part)
     test_items: list[tuple[Path, str, Path | None]] = [(p, "good", None) for p, _ in good]
-    for defect in DEFECTS:
+    for defect in defects:
         written = _write_group(
-            out / "test" / defect, out / "ground_truth" / defect, seed, defect, n_test_defect_each, size
+            out / "test" / defect, out / "ground_truth" / defect, seed, defect, n_test_defect_each, size, part
         )
         test_items += [(p, defect, m) for p, m in written]
     counts = {
         "train": n_train,
         "calib": n_calib,
         "test/good": n_test_good,
-        **{f"test/{d}": n_test_defect_each for d in DEFECTS},
+        **{f"test/{d}": n_test_defect_each for d in defects},
     }
-    _write_readme(out, seed, size, counts)
+    _write_readme(out, seed, size, counts, part)
     return DatasetInfo(out, train_dir, calib_dir, test_items)
 
 
@@ -326,15 +391,15 @@ def _clear_previous(out: Path) -> None:
 
 
 def _write_group(
-    image_dir: Path, mask_dir: Path | None, seed: int, group: str, count: int, size: int
+    image_dir: Path, mask_dir: Path | None, seed: int, group: str, count: int, size: int, part: Part
 ) -> list[tuple[Path, Path | None]]:
     image_dir.mkdir(parents=True, exist_ok=True)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
-    defect = group if group in DEFECTS else None
+    defect = group if group in (*DEFECTS, *SHAFT_DEFECTS) else None
     written = []
     for i in range(count):
-        image, mask = render_part(part_seed(seed, group, i), defect, size)
+        image, mask = _render(part, part_seed(seed, group, i), defect, size)
         image_path = image_dir / f"{i:03d}.png"
         cv2.imwrite(str(image_path), image)
         mask_path = None
@@ -345,15 +410,28 @@ def _write_group(
     return written
 
 
-def _write_readme(out: Path, seed: int, size: int, counts: dict[str, int]) -> None:
-    lines = [
-        "Synthetic visual-inspection data set written by demo.synth (not real images).",
-        f"Seed {seed}: the same seed writes byte-identical files. Images are {size}x{size} BGR PNG.",
-        "Layout follows MVTec AD: train/good, test/<label>, ground_truth/<defect>/<name>_mask.png",
-        "(255 = defective pixel); calib/good holds extra good parts for threshold calibration.",
+_PART_TEXT = {
+    "flange": [
         "Parts: turned steel flanges with six bolt holes on a dark conveyor.",
         "Defects: scratch (thin bright or dark line), stain (oil, rust or coolant blob),",
         "missing (a chip out of the rim or a broken bar beside a bolt hole).",
+    ],
+    "shaft": [
+        "Parts: turned steel shafts with two ring grooves, lying along the frame, on a dark conveyor.",
+        "Defects, small on purpose: scratch (straight 1-px line, 6 to 20 px long, bright or dark),",
+        "pit (dark disc 3 to 7 px across).",
+    ],
+}
+
+
+def _write_readme(out: Path, seed: int, size: int, counts: dict[str, int], part: Part) -> None:
+    width = size if part == "flange" else 4 * size
+    lines = [
+        "Synthetic visual-inspection data set written by demo.synth (not real images).",
+        f"Seed {seed}: the same seed writes byte-identical files. Images are {width}x{size} BGR PNG.",
+        "Layout follows MVTec AD: train/good, test/<label>, ground_truth/<defect>/<name>_mask.png",
+        "(255 = defective pixel); calib/good holds extra good parts for threshold calibration.",
+        *_PART_TEXT[part],
         "",
         *(f"{name}: {n} images" for name, n in counts.items()),
     ]
@@ -417,9 +495,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the synthetic inspection data set (MVTec AD layout).")
     parser.add_argument("out", type=Path, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+    parser.add_argument(
+        "--part",
+        choices=["flange", "shaft"],
+        default="flange",
+        help="flange: round parts, 256x256 (default); shaft: long parts 4:1 with small defects, 1200x300",
+    )
+    parser.add_argument("--size", type=int, help="image height in px (default 256 for flange, 300 for shaft)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    info = make_dataset(args.out, seed=args.seed)
+    size = args.size or (256 if args.part == "flange" else 300)
+    info = make_dataset(args.out, seed=args.seed, part=args.part, size=size)
     print(
         f"wrote {len(info.test_items)} test images and their masks, plus train and calib, "
         f"to {info.root} in {time.perf_counter() - start:.1f} s"

@@ -130,7 +130,7 @@ def capture(
     return captures
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> Parser:
     p = Parser(
         prog="edge-capture",
         description="Save frames from the cameras of a line config (the one edge-run reads; its bundle may not "
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="capture only this source name (repeatable; default: every stream of the config)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.count < 1 or args.interval < 0 or args.timeout <= 0:
         p.error("--count must be >= 1, --interval >= 0 and --timeout > 0")

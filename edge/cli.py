@@ -55,15 +55,15 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
-def run_main(argv: list[str] | None = None) -> int:
+def _run_parser() -> Parser:
     p = Parser(
         prog="edge-run",
         description="Run the inspection daemon: grab frames from the configured source, batch them, run the "
         "bundle, judge each part against its calibrated threshold and publish verdicts over "
         "ZeroMQ. Runs until the source ends or SIGINT/SIGTERM, then judges what it already "
-        "grabbed and exits 0 (1 when a camera's grab thread failed for good). SIGHUP applies the config again (bundles, k, cameras) once it has "
-        "loaded and checked it beside the running line (a bad bundle or config is refused; the line "
-        "runs on as it was).",
+        "grabbed and exits 0 (1 when a camera's grab thread failed for good). SIGHUP applies the "
+        "config again (bundles, k, cameras) once it has loaded and checked it beside the running "
+        "line (a bad bundle or config is refused; the line runs on as it was).",
         epilog="Example: edge-run --config configs/line3.yaml   (every key is documented in that file)",
     )
     p.add_argument("--config", required=True, help="line config YAML (see configs/line3.yaml)")
@@ -88,7 +88,11 @@ def run_main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="with --check: save each judged frame with its heatmap as DIR/<stream>.png",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = _run_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -105,16 +109,7 @@ def run_main(argv: list[str] | None = None) -> int:
     if cfg.trust.keys is None:
         log.warning("trust.keys is not set: bundles run without a check of who signed them (README, 'Signed bundles')")
     if args.check:
-        from edge.check import check_line, passed, report, save_overlays
-
-        try:
-            checks = check_line(daemon, args.check_timeout)
-            print("\n".join(report(daemon, checks)), flush=True)
-            for path in save_overlays(checks, args.check_out) if args.check_out else ():
-                print(f"heatmap  {path}")
-        finally:
-            daemon.close()
-        return 0 if passed(checks) else 1
+        return _commission(daemon, args.check_timeout, args.check_out)
     take_signals(daemon)
     try:
         return daemon.run()
@@ -123,6 +118,20 @@ def run_main(argv: list[str] | None = None) -> int:
         # the default handlers back, except where a signal is ignored).
         for signum in LINE_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+
+
+def _commission(daemon: Daemon, timeout_s: float, out: Path | None) -> int:
+    """edge-run --check: one frame per camera judged and printed, nothing published."""
+    from edge.check import check_line, passed, report, save_overlays
+
+    try:
+        checks = check_line(daemon, timeout_s)
+        print("\n".join(report(daemon, checks)), flush=True)
+        for path in save_overlays(checks, out) if out else ():
+            print(f"heatmap  {path}")
+    finally:
+        daemon.close()
+    return 0 if passed(checks) else 1
 
 
 LINE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -214,9 +223,23 @@ def keys_main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sign", action="store_true", help="make a bundle signing key pair (NAME.ed25519, NAME.pub), not CURVE keys"
     )
+    p.add_argument(
+        "--opcua",
+        action="store_true",
+        help="an OPC UA (or TLS) certificate instead: NAME.der and NAME.pem (public), NAME.key.pem (private), "
+        "self-signed, with the application URI urn:edge-inspect:NAME, for opcua.certificate / private_key, or for "
+        "a client to put into the line's opcua.trusted_clients",
+    )
+    p.add_argument("--host", action="append", help="with --opcua: a host name or IP address it is for (repeat)")
     args = p.parse_args(argv)
     if Path(args.name).name != args.name or args.name in ("", ".", ".."):
         p.error(f"name {args.name!r}: a file name without '/', e.g. plant-qa")
+    if args.opcua:
+        from edge.plant.certs import make_certificate  # cryptography: the plant extra
+
+        paths = make_certificate(args.folder, args.name, args.host)
+        print(f"certificate: {paths['der']} and {paths['pem']}\nprivate key: {paths['key']} (mode 600: keep it here)")
+        return 0
     if args.sign:
         from edge.trust import TrustError, make_signing_keys
 

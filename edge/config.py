@@ -199,6 +199,121 @@ class MetricsConfig(Section):
     bind: HostPort | None = None  # a Prometheus /metrics endpoint; None = off
 
 
+Deadline = Annotated[float, Field(gt=0, le=3_600_000)]
+Password = Annotated[Path, _path("file")]
+
+
+class StreamTriggerConfig(Section):
+    """A camera's own part rules; after loading, the line's ``trigger`` values where not given."""
+
+    deadline_ms: Deadline | None = None  # a part's verdict must be out this long after its announcement
+    unannounced: Literal["judge", "skip"] | None = None  # frames no part claimed: published without part_id, or not
+
+
+class TriggerConfig(Section):
+    """Parts announced by the PLC (edge/plant): their ZeroMQ request socket and default rules."""
+
+    bind: Endpoint | None = None  # ZeroMQ REP endpoint for announcements; None = none over ZeroMQ
+    deadline_ms: Deadline = 1000.0
+    unannounced: Literal["judge", "skip"] = "judge"
+    max_pending: Annotated[int, Field(ge=1, le=100000)] = 256  # per stream: unanswered parts; more are refused
+
+
+_MQTT_URL = "mqtt://HOST:PORT or mqtts://HOST:PORT (TLS), e.g. 'mqtts://broker:8883'"
+
+
+class MqttConfig(Section):
+    url: Annotated[str, Field(pattern=rf"^mqtts?://[^\s/:]+(:{_PORT})?/?$", description=_MQTT_URL)] | None = None
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+\s]+$", description="a topic without '#', '+' or whitespace")] = (
+        "edge"
+    )
+    qos: Literal[0, 1, 2] = 1
+    client_id: str | None = None  # None: edge-run-<line>
+    username: str | None = None
+    password_file: Password | None = None  # the password, on the file's first line (kept out of the config)
+    ca_file: Annotated[Path, _path("file")] | None = None  # mqtts: the broker's CA; None = the system's
+    cert_file: Annotated[Path, _path("file")] | None = None  # mqtts: this client's certificate, if asked for
+    key_file: Annotated[Path, _path("file")] | None = None
+    buffer: Annotated[int, Field(ge=1, le=1000000)] = 1000  # held while the broker is away; beyond, oldest dropped
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @model_validator(mode="after")
+    def _pairs(self) -> MqttConfig:
+        if (self.username is None) != (self.password_file is None):
+            raise fault("username and password_file go together", "username", fix="set both, or neither")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise fault("cert_file and key_file go together", "cert_file", fix="set both, or neither")
+        if self.url and not self.url.startswith("mqtts://") and (self.ca_file or self.cert_file):
+            raise fault("ca_file and cert_file need TLS", "url", self.url, fix="use mqtts://")
+        return self
+
+
+_OPCUA_URL = "opc.tcp://HOST:PORT, e.g. 'opc.tcp://0.0.0.0:4840'"
+
+
+class OpcuaConfig(Section):
+    endpoint: Annotated[str, Field(pattern=rf"^opc\.tcp://[^\s/:]+:{_PORT}/?\S*$", description=_OPCUA_URL)] | None = (
+        None
+    )
+    security: Literal["sign_and_encrypt", "none"] = "sign_and_encrypt"  # none: only when configured so
+    certificate: Annotated[Path, _path("file")] | None = None  # this server's certificate (edge-keys --opcua)
+    private_key: Annotated[Path, _path("file")] | None = None
+    trusted_clients: Annotated[Path, _path("directory")] | None = None  # client certificates allowed in
+    username: str | None = None  # with password_file: clients must also log in
+    password_file: Password | None = None
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcuaConfig:
+        if not self.endpoint:
+            return self
+        if (self.username is None) != (self.password_file is None):
+            raise fault("username and password_file go together", "username", fix="set both, or neither")
+        if self.security == "none":
+            if self.username is not None:
+                raise fault(
+                    "a password would travel in clear with security none", "username", fix="use sign_and_encrypt"
+                )
+            return self
+        for key in ("certificate", "private_key", "trusted_clients"):
+            if getattr(self, key) is None:
+                raise fault(
+                    "required for security sign_and_encrypt",
+                    key,
+                    fix="make a server certificate with `edge-keys keys/ opcua-server --opcua`, put the clients' "
+                    "certificates into trusted_clients, or set security: none (an open server) explicitly",
+                )
+        return self
+
+
+class HmiImagesConfig(Section):
+    """JPEGs of judged parts for the operator's screen (edge.images), on a socket of their own."""
+
+    bind: Endpoint | None = None  # the image topic "img/<line>/<station>"; None = off
+    every_ng: bool = True  # every NG part's image (as long as the queue has room)
+    ok_per_s: Annotated[float, Field(ge=0, le=1000)] = 2.0  # OK parts, at most this many per second per camera
+    max_side: Annotated[int, Field(ge=16, le=4096)] = 480  # the JPEG's longer side, pixels
+    quality: Annotated[int, Field(ge=1, le=100)] = 80
+    queue: Annotated[Count, Field(ge=1)] = 8  # images waiting to be encoded; beyond it, dropped and counted
+    sndhwm: Annotated[Count, Field(ge=1)] = 16  # images waiting for a slow subscriber; beyond it, dropped and counted
+
+
+class HmiConfig(Section):
+    """What edge-hmi (the operator's screen, its own process) reads; the daemon ignores it."""
+
+    bind: HostPort = "127.0.0.1:8080"  # where the page is served
+    users: Annotated[Path, _path()] | None = None  # reviewers, scrypt-hashed (edge-hmi --add-user); None = no review
+    review_dir: Annotated[Path, _path()] = Path("review")  # reviewed parts: good/, <defect type>/, log.jsonl
+    curve_secret_key: Annotated[Path, _path("file")] | None = None  # the HMI's own CURVE key pair, for a CURVE daemon
+    error_rate_limit: Annotated[float, Field(ge=0, le=1)] = 0.05  # alarm above this share of recent ERROR verdicts
+    drift_z_limit: Annotated[float, Field(gt=0, le=100)] = 3.0  # alarm when the drift |z| exceeds this
+    stale_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # alarm when no status came for this long
+    # When shifts start (local time): the page's shift counts start again at each.
+    shifts: list[Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]] = Field(
+        default_factory=lambda: ["06:00", "14:00", "22:00"], min_length=1
+    )
+
+
 class TrustConfig(Section):
     keys: Annotated[Path, _path("directory")] | None = None  # the signers' public keys (NAME.pub); None = unchecked
 
@@ -208,6 +323,7 @@ class StreamConfig(Model):
     source: SourceConfig
     bundle: Bundle | None = None  # this camera's model; after loading, the line's bundle when not given
     k: K | None = None  # this camera's k; after loading, the line's k when not given
+    trigger: StreamTriggerConfig = StreamTriggerConfig()
 
 
 class LineConfig(Model):
@@ -224,6 +340,11 @@ class LineConfig(Model):
     publish: PublishConfig = PublishConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    mqtt: MqttConfig = MqttConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
+    hmi_images: HmiImagesConfig = HmiImagesConfig()
+    hmi: HmiConfig = HmiConfig()
     trust: TrustConfig = TrustConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
@@ -231,6 +352,11 @@ class LineConfig(Model):
 
     def topic(self, stream: StreamConfig) -> str:
         return f"{self.line}/{stream.station}"
+
+    @property
+    def tracks_parts(self) -> bool:
+        """Whether the PLC can announce parts (over ZeroMQ, MQTT or OPC UA)."""
+        return bool(self.trigger.bind or self.mqtt.url or self.opcua.endpoint)
 
     @model_validator(mode="after")
     def _fill_streams(self, info: ValidationInfo) -> LineConfig:
@@ -256,6 +382,9 @@ class LineConfig(Model):
         for i, stream in enumerate(self.streams):
             stream.bundle = stream.bundle or self.bundle
             stream.k = self.k if stream.k is None else stream.k
+            rules = stream.trigger = stream.trigger.model_copy()  # the line's defaults fill this stream's own
+            rules.deadline_ms = self.trigger.deadline_ms if rules.deadline_ms is None else rules.deadline_ms
+            rules.unannounced = rules.unannounced or self.trigger.unannounced
             if stream.bundle is None and (info.context or {}).get("need_bundle", True):
                 fix = "add the bundle directory made by export-engine (with streams: one bundle for all, or a bundle in each entry)"
                 raise fault(

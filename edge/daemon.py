@@ -21,10 +21,13 @@ import numpy as np
 from edge.batcher import FrameQueue
 from edge.config import LineConfig, StreamConfig
 from edge.grabbers import GrabberPool
+from edge.images import ImageOutlet
 from edge.inspector import judge_batch
 from edge.metrics import MetricsServer
 from edge.models import Model, distinct, load_models
 from edge.outlets import EvidenceOutlet, Outlet, ZmqOutlet
+from edge.plant.hub import Plant
+from edge.plant.tracking import Target
 from edge.publish import MESSAGE_SCHEMA
 from edge.reloader import Reloader
 from edge.sources import Source, open_source
@@ -58,7 +61,13 @@ class Daemon:
         self.evidence = EvidenceOutlet(cfg.evidence)
         self.zmq = ZmqOutlet(cfg.publish)
         self.publisher = self.zmq.publisher
-        self.outlets: list[Outlet] = [self.zmq, self.evidence]  # each gets every verdict and status
+        # -- plant: announced parts and their deadlines, MQTT, OPC UA (edge/plant); it sends on ZeroMQ --
+        self.plant = Plant(lambda: self.cfg, self._target, self.zmq)
+        self.grabbers.claim = self.plant.claim
+        self.outlets: list[Outlet] = [self.plant, self.evidence]  # each gets every verdict and status
+        self.images = ImageOutlet(cfg.hmi_images, cfg.publish) if cfg.hmi_images.bind else None
+        if self.images is not None:
+            self.outlets.append(self.images)
         self.metrics = None
         if cfg.metrics.bind:
             host, port = cfg.metrics.bind.rsplit(":", 1)
@@ -81,6 +90,23 @@ class Daemon:
     def request_reload(self) -> None:
         """Read the config again and apply it between two batches. From any thread."""
         self.reloader.request()
+
+    def _target(self, name: str) -> Target | None:
+        """What a part announced on stream ``name`` is answered with (edge/plant); None: no such stream."""
+        stream = self.streams.get(name)
+        if stream is None or stream.removed:
+            return None
+        rules = stream.cfg.trigger
+        return Target(
+            name,
+            stream.line,
+            stream.cfg.station,
+            stream.topic,
+            stream.judge.threshold,
+            stream.model.bundle.name,
+            rules.deadline_ms or self.cfg.trigger.deadline_ms,
+            "skip" if rules.unannounced == "skip" else "judge",
+        )
 
     def models(self) -> dict[str, list[str]]:
         """What judges what: each bundle in use, by name, with its streams."""
@@ -129,6 +155,7 @@ class Daemon:
         0, or EXIT_GRABBER_FAILED when a stream's grabber died and the line stopped judging it."""
         self.zmq.wait_for_subscribers(self.stop_event)
         self.state = "running"
+        self.plant.start()
         log.info(
             "judging %s, publishing %s on %s",
             self.judging(),
@@ -173,7 +200,8 @@ class Daemon:
 
     # -- per batch ----------------------------------------------------------------------
     def _process(self, batch: Batch) -> None:
-        for v in self.judge_frames(batch.frames):
+        # OK parts keep their map only for the screen's images (an NG verdict always has it).
+        for v in self.judge_frames(batch.frames, keep_maps=bool(self.images and self.cfg.hmi_images.ok_per_s)):
             self._publish(v)
 
     def judge_frames(self, frames: list[Frame], keep_maps: bool = False) -> list[Verdict]:
@@ -246,6 +274,7 @@ class Daemon:
             in_flight,
             grab_errors,
             *self.evidence.counts(),
+            *(self.images.counts() if self.images else (None, None)),
         )
 
     def _heartbeat(self) -> None:
@@ -260,6 +289,9 @@ class Daemon:
 
     def _finish(self) -> None:
         self.evidence.close()  # written out before the final status counts it
+        self.plant.finish()  # parts still open are answered before the final status counts them
+        if self.images is not None:
+            self.images.close()  # sent or dropped, before the final status counts them
         self.state = "stopped"
         self.systemd.stopping(summary(self.state, [self.status(name) for name in self.streams]))
         for name in self.streams:

@@ -8,6 +8,7 @@ when the disk cannot keep up, evidence is skipped (and counted), verdicts never 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -24,7 +25,7 @@ from edge.types import Verdict
 log = logging.getLogger(__name__)
 
 MANIFEST = ".edge-evidence"  # in the ring folder: its parts, oldest first, each with its files
-_OWN_NAME = re.compile(r"[A-Za-z0-9._-]+_(OK|NG|ERROR)(_raw)?\.png")  # as _save names them
+_OWN_NAME = re.compile(r"[A-Za-z0-9._-]+_(OK|NG|ERROR)((_raw)?\.png|\.json)")  # as _save names them
 
 
 def heat_overlay(rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
@@ -62,7 +63,8 @@ def overlay(v: Verdict) -> np.ndarray:
 
 class EvidenceStore:
     """One ring folder: per part, its overlay (``<part>.png``) and/or the judged image as it came
-    (``<part>_raw.png``, lossless: it can go into a training or calibration folder as it is).
+    (``<part>_raw.png``, lossless: it can go into a training or calibration folder as it is), and
+    the verdict message (``<part>.json``: score, threshold, model, for the review on edge-hmi).
     ``max_files`` counts parts; the oldest part's files go together."""
 
     def __init__(self, folder: Path, max_files: int, overlay: bool = True, raw: bool = False, queue_size: int = 16):
@@ -92,7 +94,7 @@ class EvidenceStore:
                 sorted(foreign)[0],
                 MANIFEST,
             )
-        self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[Verdict, dict | None] | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"evidence-{self.folder.name}", daemon=True)
         self._thread.start()
 
@@ -121,9 +123,10 @@ class EvidenceStore:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.folder / MANIFEST)  # a crash leaves the old manifest or the new, never half
 
-    def submit(self, v: Verdict) -> None:
+    def submit(self, v: Verdict, message: dict | None = None) -> None:
+        """``message``: the verdict as published (edge.publish.verdict_message), saved beside the images."""
         try:
-            self._queue.put_nowait(v)
+            self._queue.put_nowait((v, message))
         except queue.Full:
             self.skipped += 1
 
@@ -132,14 +135,22 @@ class EvidenceStore:
         return images + ([("_raw", cv2.cvtColor(v.frame.pixels, cv2.COLOR_RGB2BGR))] if self.raw else [])
 
     def _run(self) -> None:
-        while (v := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            v, message = item
             try:
-                self._save(v)
+                self._save(v, message)
             except Exception as e:  # one part that cannot be saved must not end the evidence of the run
                 log.warning("evidence of %s in %s not saved: %s", v.frame.frame_id, self.folder, e)
                 self.skipped += 1
 
-    def _save(self, v: Verdict) -> None:
+    def _ours(self, name: str, file: str) -> Path:
+        """Where the part ``name`` writes ``file``; OSError when a file the line did not write is there."""
+        path = self.folder / file
+        if name not in self._parts and (path.exists() or path.is_symlink()):
+            raise OSError(f"{path.name} is there and the line did not write it; it is not overwritten")
+        return path
+
+    def _save(self, v: Verdict, message: dict | None) -> None:
         # stream and seq make the name unique; the frame id (an image file's name, say) only helps a
         # person find the part, and is cut so that the name stays within a file system's 255 bytes.
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.frame.stream}_{v.frame.seq:08d}_{v.frame.frame_id}")[:200]
@@ -149,11 +160,13 @@ class EvidenceStore:
         written = []
         try:
             for suffix, image in self._images(v):
-                path = self.folder / f"{name}{suffix}.png"
-                if name not in self._parts and (path.exists() or path.is_symlink()):
-                    raise OSError(f"{path.name} is there and the line did not write it; it is not overwritten")
+                path = self._ours(name, f"{name}{suffix}.png")
                 if not cv2.imwrite(str(path), image):
                     raise OSError(f"cv2.imwrite could not write {path.name} (disk full or not writable?)")
+                written.append(path)
+            if message is not None:
+                path = self._ours(name, f"{name}.json")
+                path.write_text(json.dumps(message))
                 written.append(path)
         except BaseException:
             for path in written:  # half a part's evidence is none

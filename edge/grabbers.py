@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from edge.batcher import FrameQueue
 from edge.config import ReconnectConfig
 from edge.sources import ImageFolderSource, ReconnectingSource, Source, VideoFileSource
+from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class GrabberPool:
         self._lock = threading.Lock()
         self.errors: Counter[str] = Counter()  # exceptions in grab threads, by stream
         self.failed: set[str] = set()  # streams whose grabber died for good
+        # Gives a frame its announced part (edge/plant); False: no part's, and its stream skips those.
+        self.claim: Callable[[Frame], bool] = lambda frame: True
 
     def hold(self) -> None:
         """Keeps the queue open until ``release``: while several grabbers start, a camera whose
@@ -88,6 +92,8 @@ class GrabberPool:
             delivered = 0
             try:
                 for frame in source.frames(halt):
+                    if not self.claim(frame):  # no announced part's, on a stream that judges parts only
+                        continue
                     if not self._queue.put(frame, halt):
                         return
                     delivered += 1

@@ -61,9 +61,10 @@ class Listener:
 
 def format_verdict(d: dict) -> str:
     score = "-" if d.get("score") is None else f"{d['score']:.4f}"
-    latency = (d["t_publish"] - d["t_grab"]) * 1000
+    latency = (d["t_publish"] - (d["t_grab"] or d.get("t_announce") or d["t_publish"])) * 1000
     line = (
-        f"{d['line']}/{d['station']} #{d['seq']:<6} {d['frame_id']:<24} {d['verdict']:<5} "
+        f"{d['line']}/{d['station']} #{d['seq'] if d['seq'] is not None else '-':<6} {d['frame_id'] or '-':<24} "
+        f"{d['verdict']:<5} "
         f"score {score} thr {d['threshold']:.4f} {latency:7.1f} ms"
     )
     if d.get("regions"):
@@ -72,6 +73,9 @@ def format_verdict(d: dict) -> str:
         )
     if d.get("error"):
         line += f"  error: {d['error']}"
+    if d.get("part_id") is not None:
+        # A part's answer or its late verdict (edge/plant); seq and frame_id are null for a part never photographed.
+        line += f"  part {d['part_id']}" + ("  LATE (answered at its deadline)" if d.get("late") else "")
     return line
 
 

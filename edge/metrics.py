@@ -68,6 +68,13 @@ def render(statuses: list[StreamStatus]) -> str:
                 f"{text} {outcome} by the evidence writer (daemon-wide)",
                 [(b, counts(s.counters)[i]) for b, s in zip(base, statuses)],
             )
+    for outcome in ("sent", "dropped"):
+        family(
+            f"edge_images_{outcome}_total",
+            "counter",
+            f"Operator screen images {outcome} (daemon-wide)",
+            [(b, getattr(s.counters, f"images_{outcome}")) for b, s in zip(base, statuses)],
+        )
     family(
         "edge_verdicts_total",
         "counter",

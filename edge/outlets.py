@@ -71,10 +71,13 @@ class EvidenceOutlet:
         self._ok_every = cfg.ok_every  # kept: a reload cannot change it (AT_RESTART)
 
     def verdict(self, stream: Stream, v: Verdict, t_publish: float) -> None:
+        store = None
         if v.verdict == "NG" and self.ng is not None:
-            self.ng.submit(v)
+            store = self.ng
         elif v.verdict == "OK" and self.ok is not None and not stream.stats.verdicts["OK"] % self._ok_every:
-            self.ok.submit(v)
+            store = self.ok
+        if store is not None:
+            store.submit(v, verdict_message(v, stream.line, stream.cfg.station, stream.model.bundle.name, t_publish))
 
     def status(self, stream: Stream, status: StreamStatus) -> None:
         pass  # the counts are in every stream's status already

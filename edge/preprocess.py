@@ -60,8 +60,15 @@ def frame_problem(frame: Frame) -> str | None:
 
 
 def resize(image: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """``image`` at the model's size, written into ``dst`` when given. export-engine trains on
-    images resized by this same function: a model must learn from the pixels the line feeds it."""
+    """``image`` at the model's size, any size and aspect to any other, written into ``dst`` when
+    given. export-engine trains on images resized by this same function: a model must learn from
+    the pixels the line feeds it."""
+    h, w = image.shape[:2]
+    if (h - height) * (w - width) < 0:
+        # One axis shrinks, the other grows (a long part into a squarer model): OpenCV's INTER_AREA
+        # then samples the shrinking axis instead of averaging it (OpenCV 5.1: 1-px stripes shrunk
+        # 4x across and doubled along came out at a quarter of full scale, not half), so shrink first.
+        image = cv2.resize(image, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
     # INTER_AREA when shrinking avoids aliasing that would look like texture defects.
     shrink = image.shape[0] > height or image.shape[1] > width
     return cv2.resize(image, (width, height), dst=dst, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ def verdict_message(v: Verdict, line: str, station: str, model: str, t_publish: 
     }
     if v.error is not None:
         msg["error"] = v.error
+    if f.part_id is not None:
+        msg["part_id"] = f.part_id
     return msg
 
 
@@ -104,7 +107,10 @@ def load_allowed_clients(folder: Path) -> frozenset[bytes]:
 
 
 class Publisher:
-    def __init__(self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None):
+    def __init__(
+        self, bind: str, sndhwm: int = 1000, linger_ms: int = 2000, curve: Curve | None = None, sndbuf: int = -1
+    ):
+        """sndbuf: the kernel's send buffer per connection, bytes (-1: the system's, which grows to megabytes)."""
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
@@ -114,6 +120,7 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._sock.setsockopt(zmq.SNDBUF, sndbuf)
         # Subscription messages carry no peer: one PLC subscribed to two topics sends two. The
         # socket's monitor tells connected peers apart (by their connection's fd, from accept to
         # disconnect); it watches from before the bind, so no early peer is missed.
@@ -129,6 +136,9 @@ class Publisher:
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.subscriptions = 0
         self.failed = 0
+        # The socket is not thread-safe, and a part's deadline ERROR (edge/plant) is sent from the
+        # deadline thread while the judging loop sends verdicts and heartbeats.
+        self._lock = threading.Lock()
 
     def _secure(self, curve: Curve) -> None:
         from zmq.auth.thread import ThreadAuthenticator
@@ -180,7 +190,8 @@ class Publisher:
         self._poll_peers()
         while True:
             try:
-                event = self._sock.recv(zmq.NOBLOCK)
+                with self._lock:
+                    event = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return self.subscriptions
             if event[:1] == b"\x01":
@@ -201,13 +212,21 @@ class Publisher:
         not mean every subscriber got it (see the module docstring)."""
         # allow_nan=False: NaN and Infinity are not JSON, and a PLC's parser may reject the
         # whole message; every field is finite or null at its source, so this only catches a bug.
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        return self.send_parts([topic.encode(), json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()])
+
+    def send_parts(self, parts: list[bytes]) -> bool:
+        """One multipart message as it is; False (counted in ``failed``) when refused."""
         try:
-            self._sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
+            with self._lock:
+                self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.failed += 1
             return False
+
+    def refuse_when_full(self) -> None:
+        """A subscriber's full queue refuses the send (counted) instead of dropping it unseen."""
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     def close(self) -> None:
         self._sock.disable_monitor()

@@ -38,6 +38,10 @@ AT_RESTART = (
     "evidence.raw",
     "evidence.ok_every",
     "metrics.bind",
+    "trigger.bind",
+    "mqtt",
+    "opcua",
+    *(f"hmi_images.{key}" for key in ("bind", "every_ng", "ok_per_s", "max_side", "quality", "queue", "sndhwm")),
     "log_level",
     "log_format",
 )

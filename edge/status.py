@@ -26,6 +26,9 @@ class Counters:
     evidence_skipped: int | None = None
     ok_samples_saved: int | None = None
     ok_samples_skipped: int | None = None
+    # The operator screen's images (edge.images, daemon-wide), None where hmi_images is off.
+    images_sent: int | None = None
+    images_dropped: int | None = None
 
     def to_message(self) -> dict[str, int]:
         return {key: value for key, value in asdict(self).items() if value is not None}

@@ -24,6 +24,7 @@ class Frame:
     t_grab: float  # time.time() when grabbed
     image: np.ndarray | None  # HxWx3 uint8 RGB, any size (the line resizes)
     error: str | None = None  # why image is None
+    part_id: str | None = None  # the part the PLC announced for this frame (edge/plant); None: free-running
 
     @property
     def pixels(self) -> np.ndarray:

@@ -97,6 +97,16 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         "(model.onnx + bundle.yaml) for the line.",
     )
     parser.add_argument("--method", required=True, choices=sorted(methods), help="the method to train")
+    _add_paths(parser)
+    _add_model_input(parser)
+    _add_run_options(parser)
+    add_sign_key_argument(parser)
+    _add_engine_group(parser)
+    parser.add_option_groups(methods)
+    return parser
+
+
+def _add_paths(parser: ExportParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
@@ -117,6 +127,9 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         metavar="YAML",
         help="method defaults to use (default: configs/methods/<method>.yaml when present)",
     )
+
+
+def _add_model_input(parser: ExportParser) -> None:
     parser.add_argument(
         "--backbone",
         choices=sorted(BACKBONES),
@@ -144,6 +157,9 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         metavar="N",
         help=f"with --size auto: pixels of the working resolution (default {DEFAULT_PIXEL_BUDGET} = 256²)",
     )
+
+
+def _add_run_options(parser: ExportParser) -> None:
     parser.add_argument(
         "--holdout",
         type=float,
@@ -163,7 +179,9 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         "test set is only scored, never used to choose anything",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_sign_key_argument(parser)
+
+
+def _add_engine_group(parser: ExportParser) -> None:
     engine = parser.add_argument_group(
         "TensorRT engine (on the target GPU; needs TensorRT 10.x and pycuda, checked before training)"
     )
@@ -175,8 +193,6 @@ def build_parser(methods: dict[str, Method]) -> ExportParser:
         "and TensorRT version)",
     )
     add_engine_arguments(engine)
-    parser.add_option_groups(methods)
-    return parser
 
 
 def load_config(config_cls: type, path: Path | None, method: str) -> dict[str, Any]:

@@ -217,27 +217,32 @@ class Trainer:
         return True
 
     # -- the loop ----------------------------------------------------------------------
+    def _epoch(
+        self, epoch: int, epochs: int, steps: Iterable[dict[str, float]], steps_per_epoch: int
+    ) -> dict[str, float]:
+        """One epoch's training steps under a progress bar; the mean of each loss."""
+        for m in self.modules.values():
+            m.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(steps, total=steps_per_epoch, desc=f"{self.desc} {epoch}/{epochs}", unit="step", leave=False)
+        n = 0
+        for n, losses in enumerate(bar, 1):
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.set_postfix({k: f"{s / n:.4f}" for k, s in sums.items()})
+        means = {k: s / max(n, 1) for k, s in sums.items()}
+        if any(not math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(
+                f"{self.desc}: loss became {means} in epoch {epoch}; lower the learning rate or check the data"
+            )
+        return means
+
     def fit(self, epochs: int, steps: Callable[[int], Iterable[dict[str, float]]], steps_per_epoch: int) -> TrainResult:
         r = self.result
         last_epoch = r.epochs_run if r.stopped_early else epochs
         try:
             for epoch in range(r.epochs_run + 1, last_epoch + 1):
-                for m in self.modules.values():
-                    m.train()
-                sums: dict[str, float] = {}
-                bar = tqdm(
-                    steps(epoch), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{epochs}", unit="step", leave=False
-                )
-                n = 0
-                for n, losses in enumerate(bar, 1):
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    bar.set_postfix({k: f"{s / n:.4f}" for k, s in sums.items()})
-                means = {k: s / max(n, 1) for k, s in sums.items()}
-                if any(not math.isfinite(v) for v in means.values()):
-                    raise FloatingPointError(
-                        f"{self.desc}: loss became {means} in epoch {epoch}; lower the learning rate or check the data"
-                    )
+                means = self._epoch(epoch, epochs, steps(epoch), steps_per_epoch)
                 r.epochs_run = epoch
                 line = f"{self.desc} epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
                 if self.validate is not None and (epoch % self.validate_every == 0 or epoch == epochs):

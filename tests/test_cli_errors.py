@@ -15,6 +15,7 @@ CLIS = {
     "edge-keys": "from edge.cli import keys_main as m",
     "edge-calibrate": "from calibration.cli import main as m",
     "edge-capture": "from edge.capture import main as m",
+    "edge-hmi": "from hmi.server import main as m",
 }
 
 
@@ -40,6 +41,8 @@ def files(tmp_path_factory):
     (root / "wait.yaml").write_text(f"{head}}}\nbatch: {{max_wait_ms: 1.0e+13}}\n")
     (root / "fps.yaml").write_text(f"{head}, fps: 1.0e-12}}\n")
     (root / "port.yaml").write_text(f"{head}}}\nmetrics: {{bind: '127.0.0.1:99999'}}\n")
+    (root / "hmi-bind.yaml").write_text(f"{head}}}\nhmi: {{bind: 'localhost'}}\n")
+    (root / "hmi-users.yaml").write_text(f"{head}}}\nhmi: {{users: no-such-users}}\n")
     (root / "nul.yaml").write_text(head.replace("line: l", 'line: "l\\0"') + "}\n")  # YAML's \0: a NUL
     return root
 
@@ -53,7 +56,7 @@ CASES = [
     ("edge-run", ["--config", "{root}/list.yaml"], "must be a mapping"),
     ("edge-run", ["--config", "{root}/unknown.yaml"], "did you mean 'max_batch'"),
     ("edge-run", ["--config", "{root}/wait.yaml"], "wait.yaml: batch.max_wait_ms: must be a number from 0 to 10000"),
-    ("edge-run", ["--config", "{root}/fps.yaml"], "fps.yaml: source.fps: must be a number from 0.01 to 1000 or null"),
+    ("edge-run", ["--config", "{root}/fps.yaml"], "fps.yaml: source.fps: must be a number from 0.01 to 100000 or null"),
     ("edge-run", ["--config", "{root}/port.yaml"], "port.yaml: metrics.bind: must be HOST:PORT (ports 1 to 65535)"),
     ("edge-run", ["--config", "{root}/nul.yaml"], "nul.yaml: line: must be a non-empty name without '/'"),
     ("edge-capture", ["--config", "{root}/fps.yaml", "--out", "{root}/o"], "source.fps: must be a number from 0.01"),
@@ -81,6 +84,11 @@ CASES = [
     ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good", "--holdout"], "not allowed with"),
     ("edge-calibrate", ["--bundle", "{root}/bundle", "--holdout"], "lists no held-out images"),
     ("edge-calibrate", ["--bundle", "{root}/bundle", "--data", "{root}/good", "--backend", "cuda"], "invalid choice"),
+    ("edge-hmi", [], "required: --config"),
+    ("edge-hmi", ["--config", "{root}/missing.yaml"], "cannot read the config file"),
+    ("edge-hmi", ["--config", "{root}/hmi-bind.yaml"], "hmi.bind: must be HOST:PORT"),
+    ("edge-hmi", ["--config", "{root}/line.yaml", "--add-user", "ana"], "hmi.users: set it"),
+    ("edge-hmi", ["--config", "{root}/hmi-users.yaml"], "no such file; add a user"),
 ]
 
 

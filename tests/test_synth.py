@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from demo import synth
-from demo.synth import DEFECTS, DatasetInfo, main, make_dataset, part_seed, render_part, write_video
+from demo.synth import (
+    DEFECTS,
+    SHAFT_DEFECTS,
+    DatasetInfo,
+    main,
+    make_dataset,
+    part_seed,
+    render_long_part,
+    render_part,
+    write_video,
+)
 
 SMALL = dict(n_train=3, n_calib=2, n_test_good=2, n_test_defect_each=2)
 
@@ -133,3 +143,33 @@ def test_write_video_prefers_lossless(default_set: DatasetInfo, tmp_path: Path) 
     frames = _read_frames(written)
     assert len(frames) == len(images)
     assert all(np.array_equal(f, cv2.imread(str(p))) for f, p in zip(frames, images))
+
+
+@pytest.fixture(scope="module")
+def long_set(tmp_path_factory: pytest.TempPathFactory) -> DatasetInfo:
+    return make_dataset(tmp_path_factory.mktemp("long") / "data", part="shaft", size=300, **SMALL)
+
+
+def test_long_parts_are_1200_by_300_with_small_defects_and_exact_masks(long_set: DatasetInfo) -> None:
+    assert "1200x300" in (long_set.root / "README.txt").read_text()
+    assert _names(long_set.root / "test") == sorted(["good", *SHAFT_DEFECTS])
+    for image_path, label, mask_path in long_set.test_items:
+        image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (300, 1200, 3)
+        if label == "good":
+            continue
+        seed = part_seed(0, label, int(image_path.stem))
+        clean, _ = render_long_part(seed)
+        assert np.array_equal(image, render_long_part(seed, label)[0])
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0
+        assert np.array_equal((image != clean).any(axis=2), mask), image_path
+        ys, xs = np.nonzero(mask)
+        # Small at the camera's resolution: a scratch up to 20 px long, a pit up to 7 px across.
+        extent = max(np.ptp(ys), np.ptp(xs)) + 1
+        assert (3 <= extent <= 21) if label == "scratch" else (3 <= extent <= 7), (image_path, extent)
+
+
+def test_long_parts_are_deterministic(long_set: DatasetInfo) -> None:
+    again = render_long_part(part_seed(0, "pit", 1), "pit")
+    assert np.array_equal(again[0], cv2.imread(str(long_set.root / "test" / "pit" / "001.png")))
+    assert np.array_equal(again[1], cv2.imread(str(long_set.root / "ground_truth" / "pit" / "001_mask.png"), 0))

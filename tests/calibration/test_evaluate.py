@@ -4,6 +4,7 @@ MVTec-layout folder; and on real MVTec bottle with an exported PatchCore bundle 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -126,6 +127,17 @@ def test_pixel_grid_bounds_memory():
     assert 4000 * h * w <= 1 << 24 and h == w and h < 512
     maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
     np.testing.assert_allclose(to_grid(maps, (2, 2))[0], [[2.5, 4.5], [10.5, 12.5]])  # area means
+
+
+def test_a_category_without_masks_is_measured_on_images_alone(tmp_path, category):
+    shutil.rmtree(category / "ground_truth")
+    r = run(make_bundle(tmp_path / "b"), category)
+    assert all(i.mask is None for i in r.items) and r.overall.n_defect == 5
+    assert r.overall.image_auroc == pytest.approx(17 / 25)  # as with the masks: images only
+    assert np.isnan(r.overall.pixel_auroc) and np.isnan(r.overall.aupro)
+    assert any("no ground_truth/ masks: image metrics only" in n for n in r.notes)
+    assert not any("have no defect pixels" in n for n in r.notes)
+    write_report(r, tmp_path / "report.html")  # n/a pixel metrics do not break the report
 
 
 def test_layout_errors_name_what_is_missing(tmp_path, category):

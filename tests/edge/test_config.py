@@ -17,11 +17,15 @@ from edge.config import (
     GenicamConfig,
     ImagesConfig,
     LineConfig,
+    MqttConfig,
+    OpcuaConfig,
     PublishConfig,
     QueueConfig,
     ReconnectConfig,
     RoiConfig,
     StreamConfig,
+    StreamTriggerConfig,
+    TriggerConfig,
     TrustConfig,
     VideoConfig,
     load_config,
@@ -210,7 +214,10 @@ def test_good_config_round_trip(home: Path) -> None:
         evidence=EvidenceConfig(dir=home.resolve() / "out" / "ng", max_files=5),
         path=path,
     )
-    expected.streams = [StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0)]
+    filled = StreamTriggerConfig(deadline_ms=1000.0, unannounced="judge")  # the line's trigger defaults
+    expected.streams = [
+        StreamConfig(station="s2", source=expected.source, bundle=expected.bundle, k=4.0, trigger=filled)
+    ]
     cfg = load_config(path)
     assert cfg == expected
     assert type(cfg.k) is float and type(cfg.batch.max_wait_ms) is float
@@ -368,6 +375,10 @@ def test_line3_documents_every_key() -> None:
         QueueConfig,
         PublishConfig,
         EvidenceConfig,
+        StreamTriggerConfig,
+        TriggerConfig,
+        MqttConfig,
+        OpcuaConfig,
         TrustConfig,
     )
     # LineConfig.path is not a YAML key, but source.path is, so every field name must appear.

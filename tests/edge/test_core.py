@@ -12,7 +12,7 @@ import yaml
 from edge.backends import load_backend
 from edge.batcher import FrameQueue
 from edge.bundle import BundleError, load_bundle
-from edge.preprocess import frame_problem, to_input
+from edge.preprocess import frame_problem, resize, to_input
 from edge.types import Frame
 from edge.verdict import Judge
 
@@ -174,6 +174,35 @@ def test_to_input_resizes_to_model_size():
     x = to_input(frames, 32, 32)
     assert x.shape == (2, 32, 32, 3) and x.dtype == np.uint8
     assert x[0].max() == 10 and x[1].min() == 200
+
+
+@pytest.mark.parametrize(
+    "image, model",
+    [
+        ((2048, 2448), (256, 256)),  # a 5 MP frame into a square model
+        ((2048, 2448), (1024, 1024)),
+        ((300, 1200), (256, 1024)),  # a long part at its own aspect
+        ((300, 1200), (512, 512)),  # shrinks across, grows along
+        ((1200, 300), (512, 512)),
+        ((300, 1200), (600, 300)),  # the same at whole ratios
+        ((1200, 300), (300, 600)),
+        ((64, 48), (256, 1024)),  # grows both ways
+    ],
+)
+def test_resize_keeps_brightness_and_averages_fine_texture_at_any_size_and_aspect(image, model):
+    (h, w), (mh, mw) = image, model
+    stripes = np.zeros((h, w, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-px columns: any shrink across them must average them to mid-grey
+    dst = np.empty((mh, mw, 3), np.uint8)
+    out = resize(stripes, mh, mw, dst=dst)
+    assert out.shape == (mh, mw, 3) and np.shares_memory(out, dst)
+    assert out.mean() == pytest.approx(127.5, abs=1)
+    noise = np.random.default_rng(0).integers(0, 256, (h, w, 3)).astype(np.uint8)
+    # Averaging k pixels divides the noise's spread by √k; a resize that samples keeps it.
+    shrunk = resize(noise, mh, mw)
+    assert shrunk.mean() == pytest.approx(noise.mean(), abs=1.5)
+    averaged = max(h / mh, 1) * max(w / mw, 1)
+    assert shrunk.std() < 1.1 * noise.std() / np.sqrt(averaged)
 
 
 def test_judge_ok_ng_and_regions_in_frame_pixels():

@@ -3,6 +3,7 @@ each in a ring folder bounded in parts, counted in the status, kept across a res
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import cv2
@@ -47,6 +48,10 @@ def test_ng_overlays_with_raw_frames_and_every_nth_ok_part(tmp_path) -> None:
     # OK parts 5, 10, 15, 20 of the stream: frames 7, 14, 22, 29 (every 3rd frame is NG).
     ok = sorted(p.name for p in (folder / "ok").glob("*.png"))
     assert ok == [f"cam0_{seq:08d}_cam0_{seq}_OK_raw.png" for seq in (7, 14, 22, 29)]
+    # Beside each part, its verdict as published, for the review on edge-hmi; the ring drops it too.
+    sidecars = sorted(folder.glob("*.json"))
+    assert [p.name for p in sidecars] == [f"cam0_{seq:08d}_cam0_{seq}_NG.json" for seq in kept]
+    assert all(json.loads(p.read_text())["verdict"] == "NG" for p in sidecars)
     assert np.array_equal(cv2.imread(str(folder / "ok" / ok[0])), decoded[7])
 
 
