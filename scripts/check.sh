@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint, format check and type check, as CI will run them once mypy's findings are cleared:
+# Lint, format check and type check (scripts/test.sh, hence CI, runs this before the tests):
 # ruff (pyproject.toml's [tool.ruff]) over the whole tree, mypy over the packages ([tool.mypy]).
 # Uses the tools of .venv (scripts/test.sh creates it with the dev extra). Exit 1 when any fails;
 # all three run, so one pass shows every finding.
