@@ -29,9 +29,9 @@ from asyncua import Node, Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.crypto.truststore import TrustStore
-from asyncua.crypto.uacrypto import CertProperties
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
+from asyncua.sync import Client as SyncClient
 
 from edge.config import LineConfig, OpcuaConfig
 from edge.plant.certs import APPLICATION_URI
@@ -307,22 +307,25 @@ class OpcuaLink:
             await station.status[name].write_value(value, dict(STATUS)[name])
 
 
-def client_keys(cert: Path, key: Path, server_cert: Path | None) -> list[CertProperties]:
-    """A client's certificate, key and the server's certificate as asyncua takes them, read here:
-    asyncua's own file reading (anyio, on a worker thread) returned nothing on the 2-core test box."""
-
-    def read(path: Path) -> CertProperties:
-        return CertProperties(path.read_bytes(), "pem" if path.suffix == ".pem" else "der")
-
-    return [read(cert), read(key), read(server_cert or cert)]
+def set_client_security(client: SyncClient, cert: Path, key: Path, server_cert: Path | None) -> None:
+    """Basic256Sha256 Sign&Encrypt for an ``asyncua.sync.Client``: files given as paths (``.pem``
+    read as PEM, others as DER), all by keyword. Positionally, asyncua's fourth argument is the
+    key's password and its fifth the server's certificate: a mode there (an IntEnum, 3) is opened as
+    file descriptor 3, which closes the client's own event loop (EBADF). Without ``server_cert`` the
+    client takes the certificate the server's endpoint offers."""
+    client.set_security(
+        SecurityPolicyBasic256Sha256,
+        certificate=str(cert),
+        private_key=str(key),
+        server_certificate=None if server_cert is None else str(server_cert),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
 
 
 class OpcuaVia:
     """edge-plc-sim's OPC UA side: calls Announce, hears every verdict as an event."""
 
     def __init__(self, cfg: LineConfig, host: str, cert: Path | None = None, key: Path | None = None):
-        from asyncua.sync import Client as SyncClient
-
         ua_cfg = cfg.opcua
         if not ua_cfg.endpoint:
             raise PlantLinkError(f"{cfg.path}: opcua.endpoint: not set, so the line serves no OPC UA")
@@ -333,11 +336,7 @@ class OpcuaVia:
             if cert is None or key is None:
                 raise PlantLinkError("the line's OPC UA server needs a client certificate: give --cert and --key")
             self.client.application_uri = APPLICATION_URI.format(name=cert.stem)
-            self.client.set_security(
-                SecurityPolicyBasic256Sha256,
-                *client_keys(cert, key, ua_cfg.certificate),
-                ua.MessageSecurityMode.SignAndEncrypt,
-            )
+            set_client_security(self.client, cert, key, ua_cfg.certificate)
         if ua_cfg.username and ua_cfg.password_file:
             self.client.set_user(ua_cfg.username)
             self.client.set_password(read_password(ua_cfg.password_file, "opcua.password_file"))

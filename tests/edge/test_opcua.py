@@ -14,7 +14,7 @@ import pytest
 from edge.config import ConfigError, parse_config
 from edge.listen import Listener
 from edge.plant.certs import make_certificate
-from edge.plant.opcua import client_keys
+from edge.plant.opcua import set_client_security
 
 from .harness import EDGE_RUN, collect, free_port, start
 from .plant_harness import camera_line, plc_sim
@@ -64,14 +64,8 @@ def test_parts_announced_over_opcua_get_every_verdict_as_an_event_and_in_its_nod
     assert final["links"]["opcua"]["events"] == 200 and final["links"]["opcua"]["announcements"] == 201
 
 
-@pytest.mark.skip(
-    reason="asyncua 2.1's client set_security fails on this box before it connects (EBADF inside its event loop, "
-    "or ShortData parsing the server certificate it was given as bytes): the Sign&Encrypt server starts with its "
-    "certificate, but refusing an untrusted client and serving a trusted one are not verified yet"
-)
 def test_sign_and_encrypt_refuses_an_untrusted_client_and_serves_the_trusted_one(tmp_path):
     from asyncua import ua
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
     from asyncua.sync import Client
 
     keys, trusted = tmp_path / "keys", tmp_path / "trusted"
@@ -94,21 +88,20 @@ def test_sign_and_encrypt_refuses_an_untrusted_client_and_serves_the_trusted_one
     proc = start(config)
     with Listener(pub, "line3/") as listener:
         assert listener.recv(60) is not None  # up (asyncua builds its address space for a while)
-        client = Client(endpoint, timeout=10)
-        client.application_uri = "urn:edge-inspect:stranger"
-        client.set_security(
-            SecurityPolicyBasic256Sha256,
-            *client_keys(stranger["der"], stranger["key"], server["der"]),
-            ua.MessageSecurityMode.SignAndEncrypt,
-        )
-        client.set_user("plc")
-        client.set_password("s3cret")
-        with pytest.raises(Exception, match="(?i)untrusted|certificate"):
-            client.connect()
+        stranger_client = Client(endpoint, timeout=10)  # the right user and password, a certificate not trusted
+        stranger_client.application_uri = "urn:edge-inspect:stranger"
+        set_client_security(stranger_client, stranger["der"], stranger["key"], server["der"])
+        stranger_client.set_user("plc")
+        stranger_client.set_password("s3cret")
         plain = Client(endpoint, timeout=10)
-        with pytest.raises(ua.UaError):  # no security at all: no endpoint offers it
-            plain.connect()
-            plain.get_node("ns=2;s=line3/st1/LastPartId").read_value()
+        try:
+            with pytest.raises(ua.uaerrors.BadCertificateUntrusted):  # the server's trust store refuses it
+                stranger_client.connect()
+            with pytest.raises(ua.UaError, match="No matching endpoints"):  # no endpoint offers no security
+                plain.connect()
+        finally:
+            stranger_client.tloop.stop()
+            plain.tloop.stop()
         args = ("--via", "opcua", "--cert", str(plc["der"]), "--key", str(plc["key"]), "--rate", "20", "--parts", "20")
         code, out, results = plc_sim(config, tmp_path / "sim.json", *args)
         _stop(proc, listener)
