@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 
 from edge.batcher import FrameQueue
-from edge.config import LineConfig, StreamConfig
+from edge.config import LineConfig
 from edge.grabbers import GrabberPool
 from edge.images import ImageOutlet
 from edge.inspector import judge_batch
@@ -36,7 +36,6 @@ from edge.status import Counters, Reloads, SourceStatus, StreamStatus
 from edge.stream import Stream
 from edge.systemd import SystemdNotifier, summary
 from edge.types import Batch, Frame, Verdict
-from edge.verdict import Judge
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,10 @@ class Daemon:
         # -- plant: announced parts and their deadlines, MQTT, OPC UA (edge/plant); it sends on ZeroMQ --
         self.plant = Plant(lambda: self.cfg, self._target, self.zmq)
         self.grabbers.claim = self.plant.claim
-        self.outlets: list[Outlet] = [self.plant, self.evidence]  # each gets every verdict and status
         self.images = ImageOutlet(cfg.hmi_images, cfg.publish) if cfg.hmi_images.bind else None
-        if self.images is not None:
-            self.outlets.append(self.images)
-        self.metrics = None
-        if cfg.metrics.bind:
-            host, port = cfg.metrics.bind.rsplit(":", 1)
-            self.metrics = MetricsServer(host, int(port))
+        # each gets every verdict and status
+        self.outlets: list[Outlet] = [self.plant, self.evidence, *([self.images] if self.images else [])]
+        self.metrics = MetricsServer.at(cfg.metrics.bind) if cfg.metrics.bind else None
         self._t_start = time.time()
         self.state = "starting"
         self.systemd = SystemdNotifier()
@@ -94,19 +89,7 @@ class Daemon:
     def _target(self, name: str) -> Target | None:
         """What a part announced on stream ``name`` is answered with (edge/plant); None: no such stream."""
         stream = self.streams.get(name)
-        if stream is None or stream.removed:
-            return None
-        rules = stream.cfg.trigger
-        return Target(
-            name,
-            stream.line,
-            stream.cfg.station,
-            stream.topic,
-            stream.judge.threshold,
-            stream.model.bundle.name,
-            rules.deadline_ms or self.cfg.trigger.deadline_ms,
-            "skip" if rules.unannounced == "skip" else "judge",
-        )
+        return None if stream is None or stream.removed else stream.target(self.cfg.trigger.deadline_ms)
 
     def models(self) -> dict[str, list[str]]:
         """What judges what: each bundle in use, by name, with its streams."""
@@ -123,11 +106,6 @@ class Daemon:
         return distinct(s.model for s in self.streams.values())
 
     # -- streams come and go ----------------------------------------------------------------
-    def add_stream(self, new: StreamConfig, source: Source, cfg: LineConfig, model: Model, judge: Judge, live: bool):
-        stream = self.streams[new.source.name] = Stream.of(new, cfg, source, model, judge)
-        if live:
-            self.start_grabber(stream)
-
     def start_grabber(self, stream: Stream, after: tuple[threading.Thread | None, Source] | None = None) -> None:
         """Starts a grab thread for the stream's source (``after``: the session it replaces)."""
         stream.halt = threading.Event()
@@ -307,8 +285,7 @@ class Daemon:
         log.info("%s stopped: %s", stream.topic, final.totals())
 
     def close(self) -> None:
-        """Release the socket, the model, the metrics port and the evidence writer (after run,
-        or instead of it)."""
+        """Release the outlets, the models and the metrics port (after run, or instead of it)."""
         for outlet in self.outlets:
             outlet.close()
         for model in self.loaded():

@@ -38,6 +38,37 @@ def _label(name: str, value: object) -> str:
     return f'{name}="{text}"'
 
 
+Family = Callable[[str, str, str, list[tuple[str, object]]], None]
+
+# Daemon-wide writers beside the line: (metric key, its two outcomes, what it writes, their counts).
+_WRITERS: list[tuple[str, tuple[str, str], str, Callable[[Counters], tuple[int | None, int | None]]]] = [
+    (
+        "evidence",
+        ("saved", "skipped"),
+        "NG parts {} by the evidence writer",
+        lambda c: (c.evidence_saved, c.evidence_skipped),
+    ),
+    (
+        "ok_samples",
+        ("saved", "skipped"),
+        "OK samples {} by the evidence writer",
+        lambda c: (c.ok_samples_saved, c.ok_samples_skipped),
+    ),
+    ("images", ("sent", "dropped"), "Operator screen images {}", lambda c: (c.images_sent, c.images_dropped)),
+]
+
+
+def _writers(family: Family, base: list[str], statuses: list[StreamStatus]) -> None:
+    for key, outcomes, text, counts in _WRITERS:
+        for i, outcome in enumerate(outcomes):
+            family(
+                f"edge_{key}_{outcome}_total",
+                "counter",
+                f"{text.format(outcome)} (daemon-wide)",
+                [(b, counts(s.counters)[i]) for b, s in zip(base, statuses)],
+            )
+
+
 def render(statuses: list[StreamStatus]) -> str:
     lines = []
 
@@ -56,25 +87,7 @@ def render(statuses: list[StreamStatus]) -> str:
         "The bundle judging this stream",
         [(f"{b},{_label('model', s.model)}", 1) for b, s in zip(base, statuses)],
     )
-    writers: list[tuple[str, str, Callable[[Counters], tuple[int | None, int | None]]]] = [
-        ("evidence", "NG parts", lambda c: (c.evidence_saved, c.evidence_skipped)),
-        ("ok_samples", "OK samples", lambda c: (c.ok_samples_saved, c.ok_samples_skipped)),
-    ]
-    for key, text, counts in writers:
-        for i, outcome in enumerate(("saved", "skipped")):
-            family(
-                f"edge_{key}_{outcome}_total",
-                "counter",
-                f"{text} {outcome} by the evidence writer (daemon-wide)",
-                [(b, counts(s.counters)[i]) for b, s in zip(base, statuses)],
-            )
-    for outcome in ("sent", "dropped"):
-        family(
-            f"edge_images_{outcome}_total",
-            "counter",
-            f"Operator screen images {outcome} (daemon-wide)",
-            [(b, getattr(s.counters, f"images_{outcome}")) for b, s in zip(base, statuses)],
-        )
+    _writers(family, base, statuses)
     family(
         "edge_verdicts_total",
         "counter",
@@ -133,6 +146,12 @@ class _BoundedServer(ThreadingHTTPServer):
 
 
 class MetricsServer:
+    @classmethod
+    def at(cls, bind: str) -> MetricsServer:
+        """The server for a metrics.bind of HOST:PORT."""
+        host, port = bind.rsplit(":", 1)
+        return cls(host, int(port))
+
     def __init__(self, host: str, port: int):
         self._snapshot: list[StreamStatus] = []
         server = self

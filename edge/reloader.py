@@ -17,6 +17,7 @@ from edge.config import ConfigError, LineConfig, StreamConfig, load_config
 from edge.models import Model, close_models, close_unused, load_models
 from edge.sources import Source, SourceError, open_source
 from edge.status import Reloads
+from edge.stream import Stream
 from edge.verdict import Judge
 
 if TYPE_CHECKING:
@@ -195,7 +196,9 @@ class Reloader:
             if name in streams:
                 changes.append(self._switch(new, model, judge, cfg, prepared.sources.get(name), live, topics))
             else:
-                self._daemon.add_stream(new, prepared.sources[name], cfg, model, judge, live)
+                stream = streams[name] = Stream.of(new, cfg, prepared.sources[name], model, judge)
+                if live:
+                    self._daemon.start_grabber(stream)
                 changes.append(f"{name} added")
         return changes
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from edge.config import LineConfig, StreamConfig
 from edge.models import Model
+from edge.plant.tracking import Target, Unannounced
 from edge.sources import Source
 from edge.stats import LineStats
 from edge.verdict import Judge
@@ -29,3 +30,19 @@ class Stream:
     def of(cls, new: StreamConfig, cfg: LineConfig, source: Source, model: Model, judge: Judge) -> Stream:
         """The camera ``new`` of the line ``cfg``, about to start."""
         return cls(new, source, cfg.line, cfg.topic(new), LineStats(), model, judge)
+
+    def target(self, default_deadline_ms: float) -> Target:
+        """What a part announced on this camera is answered with (edge/plant)."""
+        rules = self.cfg.trigger
+        deadline_ms = rules.deadline_ms or default_deadline_ms
+        unannounced: Unannounced = "skip" if rules.unannounced == "skip" else "judge"
+        return Target(
+            self.cfg.source.name,
+            self.line,
+            self.cfg.station,
+            self.topic,
+            self.judge.threshold,
+            self.model.bundle.name,
+            deadline_ms,
+            unannounced,
+        )

@@ -75,8 +75,7 @@ def build_engine(
         check_unchanged(bundle.path)
     fp16 = use_fp16(bundle, fp16)
     gpu_name, trt_version, compute_capability = _probe(device)
-    import pycuda.driver as cuda  # the probe imported both
-    import tensorrt as trt
+    import tensorrt as trt  # the probe imported it
 
     if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
         raise EngineBuildError(
@@ -92,26 +91,8 @@ def build_engine(
         max_batch,
         opt_batch,
     )
-    try:
-        ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
-    except cuda.Error as e:
-        raise EngineBuildError(f"CUDA GPU {device} ({gpu_name}): cannot create a context ({e})") from None
-    failed = None
-    try:
-        plan = _serialize(bundle, fp16=fp16, max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace_gb)
-    except Exception as e:
-        # Kept as text: the exception's traceback holds _serialize's frames, and with them TensorRT's
-        # builder, network and parser, which must be freed while their CUDA context is current.
-        failed = (
-            str(e)
-            if isinstance(e, EngineBuildError)
-            else f"{bundle.onnx_path}: TensorRT {trt_version} failed while building ({type(e).__name__}: {e})"
-        )
-    finally:
-        ctx.pop()
-        ctx.detach()
-    if failed is not None:
-        raise EngineBuildError(failed)
+    build = {"fp16": fp16, "max_batch": max_batch, "opt_batch": opt_batch, "workspace_gb": workspace_gb}
+    plan = _build_on(device, gpu_name, trt_version, bundle, build)
     path = bundle.path / engine_file_name(gpu_name, trt_version, precision)
     _write_atomic(path, plan)
     record = engine_record(
@@ -126,6 +107,35 @@ def build_engine(
     )
     record_engine(bundle.path, record, sign_key)
     return record
+
+
+def _build_on(
+    device: int, gpu_name: str, trt_version: str, bundle: Bundle, build: dict[str, Any]
+) -> tensorrt.IHostMemory:
+    """The serialized engine, built in a CUDA context of its own on GPU ``device``."""
+    import pycuda.driver as cuda
+
+    try:
+        ctx = cuda.Device(device).make_context()  # TensorRT builds for the GPU of the current context
+    except cuda.Error as e:
+        raise EngineBuildError(f"CUDA GPU {device} ({gpu_name}): cannot create a context ({e})") from None
+    failed = None
+    try:
+        plan = _serialize(bundle, **build)
+    except Exception as e:
+        # Kept as text: the exception's traceback holds _serialize's frames, and with them TensorRT's
+        # builder, network and parser, which must be freed while their CUDA context is current.
+        failed = (
+            str(e)
+            if isinstance(e, EngineBuildError)
+            else f"{bundle.onnx_path}: TensorRT {trt_version} failed while building ({type(e).__name__}: {e})"
+        )
+    finally:
+        ctx.pop()
+        ctx.detach()
+    if failed is not None:
+        raise EngineBuildError(failed)
+    return plan
 
 
 def _check_batches(opt_batch: int, max_batch: int) -> None:
